@@ -1,0 +1,106 @@
+"""Run one case in the current process: check support, prepare, check the output, time it.
+
+This is what a worker does for each case; tests call it directly. `execute` turns an
+exception into the case's status (`oom` or `error`) so one failure never costs the run.
+"""
+from __future__ import annotations
+
+import traceback
+from collections import OrderedDict
+
+import numpy as np
+
+from harness import reference
+from harness.inputs import kernel_inputs
+from harness.timing import TimingSettings, measure
+
+_PROBLEMS: OrderedDict = OrderedDict()  # problem_key -> (inputs, reference); a small LRU
+_TOLERANCES: dict = {}
+_CACHE_SIZE = 2
+
+
+def problem(case) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Inputs and float64 reference output for the case's problem, cached across impls/dtypes."""
+    key = case.problem_key
+    if key in _PROBLEMS:
+        _PROBLEMS.move_to_end(key)
+        return _PROBLEMS[key]
+    inputs = kernel_inputs(case)
+    ref = reference.reference_output(inputs["q"], inputs["k"], inputs["v"], case.causal)
+    _PROBLEMS[key] = (inputs, ref)
+    while len(_PROBLEMS) > _CACHE_SIZE:
+        _PROBLEMS.popitem(last=False)
+    return inputs, ref
+
+
+def tolerance_for(case, inputs, ref) -> float:
+    key = (case.problem_key, case.dtype)
+    if key not in _TOLERANCES:
+        _TOLERANCES[key] = reference.tolerance(inputs["q"], inputs["k"], inputs["v"],
+                                               case.causal, case.dtype, ref)
+    return _TOLERANCES[key]
+
+
+def check_output(case, prepared, out, ref: np.ndarray, tol: float) -> dict:
+    """Compare one output with the reference; the result says ok or why not."""
+    result = {"out_dtype": prepared.out_dtype(out), "tolerance": tol}
+    arr = prepared.to_numpy(out)
+    if arr.shape != ref.shape:
+        return {**result, "status": "mismatch",
+                "reason": f"output shape {tuple(arr.shape)}, expected {tuple(ref.shape)}"}
+    errors = reference.compare(arr, ref)
+    result.update(max_abs_err=errors["max_abs_err"], rel_err=errors["rel_err"])
+    if not errors["finite"]:
+        return {**result, "status": "mismatch", "reason": "output contains NaN or Inf"}
+    if result["out_dtype"] != case.dtype:
+        return {**result, "status": "mismatch",
+                "reason": f"output dtype {result['out_dtype']}, expected {case.dtype}"}
+    if errors["max_abs_err"] > tol:
+        return {**result, "status": "mismatch",
+                "reason": f"max_abs_err {errors['max_abs_err']:.3g} > tolerance {tol:.3g}"}
+    return {**result, "status": "ok", "reason": ""}
+
+
+def run_case(case, adapter, settings: TimingSettings) -> dict:
+    """Support check, prepare, one checked call, then timing. Exceptions propagate."""
+    reasons = adapter.unsupported(case)
+    if reasons:
+        return {"status": "unsupported", "reason": "; ".join(reasons)}
+    inputs, ref = problem(case)
+    tol = tolerance_for(case, inputs, ref)
+    prepared = adapter.prepare(case, inputs)
+    try:
+        out = prepared.call()
+        prepared.sync()
+        result = check_output(case, prepared, out, ref, tol)
+        del out
+        result.update(measure(prepared.call, prepared.sync, settings))
+    finally:
+        prepared.close()
+    if prepared.kernel:
+        result["kernel"] = prepared.kernel
+    return result
+
+
+OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory",
+               "resourceexhausted", "oom when allocating", "failed to allocate")
+
+
+def classify_exception(exc: BaseException) -> tuple[str, str]:
+    """(status, reason) for an exception raised while running a case."""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    first_line = text.splitlines()[0] if text else type(exc).__name__
+    lowered = text.lower()
+    if isinstance(exc, MemoryError) or any(m in lowered for m in OOM_MARKERS):
+        return "oom", first_line[:500]
+    return "error", first_line[:500]
+
+
+def execute(case, adapter, settings: TimingSettings) -> dict:
+    """`run_case` with failures turned into statuses; the traceback goes to the worker's log."""
+    try:
+        return run_case(case, adapter, settings)
+    except Exception as exc:  # one case's failure must not end the run
+        traceback.print_exc()
+        status, reason = classify_exception(exc)
+        return {"status": status, "reason": reason}

@@ -1,0 +1,76 @@
+"""What a run shows while it works and when it ends: a progress bar with the current case,
+failures as they happen, then the latency table. Plain lines when not on a terminal (CI logs)."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+
+from harness import summary
+from harness.store import FAILED_STATUSES
+
+STATUS_STYLE = {"ok": "green", "unsupported": "dim", "mismatch": "bold red", "error": "bold red",
+                "timeout": "red", "oom": "red"}
+
+
+class RunDisplay:
+    def __init__(self, total: int, already: int = 0, quiet: bool = False):
+        self.console = Console(stderr=False)
+        self.total, self.already, self.quiet = total, already, quiet
+        self.done = already
+        self.live = self.console.is_terminal and not quiet
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=self.console, transient=True)
+        self.task = self.progress.add_task("starting", total=total, completed=already)
+
+    def __enter__(self):
+        if self.live:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.progress.stop()
+
+    def header(self, suite, out, todo: int, threads: int) -> None:
+        if self.quiet:
+            return
+        resumed = f" ({self.already} already recorded)" if self.already else ""
+        self.console.print(f"[bold]attnbench[/] suite [cyan]{suite.name}[/]: {todo} cases to run"
+                           f"{resumed}, {threads} threads -> {out}")
+
+    def start(self, case) -> None:
+        if self.live:
+            self.progress.update(self.task, description=case.case_id)
+
+    def record(self, record: dict) -> None:
+        self.done += 1
+        if self.live:
+            self.progress.update(self.task, completed=self.done)
+        if self.quiet:
+            return
+        status = record["status"]
+        if status in FAILED_STATUSES or not self.live:
+            style = STATUS_STYLE.get(status, "")
+            what = summary.cell(record) + " ms" if status == "ok" else record["reason"]
+            self.console.print(f"[{self.done:>4}/{self.total}] [{style}]{status:<11}[/] "
+                               f"{record['case_id']}  {what}", highlight=False, soft_wrap=True)
+
+    def summary(self, records: list[dict], out) -> None:
+        header, rows = summary.latency_table(records)
+        table = Table(title="median latency (ms)", title_justify="left")
+        for i, name in enumerate(header):
+            table.add_column(name, justify="right" if name.startswith("N=") else "left")
+        for row in rows:
+            table.add_row(*[f"[bold red]{c}[/]" if c in ("MISMATCH", "ERROR", "TIMEOUT", "OOM")
+                            else c for c in row])
+        if rows:
+            self.console.print(table)
+        for impl, reason in sorted(summary.not_run(records).items()):
+            self.console.print(f"[dim]not run: {impl}: {reason}[/]", soft_wrap=True)
+        counts = summary.status_counts(records)
+        parts = [f"{n} {s}" for s, n in counts.items() if n]
+        self.console.print(f"{len(records)} cases: {', '.join(parts)}")
+        self.console.print(f"run directory: [bold]{out}[/]")

@@ -1,0 +1,62 @@
+"""Adapter discovery: the built-in modules, the entry-point group "attnbench.impls", and
+modules named in $ATTNBENCH_PLUGINS (comma-separated; imported in every worker too).
+
+A plugin module exposes `ADAPTERS` (a list of Adapter instances); an entry point may also
+point straight at an Adapter instance, class, or list of them.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+
+from impls.base import Adapter
+
+BUILTIN_MODULES = ("impls.numpy_ref", "impls.torch_naive", "impls.torch_sdpa",
+                   "impls.xformers_fmha", "impls.tf_keras")
+ENTRY_POINT_GROUP = "attnbench.impls"
+PLUGINS_ENV = "ATTNBENCH_PLUGINS"
+
+_REGISTRY: dict[str, Adapter] = {}
+_LOADED = False
+
+
+def register(adapter: Adapter) -> Adapter:
+    """Add (or replace) an adapter under its name."""
+    _REGISTRY[adapter.name] = adapter
+    return adapter
+
+
+def _register_object(obj) -> None:
+    if isinstance(obj, type) and issubclass(obj, Adapter):
+        obj = obj()
+    if isinstance(obj, Adapter):
+        register(obj)
+        return
+    if hasattr(obj, "ADAPTERS"):
+        obj = obj.ADAPTERS
+    for item in obj:
+        _register_object(item)
+
+
+def _load() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    for module in BUILTIN_MODULES:
+        _register_object(importlib.import_module(module))
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        _register_object(ep.load())
+    for module in filter(None, os.environ.get(PLUGINS_ENV, "").split(",")):
+        _register_object(importlib.import_module(module.strip()))
+
+
+def adapters() -> dict[str, Adapter]:
+    _load()
+    return dict(_REGISTRY)
+
+
+def get(name: str) -> Adapter:
+    _load()
+    return _REGISTRY[name]

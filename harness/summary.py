@@ -1,0 +1,58 @@
+"""The headline numbers of a run, framework-free: the CLI prints them, reports render them."""
+from __future__ import annotations
+
+from collections import Counter
+
+from harness.store import FAILED_STATUSES, STATUSES
+
+CELL_FOR_STATUS = {"mismatch": "MISMATCH", "error": "ERROR", "timeout": "TIMEOUT", "oom": "OOM",
+                   "unsupported": "-"}
+
+
+def status_counts(records: list[dict]) -> dict[str, int]:
+    counts = Counter(r["status"] for r in records)
+    return {s: counts.get(s, 0) for s in STATUSES}
+
+
+def failures(records: list[dict]) -> list[dict]:
+    return [r for r in records if r["status"] in FAILED_STATUSES]
+
+
+def not_run(records: list[dict]) -> dict[str, str]:
+    """Implementations with no computed case at all -> the first reason given."""
+    by_impl: dict[str, list[dict]] = {}
+    for r in records:
+        by_impl.setdefault(r["impl"], []).append(r)
+    return {impl: rs[0]["reason"] for impl, rs in by_impl.items()
+            if all(r["status"] == "unsupported" for r in rs)}
+
+
+def cell(record: dict) -> str:
+    """Median in ms, or the status where there is no trustworthy time."""
+    if record["status"] == "ok":
+        return f"{record['median_s'] * 1e3:.3g}"
+    return CELL_FOR_STATUS.get(record["status"], record["status"])
+
+
+def latency_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Rows: (impl, dtype, mask[, mode, level, device]); columns: seq_len; cells: median ms.
+
+    Implementations that ran nothing are left out (see `not_run`). Axes with a single value in
+    the run are not shown as columns.
+    """
+    skip = set(not_run(records))
+    shown = [r for r in records if r["impl"] not in skip]
+    varying = [k for k in ("level", "mode", "device", "batch", "heads", "head_dim")
+               if len({r[k] for r in shown}) > 1]
+    row_keys = ["impl", "dtype", "causal", *varying]
+    seq_lens = sorted({r["seq_len"] for r in shown})
+    rows: dict[tuple, dict[int, str]] = {}
+    for r in shown:
+        rows.setdefault(tuple(r[k] for k in row_keys), {})[r["seq_len"]] = cell(r)
+    header = ["impl", "dtype", "mask", *varying, *[f"N={n}" for n in seq_lens]]
+    body = []
+    for key in sorted(rows, key=lambda k: tuple(str(x) for x in k)):
+        labels = [str(v) for v in key]
+        labels[2] = "causal" if key[2] else "full"
+        body.append(labels + [rows[key].get(n, "") for n in seq_lens])
+    return header, body

@@ -1,0 +1,72 @@
+"""The worker process: imports one framework family, runs cases sent over a pipe, sends results.
+
+Each family (numpy, torch, tensorflow) gets its own process, so TensorFlow never shares one
+with PyTorch and a crash or hang costs one case. Output of the libraries goes to a log file in
+the run directory, not to the user's terminal.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                   "TF_NUM_INTRAOP_THREADS")
+
+
+def worker_env(family: str, threads: int) -> dict[str, str]:
+    """Environment a worker must start with (thread pools are sized at import time)."""
+    env = {var: str(threads) for var in THREAD_ENV_VARS}
+    if family == "tensorflow":
+        env.update(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    return env
+
+
+def set_threads(family: str, threads: int) -> dict:
+    """Give every framework the same intra-op thread count; return what it reports back."""
+    info = {"family": family, "pid": os.getpid(), "python": sys.version.split()[0]}
+    if family == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        info.update(torch=torch.__version__, threads=torch.get_num_threads(),
+                    cuda=torch.version.cuda, cuda_available=torch.cuda.is_available())
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    elif family == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        info.update(tensorflow=tf.__version__,
+                    threads=tf.config.threading.get_intra_op_parallelism_threads())
+    else:
+        import numpy as np
+
+        info.update(numpy=np.__version__, threads=threads)
+    return info
+
+
+def worker_main(conn, family: str, threads: int, log_path: str | None) -> None:
+    """Loop: receive (case dict, timing settings dict), send back the case's result dict."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides what Ctrl-C means
+    if log_path:
+        log = open(log_path, "a", buffering=1)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        sys.stdout = sys.stderr = log
+    from harness import registry
+    from harness.execute import execute
+    from harness.spec import Case
+    from harness.timing import TimingSettings
+
+    conn.send({"ready": True, "info": set_threads(family, threads)})
+    while True:
+        message = conn.recv()
+        if message is None:
+            break
+        case_dict, settings_dict = message
+        case = Case.from_dict(case_dict)
+        print(f"--- {case.case_id}", flush=True)
+        result = execute(case, registry.get(case.impl), TimingSettings(**settings_dict))
+        conn.send(result)
+    conn.close()

@@ -1,0 +1,85 @@
+"""The Adapter protocol: what an implementation declares and the two calls the harness makes.
+
+Adapters own the call and nothing else. They never time, measure or catch: the harness does
+that the same way for every implementation. Framework imports happen inside methods, never at
+module top level, so `attnbench list` works with only the base install.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass
+class Prepared:
+    """A case made ready to run: everything that is not the operation already happened.
+
+    `call` runs the operation once and returns its output; `sync` waits for device work;
+    `to_numpy` converts an output to a float64 NumPy array in the reference layout
+    (batch, heads, seq, head_dim); `out_dtype` names the output's dtype ("float32", ...);
+    `close` undoes whatever `prepare` entered (a backend context, for instance).
+    """
+
+    call: Callable[[], Any]
+    to_numpy: Callable[[Any], np.ndarray]
+    out_dtype: Callable[[Any], str]
+    sync: Callable[[], None] = _nothing
+    close: Callable[[], None] = _nothing
+    kernel: str | None = None
+
+
+class Adapter:
+    """Base class with the declarative checks; subclasses set the class attributes below.
+
+    `unsupported(case)` returns reasons a user can act on (empty means the case can run).
+    The declarative part (level, device, dtype, mode, missing package) is checked here;
+    `library_reasons` lets an adapter ask its library why it cannot run a case.
+    """
+
+    name: ClassVar[str]
+    framework: ClassVar[str]  # worker family: "numpy" | "torch" | "tensorflow"
+    level: ClassVar[str] = "kernel"
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    dtypes: ClassVar[tuple[str, ...]] = ("float32",)
+    modes: ClassVar[tuple[str, ...]] = ("fwd",)
+    requires: ClassVar[tuple[str, ...]] = ()  # importable module names
+    install_hint: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def missing_packages(self) -> list[str]:
+        """Required modules that cannot be found, without importing them."""
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def static_reasons(self, case) -> list[str]:
+        """Reasons known without importing the framework."""
+        reasons = []
+        if case.level != self.level:
+            reasons.append(f"{self.name} is a {self.level}-level implementation, case is {case.level}")
+        if case.device.split(":")[0] not in self.devices:
+            reasons.append(f"{self.name} runs on {', '.join(self.devices)}, not {case.device}")
+        if case.dtype not in self.dtypes:
+            reasons.append(f"{self.name} supports dtypes {', '.join(self.dtypes)}, not {case.dtype}")
+        if case.mode not in self.modes:
+            reasons.append(f"{self.name} supports modes {', '.join(self.modes)}, not {case.mode}")
+        missing = self.missing_packages()
+        if missing:
+            reasons.append(f"{', '.join(missing)} not installed: {self.install_hint}")
+        return reasons
+
+    def library_reasons(self, case) -> list[str]:
+        """Ask the library itself; called in the worker, only when static checks pass."""
+        return []
+
+    def unsupported(self, case) -> list[str]:
+        return self.static_reasons(case) or self.library_reasons(case)
+
+    def prepare(self, case, inputs: dict[str, np.ndarray]) -> Prepared:
+        raise NotImplementedError
+

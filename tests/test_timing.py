@@ -1,0 +1,88 @@
+"""The timer's statistics and stopping rule, on synthetic calls whose cost is known."""
+import time
+
+import numpy as np
+import pytest
+
+from harness.timing import TimingSettings, measure, median_ci, summarize
+
+
+def test_median_ci_contains_the_median_and_narrows_with_more_samples():
+    rng = np.random.default_rng(1)
+    small = rng.normal(1.0, 0.1, 20)
+    large = rng.normal(1.0, 0.1, 2000)
+    lo_s, hi_s = median_ci(small)
+    lo_l, hi_l = median_ci(large)
+    assert lo_s <= np.median(small) <= hi_s
+    assert lo_l <= np.median(large) <= hi_l
+    assert (hi_l - lo_l) < (hi_s - lo_s) / 4
+    assert lo_l < 1.0 < hi_l
+
+
+def test_tiny_samples_fall_back_to_the_range():
+    x = np.array([3.0, 1.0, 2.0])
+    assert median_ci(x) == (1.0, 3.0)
+
+
+def test_summarize_fields():
+    stats = summarize([0.002, 0.001, 0.003, 0.004, 0.005, 0.006, 0.007], target_ci=0.02)
+    assert stats["median_s"] == pytest.approx(0.004)
+    assert stats["min_s"] == pytest.approx(0.001)
+    assert stats["mean_s"] == pytest.approx(0.004)
+    assert stats["iqr_s"] == pytest.approx(0.003)
+    assert stats["n_samples"] == 7
+    assert stats["ci_low_s"] <= stats["median_s"] <= stats["ci_high_s"]
+    assert stats["converged"] is False  # that spread is far wider than ±2%
+
+
+def test_sleep_is_measured_at_its_length():
+    stats = measure(lambda: time.sleep(0.002), lambda: None,
+                    TimingSettings(warmup_s=0.01, min_samples=5, budget_s=0.2))
+    assert 0.002 <= stats["median_s"] < 0.004
+    assert stats["calls_per_sample"] == 1
+
+
+def test_warm_up_is_excluded():
+    calls = []
+
+    def slow_first_calls():
+        calls.append(1)
+        time.sleep(0.02 if len(calls) <= 2 else 0.001)
+
+    stats = measure(slow_first_calls, lambda: None,
+                    TimingSettings(warmup_s=0.001, min_samples=5, budget_s=0.1))
+    assert stats["warmup_calls"] >= 2
+    assert max(stats["samples_s"]) < 0.01
+
+
+def test_sync_is_inside_the_timed_region():
+    stats = measure(lambda: None, lambda: time.sleep(0.002),
+                    TimingSettings(warmup_s=0.005, min_samples=5, budget_s=0.1))
+    assert stats["median_s"] >= 0.002
+
+
+def test_fast_calls_are_timed_in_blocks():
+    stats = measure(lambda: None, lambda: None, TimingSettings(warmup_s=0.01, min_samples=5))
+    assert stats["calls_per_sample"] > 10
+    assert stats["median_s"] < 2e-6
+
+
+def test_sampling_stops_at_the_budget_when_noise_never_settles():
+    rng = np.random.default_rng(0)
+    settings = TimingSettings(warmup_s=0.001, min_samples=5, max_samples=100000, budget_s=0.15,
+                              target_ci=1e-6, min_sample_s=1e-9)
+    start = time.perf_counter()
+    stats = measure(lambda: time.sleep(float(rng.uniform(0, 0.002))), lambda: None, settings)
+    elapsed = time.perf_counter() - start
+    assert stats["converged"] is False
+    assert elapsed < 1.0
+    assert stats["n_samples"] >= 5
+
+
+def test_sampling_stops_early_once_the_interval_is_tight():
+    settings = TimingSettings(warmup_s=0.001, min_samples=10, max_samples=100000, budget_s=5.0,
+                              target_ci=0.05)
+    start = time.perf_counter()
+    stats = measure(lambda: time.sleep(0.001), lambda: None, settings)
+    assert stats["converged"] is True
+    assert time.perf_counter() - start < 2.0
