@@ -16,7 +16,9 @@ STATUS_STYLE = {"ok": "green", "unsupported": "dim", "mismatch": "bold red", "er
 
 class RunDisplay:
     def __init__(self, total: int, already: int = 0, quiet: bool = False):
-        self.console = Console(stderr=False)
+        self.console = Console()
+        if not self.console.is_terminal:
+            self.console.width = 160  # CI logs: do not squeeze the table to 80 columns
         self.total, self.already, self.quiet = total, already, quiet
         self.done = already
         self.live = self.console.is_terminal and not quiet
@@ -62,7 +64,8 @@ class RunDisplay:
         header, rows = summary.latency_table(records)
         table = Table(title="median latency (ms)", title_justify="left")
         for i, name in enumerate(header):
-            table.add_column(name, justify="right" if name.startswith("N=") else "left")
+            table.add_column(name, justify="right" if name.startswith("N=") else "left",
+                             no_wrap=True)
         for row in rows:
             table.add_row(*[f"[bold red]{c}[/]" if c in ("MISMATCH", "ERROR", "TIMEOUT", "OOM")
                             else c for c in row])

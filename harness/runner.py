@@ -84,11 +84,16 @@ class Worker:
 
     def run(self, case: Case, settings: TimingSettings) -> dict:
         try:
-            self.conn.send((case.to_dict(), dataclasses.asdict(settings)))
+            self.conn.send(("run", case.to_dict(), dataclasses.asdict(settings)))
         except (BrokenPipeError, OSError):
             self.process.join(5)
             raise WorkerGone(*_describe_exit(self.process.exitcode)) from None
         return self._receive(settings.timeout_s, "running the case")
+
+    def probe(self, case: Case, timeout_s: float = 120.0) -> list[str]:
+        """The library's reasons why it cannot run `case` (empty: it can)."""
+        self.conn.send(("probe", case.to_dict(), None))
+        return self._receive(timeout_s, "asking the library")
 
     def alive(self) -> bool:
         return self.process.is_alive()

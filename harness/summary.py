@@ -19,12 +19,21 @@ def failures(records: list[dict]) -> list[dict]:
 
 
 def not_run(records: list[dict]) -> dict[str, str]:
-    """Implementations with no computed case at all -> the first reason given."""
-    by_impl: dict[str, list[dict]] = {}
+    """What never ran, with the first reason given: "impl" when none of its cases ran,
+    "impl (dtype)" when only some dtypes did not."""
+    groups: dict[tuple, list[dict]] = {}
     for r in records:
-        by_impl.setdefault(r["impl"], []).append(r)
-    return {impl: rs[0]["reason"] for impl, rs in by_impl.items()
+        groups.setdefault((r["impl"], r["dtype"]), []).append(r)
+    dead = {key: rs[0]["reason"] for key, rs in groups.items()
             if all(r["status"] == "unsupported" for r in rs)}
+    out = {}
+    for impl in dict.fromkeys(key[0] for key in groups):
+        mine = [key for key in groups if key[0] == impl]
+        if all(key in dead for key in mine):
+            out[impl] = dead[mine[0]]
+        else:
+            out.update({f"{impl} ({key[1]})": dead[key] for key in mine if key in dead})
+    return out
 
 
 def cell(record: dict) -> str:
@@ -37,11 +46,13 @@ def cell(record: dict) -> str:
 def latency_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Rows: (impl, dtype, mask[, mode, level, device]); columns: seq_len; cells: median ms.
 
-    Implementations that ran nothing are left out (see `not_run`). Axes with a single value in
+    (impl, dtype) pairs that ran nothing are left out (see `not_run`). Axes with a single value in
     the run are not shown as columns.
     """
-    skip = set(not_run(records))
-    shown = [r for r in records if r["impl"] not in skip]
+    groups: dict[tuple, set] = {}
+    for r in records:
+        groups.setdefault((r["impl"], r["dtype"]), set()).add(r["status"])
+    shown = [r for r in records if groups[(r["impl"], r["dtype"])] != {"unsupported"}]
     varying = [k for k in ("level", "mode", "device", "batch", "heads", "head_dim")
                if len({r[k] for r in shown}) > 1]
     row_keys = ["impl", "dtype", "causal", *varying]

@@ -46,8 +46,15 @@ def set_threads(family: str, threads: int) -> dict:
     return info
 
 
+def _probe(adapter, case) -> list[str]:
+    try:
+        return adapter.unsupported(case)
+    except Exception as exc:  # a probe that fails says so instead of ending the worker
+        return [f"asking the library failed: {type(exc).__name__}: {exc}"]
+
+
 def worker_main(conn, family: str, threads: int, log_path: str | None) -> None:
-    """Loop: receive (case dict, timing settings dict), send back the case's result dict."""
+    """Loop: receive ("run" | "probe", case dict, timing settings dict); send back the result."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides what Ctrl-C means
     if log_path:
         log = open(log_path, "a", buffering=1)
@@ -64,9 +71,12 @@ def worker_main(conn, family: str, threads: int, log_path: str | None) -> None:
         message = conn.recv()
         if message is None:
             break
-        case_dict, settings_dict = message
+        kind, case_dict, settings_dict = message
         case = Case.from_dict(case_dict)
-        print(f"--- {case.case_id}", flush=True)
-        result = execute(case, registry.get(case.impl), TimingSettings(**settings_dict))
-        conn.send(result)
+        adapter = registry.get(case.impl)
+        print(f"--- {kind} {case.case_id}", flush=True)
+        if kind == "probe":  # only ask whether the library can run it
+            conn.send(_probe(adapter, case))
+        else:
+            conn.send(execute(case, adapter, TimingSettings(**settings_dict)))
     conn.close()

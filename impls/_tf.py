@@ -1,0 +1,106 @@
+"""TensorFlow plumbing shared by the TF and Keras adapters: imports, device, tensors, Prepared.
+
+TensorFlow places eager ops on a GPU whenever it has one, so the inputs are made inside the
+case's device scope, and the timed call runs inside one entered by `prepared` and left by `close`.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+from impls.base import Adapter, Prepared
+
+TO_BNHD = (0, 2, 1, 3)  # (B, H, N, D) <-> (B, N, H, D); the permutation is its own inverse
+
+
+def _no_op() -> None:
+    return None
+
+
+def import_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep oneDNN/CPU-feature chatter out of logs
+    import tensorflow as tf
+
+    return tf
+
+
+def import_keras():
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # must precede the first keras import
+    import_tf()
+    import keras
+
+    return keras
+
+
+def tf_device(case) -> str:
+    """TensorFlow's name for the case's device: cpu -> /CPU:0, cuda or cuda:N -> /GPU:N."""
+    if case.device == "cpu":
+        return "/CPU:0"
+    return f"/GPU:{case.device.partition(':')[2] or 0}"
+
+
+def device_reasons(case) -> list[str]:
+    tf = import_tf()
+    if case.device == "cpu":
+        return []
+    gpus = tf.config.list_physical_devices("GPU")
+    index = int(case.device.partition(":")[2] or 0)
+    if index >= len(gpus):
+        return [f"TensorFlow {tf.__version__} sees {len(gpus)} GPU(s), so not {case.device} "
+                f"(tensorflow-cpu has none)"]
+    return []
+
+
+def to_tensors(case, inputs, layout=None) -> list:
+    """q, k, v as tensors of the case's dtype (made inside `on_device(case)`)."""
+    tf = import_tf()
+    tensors = []
+    for name in ("q", "k", "v"):
+        t = tf.cast(tf.constant(inputs[name]), case.dtype)
+        tensors.append(tf.transpose(t, layout) if layout is not None else t)
+    return tensors
+
+
+def on_device(case):
+    """The case's device scope (a context manager)."""
+    return import_tf().device(tf_device(case))
+
+
+def prepared(case, call, *, layout=None) -> Prepared:
+    """Wrap `call` with TF's conversions and enter the device scope it runs in (left by close).
+
+    `layout` is the output's permutation from (B, H, N, D). Entered last, so a failing
+    `prepare` never leaves a scope behind.
+    """
+    tf = import_tf()
+    scope = contextlib.ExitStack()
+    scope.enter_context(on_device(case))
+
+    def to_numpy(out):
+        if layout is not None:
+            out = tf.transpose(out, layout)
+        return tf.cast(out, tf.float64).numpy()  # exact for every dtype; NumPy has no bfloat16
+
+    def sync():
+        tf.test.experimental.sync_devices()
+
+    return Prepared(
+        call=call,
+        to_numpy=to_numpy,
+        out_dtype=lambda out: out.dtype.name,
+        sync=sync if case.device != "cpu" else _no_op,
+        close=scope.close,
+    )
+
+
+class TFAdapter(Adapter):
+    """Declarations common to the TensorFlow-family adapters."""
+
+    framework = "tensorflow"
+    devices = ("cpu", "cuda")
+    dtypes = ("float64", "float32", "bfloat16", "float16")
+    requires = ("tensorflow",)
+    install_hint = "pip install -e .[tf]"
+
+    def library_reasons(self, case) -> list[str]:
+        return device_reasons(case)

@@ -1,0 +1,70 @@
+"""TensorFlow and Keras attention: the classic TF tutorial function, and Keras 3's fused op.
+
+Both run eagerly, as users call them. Keras 3 works in (B, N, H, D); the transpose happens in
+`prepare`. This module is only ever imported next to TensorFlow in a worker of its own.
+"""
+from __future__ import annotations
+
+import math
+
+from harness.inputs import causal_keep
+from impls._tf import TO_BNHD, TFAdapter, import_keras, import_tf, on_device, prepared, to_tensors
+
+
+class TFNaive(TFAdapter):
+    name = "tf.naive"
+    description = "The TensorFlow tutorial's scaled_dot_product_attention, eager."
+
+    def prepare(self, case, inputs):
+        tf = import_tf()
+        bias = None
+        with on_device(case):
+            q, k, v = to_tensors(case, inputs)
+            sqrt_dk = tf.math.sqrt(tf.cast(case.head_dim, case.dtype))  # the tutorial's dk
+            if case.causal:
+                # The tutorial's look-ahead mask (1 above the diagonal) and its `mask * -1e9`
+                # depend only on the shape: hoisted out of the timed call. In float16 -1e9
+                # overflows to -inf and 0 * -inf is NaN: the tutorial's formula, faithfully.
+                keep = causal_keep(case.seq_len, case.seq_len_kv)
+                bias = tf.constant(1.0 - keep, case.dtype) * -1e9
+
+        def call():
+            logits = tf.matmul(q, k, transpose_b=True) / sqrt_dk
+            if bias is not None:
+                logits += bias
+            weights = tf.nn.softmax(logits, axis=-1)
+            return tf.matmul(weights, v)
+
+        return prepared(case, call)
+
+
+class KerasOps(TFAdapter):
+    name = "keras.ops"
+    description = "keras.ops.dot_product_attention on the TensorFlow backend, eager."
+    requires = ("tensorflow", "keras")
+
+    def library_reasons(self, case) -> list[str]:
+        keras = import_keras()
+        if keras.backend.backend() != "tensorflow":
+            return [f"Keras is set to the {keras.backend.backend()!r} backend (KERAS_BACKEND); "
+                    f"{self.name} measures the TensorFlow backend"]
+        return super().library_reasons(case)
+
+    def prepare(self, case, inputs):
+        keras = import_keras()
+        tf = import_tf()
+        with on_device(case):
+            q, k, v = to_tensors(case, inputs, layout=TO_BNHD)
+            # Keras makes its default scale, and a Python-float scale, float32 before casting
+            # it to the logits' dtype: float64 would lose its precision (errors ~1e-8). The
+            # same 1/√d as a tensor of the case's dtype is exact; other dtypes are unchanged.
+            scale = tf.constant(1.0 / math.sqrt(case.head_dim), case.dtype)
+        causal = case.causal
+        return prepared(
+            case,
+            lambda: keras.ops.dot_product_attention(q, k, v, scale=scale, is_causal=causal),
+            layout=TO_BNHD,
+        )
+
+
+ADAPTERS = [TFNaive(), KerasOps()]

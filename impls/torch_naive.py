@@ -1,0 +1,32 @@
+"""Attention in PyTorch as a textbook or a first version writes it: no fused kernel.
+
+The additive causal mask is built in `prepare`, so the timed call is only the formula.
+"""
+from __future__ import annotations
+
+import math
+
+from impls._torch import TorchAdapter, causal_bias, prepared, to_device
+
+
+class TorchNaive(TorchAdapter):
+    name = "torch.naive"
+    description = "Textbook PyTorch attention: matmul, scale, additive mask, softmax, matmul."
+
+    def prepare(self, case, inputs):
+        import torch
+
+        q, k, v = to_device(case, inputs)
+        scale = 1.0 / math.sqrt(case.head_dim)
+        mask = causal_bias(case) if case.causal else None
+
+        def call():
+            scores = torch.matmul(q, k.transpose(-2, -1)) * scale
+            if mask is not None:
+                scores = scores + mask
+            return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+        return prepared(case, call)
+
+
+ADAPTERS = [TorchNaive()]

@@ -1,0 +1,85 @@
+"""`torch.nn.functional.scaled_dot_product_attention`: the dispatcher's choice, and each backend pinned.
+
+Pinning uses `torch.nn.attention.sdpa_kernel`, entered in `prepare` and exited in `close`, so
+entering the context is never part of the timed call. Whether a pinned backend can run a case
+is asked of torch itself with a trial call, and torch's own words become the reason.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+from impls._torch import TorchAdapter, device_reasons, prepared, to_device
+
+# id, SDPBackend member (None: the dispatcher chooses), description
+SDPA_VARIANTS = (
+    ("torch.sdpa", None, "PyTorch SDPA, backend chosen by torch's dispatcher."),
+    ("torch.sdpa.math", "MATH", "PyTorch SDPA pinned to the math (unfused, composite) backend."),
+    ("torch.sdpa.flash", "FLASH_ATTENTION", "PyTorch SDPA pinned to the FlashAttention backend."),
+    ("torch.sdpa.efficient", "EFFICIENT_ATTENTION",
+     "PyTorch SDPA pinned to the memory-efficient (xformers cutlass) backend."),
+    ("torch.sdpa.cudnn", "CUDNN_ATTENTION", "PyTorch SDPA pinned to the cuDNN attention backend."),
+)
+
+
+class TorchSDPA(TorchAdapter):
+    """One SDPA variant; instances differ only in the backend they pin (see SDPA_VARIANTS)."""
+
+    def __init__(self, name: str, backend: str | None, description: str):
+        self.name = name
+        self.backend = backend
+        self.description = description
+        self.kernel = backend.lower() if backend else None  # e.g. "flash_attention"
+
+    def _backend_context(self):
+        if self.backend is None:
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel(getattr(SDPBackend, self.backend))
+
+    def library_reasons(self, case) -> list[str]:
+        """A trial call on zeros (batch=1, heads=1) under the pinned backend; torch says why not.
+
+        The math backend, and the dispatcher (which falls back to math), accept every case;
+        a trial for them would only materialise the N x N scores, so they are not asked.
+        """
+        reasons = device_reasons(case)
+        if reasons or self.backend in (None, "MATH"):
+            return reasons
+        import torch
+        import torch.nn.functional as F
+
+        options = {"device": case.device, "dtype": getattr(torch, case.dtype)}
+        q = torch.zeros(1, 1, case.seq_len, case.head_dim, **options)
+        kv = torch.zeros(1, 1, case.seq_len_kv, case.head_dim, **options)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                with self._backend_context():
+                    F.scaled_dot_product_attention(q, kv, kv, is_causal=case.causal)
+            except torch.cuda.OutOfMemoryError:
+                raise  # the case itself would not fit: let the harness call it oom
+            except RuntimeError as exc:
+                said = " ".join(str(exc).split())
+                notes = "; ".join(" ".join(str(w.message).split()) for w in caught)
+                return [f"torch has no SDPBackend.{self.backend} kernel for this case on "
+                        f"{case.device}: {said}" + (f" ({notes})" if notes else "")]
+        return []
+
+    def prepare(self, case, inputs):
+        import torch.nn.functional as F
+
+        q, k, v = to_device(case, inputs)
+        causal = case.causal
+        backend = contextlib.ExitStack()
+        backend.enter_context(self._backend_context())  # exited by Prepared.close
+        return prepared(
+            case,
+            lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+            close=backend.close,
+            kernel=self.kernel,
+        )
+
+
+ADAPTERS = [TorchSDPA(*variant) for variant in SDPA_VARIANTS]

@@ -1,0 +1,376 @@
+"""Adapter contract tests: every kernel adapter computes softmax(Q Kᵀ/√d + mask) V within the
+tolerance, in the case's dtype, or says (in one readable line) why it cannot.
+
+Cases go through `harness.execute.run_case`, the path a worker takes, on ordinary and odd
+shapes, causal and not. TensorFlow never enters this process (it imports torch): the TF and
+Keras adapters run in a child process (tests/tf_contract_worker.py) and report JSON back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import registry
+from harness.execute import run_case
+from harness.inputs import kernel_inputs
+from harness.spec import DTYPES, Case
+from harness.timing import TimingSettings
+from impls.numpy_ref import NumpyAttention
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = TimingSettings(warmup_s=0.001, min_samples=2, max_samples=3, budget_s=0.01)
+CONTRACT_DTYPES = ("float64", "float32", "bfloat16")
+# (batch, heads, seq_len, seq_len_kv, head_dim): ordinary, odd, one token, Nq < Nk, Nq > Nk
+SHAPES = [(2, 4, 64, 64, 32), (1, 3, 77, 77, 40), (1, 2, 1, 1, 16),
+          (1, 2, 33, 50, 24), (1, 2, 50, 33, 24)]
+ALL_CONTRACT = set(CONTRACT_DTYPES)
+# What each built-in adapter must run on this CPU; any other contract dtype must be "unsupported".
+CPU_OK = {
+    "numpy": {"float64", "float32"},
+    "torch.naive": ALL_CONTRACT,
+    "torch.sdpa": ALL_CONTRACT,
+    "torch.sdpa.math": ALL_CONTRACT,
+    "torch.sdpa.flash": ALL_CONTRACT,
+    "torch.sdpa.efficient": set(),  # no CPU kernel in torch
+    "torch.sdpa.cudnn": set(),  # cuDNN is CUDA only
+    "xformers": set(),  # CUDA only (or not installed)
+    "tf.naive": ALL_CONTRACT,
+    "keras.ops": ALL_CONTRACT,
+}
+TF_FRAMEWORK = "tensorflow"
+HAVE_TF = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "keras"))
+
+
+def kernel_adapters(in_tf_process: bool) -> list[str]:
+    """Registered kernel adapters, split by whether they need a TensorFlow process."""
+    return sorted(name for name, a in registry.adapters().items()
+                  if a.level == "kernel" and (a.framework == TF_FRAMEWORK) == in_tf_process)
+
+
+def contract_cases(names) -> list[Case]:
+    return [Case(impl=name, dtype=dtype, batch=b, heads=h, seq_len=n, seq_len_kv=nk,
+                 head_dim=d, causal=causal)
+            for (b, h, n, nk, d) in SHAPES for causal in (False, True)
+            for name in names for dtype in CONTRACT_DTYPES]
+
+
+def expected_ok(case: Case, adapter) -> bool:
+    if case.impl in CPU_OK:
+        return case.dtype in CPU_OK[case.impl]
+    # A plugin: hold it to its own declarations (only the static ones for TF: not in this process)
+    check = adapter.static_reasons if adapter.framework == TF_FRAMEWORK else adapter.unsupported
+    return not check(case)
+
+
+def check_contract(case: Case, result: dict, expect_ok: bool) -> None:
+    if not expect_ok:
+        assert result["status"] == "unsupported", result
+        assert isinstance(result["reason"], str) and result["reason"].strip()
+        assert "\n" not in result["reason"]
+        return
+    assert result["status"] == "ok", f"{case.case_id}: {result['status']}: {result.get('reason')}"
+    assert result["out_dtype"] == case.dtype
+    assert math.isfinite(result["max_abs_err"])
+    assert 0.0 <= result["max_abs_err"] <= result["tolerance"]
+    assert result["n_samples"] >= FAST.min_samples
+
+
+# --- declarations -------------------------------------------------------------------------
+
+def test_builtin_adapters_are_registered_with_stable_ids():
+    assert set(CPU_OK) <= set(registry.adapters())
+
+
+@pytest.mark.parametrize("name", sorted(CPU_OK))
+def test_declarations(name):
+    adapter = registry.get(name)
+    assert adapter.name == name
+    assert adapter.level == "kernel"
+    assert adapter.framework in ("numpy", "torch", TF_FRAMEWORK)
+    assert adapter.description.strip() and "\n" not in adapter.description
+    assert adapter.requires and adapter.install_hint.startswith("pip install")
+    assert set(adapter.dtypes) <= set(DTYPES) and "cpu" in adapter.devices
+    if adapter.framework == TF_FRAMEWORK:
+        assert ".[tf]" in adapter.install_hint
+
+
+@pytest.mark.parametrize("name", sorted(CPU_OK))
+def test_missing_package_gives_install_hint(name):
+    adapter = registry.get(name)
+    cls = type(adapter)
+    missing = type("Missing", (cls,), {"requires": cls.requires + ("attnbench_no_such_module",)})
+    clone = missing.__new__(missing)
+    clone.__dict__.update(adapter.__dict__)
+    case = Case(impl=name, dtype=adapter.dtypes[0])
+    reasons = clone.unsupported(case)
+    assert any("attnbench_no_such_module" in r and adapter.install_hint in r for r in reasons)
+
+
+def test_adapter_modules_import_no_framework():
+    """`attnbench list` must work with only the base install: no framework at import time."""
+    code = ("import sys; from harness import registry; names = sorted(registry.adapters()); "
+            "heavy = [m for m in ('torch', 'tensorflow', 'keras', 'xformers') if m in sys.modules]; "
+            "print(len(names), heavy)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, env=_child_env())
+    assert out.returncode == 0, out.stderr
+    count, heavy = out.stdout.split(" ", 1)
+    assert int(count) >= len(CPU_OK)
+    assert heavy.strip() == "[]"
+
+
+# --- the contract, in this process (NumPy and torch families) -----------------------------
+
+@pytest.mark.parametrize("case", contract_cases(kernel_adapters(in_tf_process=False)),
+                         ids=lambda c: c.case_id)
+def test_contract(case):
+    adapter = registry.get(case.impl)
+    check_contract(case, run_case(case, adapter, FAST), expected_ok(case, adapter))
+
+
+def test_numpy_adapter_matches_row_by_row_formula():
+    """Independent of harness.reference: each query row, its visible keys, a softmax, a sum."""
+    for nq, nk in ((5, 7), (7, 5)):
+        case = Case(impl="numpy", dtype="float64", batch=1, heads=2, seq_len=nq, seq_len_kv=nk,
+                    head_dim=8, causal=True)
+        inputs = kernel_inputs(case)
+        prepared = NumpyAttention().prepare(case, inputs)
+        got = prepared.to_numpy(prepared.call())
+        q, k, v = inputs["q"][0], inputs["k"][0], inputs["v"][0]
+        for h in range(2):
+            for i in range(nq):
+                keys = slice(0, min(i + 1, nk))  # top-left aligned: query i sees keys j <= i
+                s = k[h, keys] @ q[h, i] / math.sqrt(8)
+                w = np.exp(s - s.max())
+                np.testing.assert_allclose(got[0, h, i], (w / w.sum()) @ v[h, keys], rtol=1e-12)
+
+
+def test_numpy_float32_stays_float32():
+    case = Case(impl="numpy", dtype="float32", heads=2, seq_len=16, head_dim=8, causal=True)
+    prepared = NumpyAttention().prepare(case, kernel_inputs(case))
+    out = prepared.call()
+    assert out.dtype == np.float32 and prepared.out_dtype(out) == "float32"
+
+
+def test_numpy_bfloat16_is_unsupported():
+    result = run_case(Case(impl="numpy", dtype="bfloat16"), registry.get("numpy"), FAST)
+    assert result["status"] == "unsupported" and "bfloat16" in result["reason"]
+
+
+# --- what libraries say when they cannot run a case ---------------------------------------
+
+@pytest.mark.parametrize("name", ["torch.sdpa.efficient", "torch.sdpa.cudnn"])
+def test_fused_sdpa_backends_say_why_on_cpu(name):
+    case = Case(impl=name, dtype="float16", heads=2, seq_len=32, head_dim=64)
+    result = run_case(case, registry.get(name), FAST)
+    assert result["status"] == "unsupported"
+    backend = name.rsplit(".", 1)[1].upper()
+    assert result["reason"].startswith(f"torch has no SDPBackend.{backend}")
+    assert "on cpu: No viable backend" in result["reason"]
+
+
+def test_xformers_on_cpu_says_why():
+    case = Case(impl="xformers", dtype="float16", heads=2, seq_len=32, head_dim=64, causal=True)
+    result = run_case(case, registry.get("xformers"), FAST)
+    assert result["status"] == "unsupported"
+    reason = result["reason"]
+    assert "\n" not in reason
+    if importlib.util.find_spec("xformers") is None:
+        assert "pip install" in reason
+    else:
+        assert reason.startswith("xformers says:")
+        assert "cpu" in reason.lower() and "cuda" in reason.lower()
+
+
+def test_xformers_message_condensed_to_one_line():
+    from impls.xformers_fmha import condense
+
+    message = ("No operator found for `memory_efficient_attention_forward` with inputs:\n"
+               "     query       : shape=(1, 5, 1, 40) (torch.float32)\n"
+               "`fa2F@2.5` is not supported because:\n"
+               "    device=cpu (supported: {'cuda'})\n"
+               "`cutlassF` is not supported because:\n"
+               "    device=cpu (supported: {'cuda'})\n"
+               "    operator wasn't built\n")
+    assert condense(message) == (
+        "`fa2F@2.5` is not supported because: device=cpu (supported: {'cuda'}); "
+        "`cutlassF` is not supported because: device=cpu (supported: {'cuda'}), "
+        "operator wasn't built")
+    assert condense("something else\nentirely") == "something else entirely"
+
+
+@pytest.mark.parametrize("name", ["torch.naive", "torch.sdpa", "torch.sdpa.flash", "xformers"])
+def test_cuda_case_without_cuda_is_unsupported(name):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    case = Case(impl=name, device="cuda", dtype="float16", heads=2, seq_len=16, head_dim=64)
+    result = run_case(case, registry.get(name), FAST)
+    assert result["status"] == "unsupported"
+    assert "CUDA" in result["reason"] or "pip install" in result["reason"]
+
+
+# --- the backend context: entered in prepare, left in close -------------------------------
+
+def test_pinned_sdpa_backend_lives_from_prepare_to_close():
+    torch = pytest.importorskip("torch")
+    flags = torch.backends.cuda
+    assert flags.flash_sdp_enabled() and flags.math_sdp_enabled()
+    case = Case(impl="torch.sdpa.math", heads=2, seq_len=8, head_dim=16)
+    prepared = registry.get("torch.sdpa.math").prepare(case, kernel_inputs(case))
+    try:
+        assert prepared.kernel == "math"
+        assert flags.math_sdp_enabled() and not flags.flash_sdp_enabled()
+        prepared.call()  # the timed call runs inside the context prepare entered
+        assert not flags.flash_sdp_enabled()
+    finally:
+        prepared.close()
+    assert flags.flash_sdp_enabled() and flags.math_sdp_enabled()
+
+
+def test_pinned_backend_applies_to_the_call():
+    """Pinned to a backend with no CPU kernel, the call itself fails until close."""
+    torch = pytest.importorskip("torch")
+    case = Case(impl="torch.sdpa.efficient", heads=2, seq_len=8, head_dim=16)
+    inputs = kernel_inputs(case)
+    prepared = registry.get("torch.sdpa.efficient").prepare(case, inputs)
+    try:
+        assert prepared.kernel == "efficient_attention"
+        with pytest.raises(RuntimeError, match="No viable backend"):
+            prepared.call()
+    finally:
+        prepared.close()
+    q = torch.from_numpy(inputs["q"])
+    torch.nn.functional.scaled_dot_product_attention(q, q, q)  # unpinned again
+
+
+def test_dispatcher_sdpa_pins_nothing():
+    torch = pytest.importorskip("torch")
+    case = Case(impl="torch.sdpa", heads=2, seq_len=8, head_dim=16)
+    prepared = registry.get("torch.sdpa").prepare(case, kernel_inputs(case))
+    try:
+        assert prepared.kernel is None
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
+    finally:
+        prepared.close()
+
+
+# --- deliberately wrong adapters are caught -----------------------------------------------
+
+class NoScale(NumpyAttention):
+    """Forgets 1/√d (the same as scaling q by √d)."""
+    name = "test.wrong.no_scale"
+
+    def prepare(self, case, inputs):
+        return super().prepare(case, {**inputs, "q": inputs["q"] * math.sqrt(case.head_dim)})
+
+
+class HeadsReversed(NumpyAttention):
+    """Returns the heads in the wrong order (a transposed head axis, same shape)."""
+    name = "test.wrong.heads_reversed"
+
+    def prepare(self, case, inputs):
+        prepared = super().prepare(case, inputs)
+        call = prepared.call
+        return dataclasses.replace(prepared, call=lambda: call()[:, ::-1])
+
+
+class IgnoresCausal(NumpyAttention):
+    """Drops the causal mask."""
+    name = "test.wrong.ignores_causal"
+
+    def prepare(self, case, inputs):
+        return super().prepare(dataclasses.replace(case, causal=False), inputs)
+
+
+class Float64Out(NumpyAttention):
+    """Computes (and returns) float64 for a float32 case: accurate, but not what was asked."""
+    name = "test.wrong.float64_out"
+
+    def prepare(self, case, inputs):
+        return super().prepare(dataclasses.replace(case, dtype="float64"), inputs)
+
+
+class SeqHeadsSwapped(NumpyAttention):
+    """Returns (B, N, H, D): a layout left unconverted."""
+    name = "test.wrong.layout"
+
+    def prepare(self, case, inputs):
+        prepared = super().prepare(case, inputs)
+        call = prepared.call
+        return dataclasses.replace(prepared, call=lambda: np.swapaxes(call(), 1, 2))
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Register test adapters without leaving them behind for other tests."""
+    registry.adapters()  # load the built-ins into the real registry first
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+
+@pytest.mark.parametrize("wrong, dtype, causal, says", [
+    (NoScale, "float32", False, "max_abs_err"),
+    (NoScale, "float64", True, "max_abs_err"),
+    (HeadsReversed, "float32", True, "max_abs_err"),
+    (IgnoresCausal, "float32", True, "max_abs_err"),
+    (Float64Out, "float32", False, "dtype float64, expected float32"),
+    (SeqHeadsSwapped, "float32", False, "shape"),
+], ids=lambda p: getattr(p, "name", None))
+def test_wrong_adapter_is_caught(scratch_registry, wrong, dtype, causal, says):
+    registry.register(wrong())
+    case = Case(impl=wrong.name, dtype=dtype, batch=2, heads=4, seq_len=33, seq_len_kv=40,
+                head_dim=32, causal=causal)
+    result = run_case(case, registry.get(wrong.name), FAST)
+    assert result["status"] == "mismatch" and says in result["reason"], result
+    control = run_case(dataclasses.replace(case, impl="numpy"), registry.get("numpy"), FAST)
+    assert control["status"] == "ok", control  # the bug, not the case, made the difference
+
+
+# --- TensorFlow and Keras, in a child process ---------------------------------------------
+
+TF_CASES = contract_cases(kernel_adapters(in_tf_process=True))
+needs_tf = pytest.mark.skipif(not HAVE_TF, reason="tensorflow and keras not installed "
+                                                   "(pip install -e .[tf])")
+
+
+def _child_env() -> dict:
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2",
+            "KERAS_BACKEND": "tensorflow"}  # keras.ops measures the TensorFlow backend
+
+
+@pytest.fixture(scope="module")
+def tf_run():
+    """One child process runs every TF/Keras case; its records, keyed by case id."""
+    payload = json.dumps([c.to_dict() for c in TF_CASES])
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "tf_contract_worker.py")],
+                          input=payload, capture_output=True, text=True, cwd=ROOT,
+                          env=_child_env(), timeout=240)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        pytest.fail(f"TF worker failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.mark.tf
+@needs_tf
+def test_tf_worker_keeps_torch_out(tf_run):
+    assert tf_run["tensorflow_imported"] and not tf_run["torch_imported"]
+    assert "tensorflow" not in sys.modules  # nor did TensorFlow get into this process
+
+
+@pytest.mark.tf
+@needs_tf
+@pytest.mark.parametrize("case", TF_CASES, ids=lambda c: c.case_id)
+def test_tf_contract(tf_run, case):
+    check_contract(case, tf_run["records"][case.case_id],
+                   expected_ok(case, registry.get(case.impl)))

@@ -1,0 +1,191 @@
+"""End to end through the command line: every case recorded exactly once, failures contained,
+interrupted runs resumed, bad input refused with one line and exit code 2."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import registry
+from harness.spec import load_suite
+from harness.store import load_records
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FAULTY = {"ATTNBENCH_PLUGINS": "tests.plugins.faulty"}
+
+
+def write_suite(tmp_path, body: str, name="s") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(body)
+    return path
+
+
+def ids_of(run_dir) -> list[str]:
+    return [r["case_id"] for r in load_records(run_dir)]
+
+
+def test_smoke_suite_records_every_case_exactly_once(tmp_path, run_cli):
+    out = tmp_path / "run"
+    result = run_cli("run", "suites/smoke.toml", "--out", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = {c.case_id for c in load_suite("smoke", set(registry.adapters())).cases()}
+    recorded = ids_of(out)
+    assert len(recorded) == len(set(recorded)) == len(expected)
+    assert set(recorded) == expected
+    records = load_records(out)
+    by_impl = {}
+    for r in records:
+        by_impl.setdefault(r["impl"], set()).add(r["status"])
+    assert by_impl["numpy"] == {"ok"} and by_impl["torch.sdpa"] == {"ok"}
+    assert by_impl["xformers"] == {"unsupported"}
+    for r in records:
+        if r["status"] == "ok":
+            assert r["max_abs_err"] <= r["tolerance"]
+            assert r["ci_low_s"] <= r["median_s"] <= r["ci_high_s"]
+            assert len(r["samples_s"]) == r["n_samples"] >= 3
+            assert r["threads"] >= 1
+        else:
+            assert r["reason"]
+    env = json.loads((out / "env.json").read_text())
+    assert env["packages"]["torch"] and env["threads"] >= 1 and "commit" in env["git"]
+    assert env["workers"]["torch"]["threads"] == env["threads"]
+    assert (out / "report.md").read_text().count("| numpy |") == 2
+    assert "median latency" in result.stdout and str(out) in result.stdout
+
+
+def test_failures_are_contained_and_named(tmp_path, run_cli):
+    suite = write_suite(tmp_path, """
+[sweep]
+impls = ["numpy", "fault.unscaled", "fault.raises", "fault.nomemory", "fault.crashes",
+         "fault.hangs"]
+seq_len = [16, 32]
+heads = 2
+head_dim = 8
+[timing]
+warmup_s = 0.001
+budget_s = 0.01
+timeout_s = 4
+""")
+    out = tmp_path / "run"
+    result = run_cli("run", suite, "--out", out, env=FAULTY)
+    assert result.returncode == 1, result.stdout + result.stderr
+    records = load_records(out)
+    assert len(records) == len({r["case_id"] for r in records}) == 12
+    status = {r["impl"]: r["status"] for r in records}
+    assert status == {"numpy": "ok", "fault.unscaled": "mismatch", "fault.raises": "error",
+                      "fault.nomemory": "oom", "fault.crashes": "error", "fault.hangs": "timeout"}
+    reasons = {r["impl"]: r["reason"] for r in records}
+    assert "deliberate failure" in reasons["fault.raises"]
+    assert "SIGABRT" in reasons["fault.crashes"]
+    assert "4 s" in reasons["fault.hangs"]
+    assert "tolerance" in reasons["fault.unscaled"]
+    assert "MISMATCH" in result.stdout
+
+
+def _slow_suite(tmp_path):
+    return write_suite(tmp_path, """
+[sweep]
+impls = ["numpy"]
+seq_len = [8, 16, 24, 32, 40, 48, 56, 64]
+heads = 2
+head_dim = 8
+[timing]
+warmup_s = 0.01
+min_samples = 5
+target_ci = 0.000001
+budget_s = 0.4
+""")
+
+
+def _start_and_wait_for_records(suite, out, count):
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(suite), "--out",
+                             str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    results = out / "results.jsonl"
+    while time.time() < deadline:
+        if results.exists() and results.read_text().count("\n") >= count:
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("the run recorded nothing in time")
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_an_interrupted_run_resumes_to_every_case_exactly_once(tmp_path, run_cli, how):
+    suite = _slow_suite(tmp_path)
+    out = tmp_path / "run"
+    proc = _start_and_wait_for_records(suite, out, 2)
+    proc.send_signal(getattr(signal, how))
+    stdout, _ = proc.communicate(timeout=60)
+    partial = ids_of(out)
+    assert 2 <= len(partial) < 8
+    if how == "SIGINT":
+        assert proc.returncode == 130
+        assert "--resume" in stdout
+    again = run_cli("run", suite, "--out", out)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = run_cli("run", suite, "--out", out, "--resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    final = ids_of(out)
+    assert len(final) == len(set(final)) == 8
+    assert final[: len(partial)] == partial
+
+
+@pytest.mark.parametrize("body, key", [
+    ('[sweep]\nimpls = ["numpy"]\nseq_len = 8\nheadz = 2\n', "'sweep.headz'"),
+    ('[sweep]\nimpls = ["numpy"]\nseq_len = [64, -1]\n', "'sweep.seq_len'"),
+    ('[sweep]\nimpls = ["numpyy"]\nseq_len = 8\n', "'sweep.impls'"),
+    ('[sweep]\nimpls = ["numpy"]\nseq_len = 8\ndtype = "fp8"\n', "'sweep.dtype'"),
+    ('[sweep]\nimpls = ["numpy"]\nseq_len = 8\nbatch = 1.5\n', "'sweep.batch'"),
+])
+def test_a_bad_suite_exits_2_with_one_line_before_running(tmp_path, run_cli, body, key):
+    suite = write_suite(tmp_path, body)
+    out = tmp_path / "run"
+    result = run_cli("run", suite, "--out", out)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(suite) in lines[0] and key in lines[0] and "expected" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--seq-len", "abc"], "--seq-len"),
+    (["--dtype", "float8"], "--dtype"),
+    (["--impl", "nothing*"], "--impl"),
+    (["--seq-len", "4096"], "leave no case"),
+    (["--threads", "0"], "--threads"),
+])
+def test_bad_filters_exit_2_with_one_line(tmp_path, run_cli, args, words):
+    result = run_cli("run", "smoke", "--out", tmp_path / "run", *args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr
+
+
+def test_filters_narrow_the_suite(tmp_path, run_cli):
+    out = tmp_path / "run"
+    result = run_cli("run", "smoke", "--out", out, "--impl", "torch.sdpa*", "--seq-len", "32",
+                     "--causal", "false")
+    assert result.returncode == 0, result.stderr
+    assert {r["impl"] for r in load_records(out)} == {
+        "torch.sdpa", "torch.sdpa.math", "torch.sdpa.flash", "torch.sdpa.efficient", "torch.sdpa.cudnn"}
+    assert {(r["seq_len"], r["causal"]) for r in load_records(out)} == {(32, False)}
+
+
+def test_list_shows_every_implementation_and_why_one_cannot_run(run_cli):
+    result = run_cli("list")
+    assert result.returncode == 0
+    for name in registry.adapters():
+        assert name in result.stdout
+    assert "xformers" in result.stdout
+
+
+def test_report_of_a_missing_run_is_a_usage_error(tmp_path, run_cli):
+    result = run_cli("report", tmp_path)
+    assert result.returncode == 2 and "not a run directory" in result.stderr
