@@ -191,6 +191,13 @@ def cmd_run(args) -> int:
         import dataclasses
         settings = dataclasses.replace(settings, **overrides)
     threads = args.threads or physical_cores()
+    mem_limit = None
+    if args.mem_limit:
+        from harness.limits import parse_size
+        try:
+            mem_limit = parse_size(args.mem_limit)
+        except ValueError as exc:
+            raise UsageError(f"--mem-limit: {exc}") from None
 
     if args.out:
         out = Path(args.out)
@@ -222,9 +229,15 @@ def cmd_run(args) -> int:
 
     display = RunDisplay(total=len(cases), already=len(cases) - len(todo), quiet=args.quiet)
     display.header(suite, out, len(todo), threads)
-    runner = Runner(run_dir, settings, threads, on_start=display.start, on_record=display.record,
-                    on_worker=on_worker)
+    runner = Runner(run_dir, settings, threads, mem_limit=mem_limit, peaks=env.get("peaks"),
+                    on_start=display.start, on_record=display.record, on_worker=on_worker)
+    if env.get("mem_limit_bytes") is None and mem_limit:
+        env["mem_limit_bytes"] = mem_limit
     try:
+        if "peaks" not in env and todo:
+            display.note("measuring this machine's matmul and bandwidth peaks")
+            env["peaks"] = runner.measure_peaks(todo)
+            run_dir.write_env(env)
         with display:
             runner.run(todo)
     except KeyboardInterrupt:
@@ -235,7 +248,10 @@ def cmd_run(args) -> int:
         return EXIT_INTERRUPTED
 
     all_records = [r for r in run_dir.records() if r["case_id"] in {c.case_id for c in cases}]
-    display.summary(all_records, out)
+    from harness import scaling
+    scaling.write_scaling(out, all_records)
+    display.summary(all_records, out, scaling.fits(all_records),
+                    scaling.crossovers(all_records, min_ratio=scaling.CROSSOVER_MARGIN))
     if not args.no_report:
         from harness.report import write_reports
         for path in write_reports(out):
@@ -282,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--timeout", type=_positive_float, help="seconds before a case is killed")
     p_run.add_argument("--target-ci", type=_positive_float,
                        help="stop sampling when the median's 95%% CI is within ± this fraction")
+    p_run.add_argument("--mem-limit", metavar="SIZE",
+                       help="cap what one case may allocate (e.g. 512MiB, 2GiB); beyond it the "
+                            "case is recorded as oom and larger seq_len of its configuration skipped")
     p_run.add_argument("--quiet", action="store_true", help="no progress output")
     p_run.add_argument("--no-report", action="store_true", help="do not write report.md at the end")
     p_run.set_defaults(func=cmd_run)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import traceback
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import numpy as np
 
-from harness import reference
+from harness import kernels, limits, reference
 from harness.inputs import kernel_inputs
 from harness.timing import TimingSettings, measure
 
@@ -61,46 +62,89 @@ def check_output(case, prepared, out, ref: np.ndarray, tol: float) -> dict:
     return {**result, "status": "ok", "reason": ""}
 
 
-def run_case(case, adapter, settings: TimingSettings) -> dict:
-    """Support check, prepare, one checked call, then timing. Exceptions propagate."""
+def run_case(case, adapter, settings: TimingSettings, mem_limit: int | None = None) -> dict:
+    """Support check, prepare, one checked call, timing, then the kernel and memory passes.
+
+    Exceptions propagate (see `execute`). With `mem_limit`, everything the case allocates
+    beyond what the worker holds after building inputs and reference is capped.
+    """
     reasons = adapter.unsupported(case)
     if reasons:
         return {"status": "unsupported", "reason": "; ".join(reasons)}
     inputs, ref = problem(case)
     tol = tolerance_for(case, inputs, ref)
-    prepared = adapter.prepare(case, inputs)
-    try:
-        out = prepared.call()
-        prepared.sync()
-        result = check_output(case, prepared, out, ref, tol)
-        del out
-        result.update(measure(prepared.call, prepared.sync, settings))
-    finally:
-        prepared.close()
-    if prepared.kernel:
-        result["kernel"] = prepared.kernel
+    with memory_cap(case, mem_limit):
+        prepared = adapter.prepare(case, inputs)
+        try:
+            out = prepared.call()
+            prepared.sync()
+            result = check_output(case, prepared, out, ref, tol)
+            del out
+            result.update(measure(prepared.call, prepared.sync, settings))
+            result.update(kernel_pass(adapter, prepared))
+            result.update(memory_pass(adapter, case, prepared))
+        finally:
+            prepared.close()
     return result
+
+
+@contextmanager
+def memory_cap(case, mem_limit: int | None):
+    if mem_limit is None:
+        yield
+        return
+    cap = limits.cap_cuda if case.device.startswith("cuda") else None
+    if cap:
+        cap(case.device, mem_limit)
+    else:
+        limits.cap_cpu(mem_limit)
+    try:
+        yield
+    finally:
+        if cap:
+            cap(case.device, None)
+        else:
+            limits.cap_cpu(None)
+
+
+def kernel_pass(adapter, prepared) -> dict:
+    """For adapters that dispatch (torch SDPA): the kernel that really ran; a pinned backend
+    that did not run is an error, not a measurement of that backend."""
+    if not getattr(adapter, "reports_kernel", False):
+        return {"kernel": prepared.kernel}
+    ran = kernels.torch_sdpa_kernel(prepared) or "unknown"
+    if prepared.kernel and ran != prepared.kernel:
+        return {"kernel": ran, "status": "error",
+                "reason": f"pinned {prepared.kernel}, but the profiler saw {ran} run"}
+    return {"kernel": ran}
+
+
+def memory_pass(adapter, case, prepared) -> dict:
+    """Peak extra memory of one call, measured in a pass of its own."""
+    from harness.memory import measure_peak
+
+    peak, method, note = measure_peak(prepared, adapter.framework, case.device)
+    return {"peak_mem_bytes": peak, "mem_method": method if peak is not None else f"{method}: {note}"}
 
 
 OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory",
                "resourceexhausted", "oom when allocating", "failed to allocate")
 
 
-def classify_exception(exc: BaseException) -> tuple[str, str]:
-    """(status, reason) for an exception raised while running a case."""
+def classify_exception(exc: BaseException) -> dict:
+    """status, reason (and the size asked for, for an out-of-memory) of a case that raised."""
     text = f"{type(exc).__name__}: {exc}".strip()
     first_line = text.splitlines()[0] if text else type(exc).__name__
     lowered = text.lower()
     if isinstance(exc, MemoryError) or any(m in lowered for m in OOM_MARKERS):
-        return "oom", first_line[:500]
-    return "error", first_line[:500]
+        return {"status": "oom", "reason": first_line[:500], "oom_bytes": limits.requested_bytes(text)}
+    return {"status": "error", "reason": first_line[:500]}
 
 
-def execute(case, adapter, settings: TimingSettings) -> dict:
+def execute(case, adapter, settings: TimingSettings, mem_limit: int | None = None) -> dict:
     """`run_case` with failures turned into statuses; the traceback goes to the worker's log."""
     try:
-        return run_case(case, adapter, settings)
+        return run_case(case, adapter, settings, mem_limit)
     except Exception as exc:  # one case's failure must not end the run
         traceback.print_exc()
-        status, reason = classify_exception(exc)
-        return {"status": status, "reason": reason}
+        return classify_exception(exc)

@@ -43,6 +43,10 @@ class RunDisplay:
         self.console.print(f"[bold]attnbench[/] suite [cyan]{suite.name}[/]: {todo} cases to run"
                            f"{resumed}, {threads} threads -> {out}")
 
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(f"[dim]{text}[/]")
+
     def start(self, case) -> None:
         if self.live:
             self.progress.update(self.task, description=case.case_id)
@@ -60,7 +64,7 @@ class RunDisplay:
             self.console.print(f"[{self.done:>4}/{self.total}] [{style}]{status:<11}[/] "
                                f"{record['case_id']}  {what}", highlight=False, soft_wrap=True)
 
-    def summary(self, records: list[dict], out) -> None:
+    def summary(self, records: list[dict], out, fit_rows=(), crossings=()) -> None:
         header, rows = summary.latency_table(records)
         table = Table(title="median latency (ms)", title_justify="left")
         for i, name in enumerate(header):
@@ -73,7 +77,30 @@ class RunDisplay:
             self.console.print(table)
         for impl, reason in sorted(summary.not_run(records).items()):
             self.console.print(f"[dim]not run: {impl}: {reason}[/]", soft_wrap=True)
+        self.scaling(list(fit_rows), list(crossings))
         counts = summary.status_counts(records)
         parts = [f"{n} {s}" for s, n in counts.items() if n]
         self.console.print(f"{len(records)} cases: {', '.join(parts)}")
         self.console.print(f"run directory: [bold]{out}[/]")
+
+    def scaling(self, fit_rows: list[dict], crossings: list[dict]) -> None:
+        """The fitted exponents (time and memory against seq_len), and where orders flip."""
+        from harness.scaling import FIT_POINTS, format_fits
+
+        if self.quiet:
+            return
+        header, rows = format_fits([f for f in fit_rows if f["exponent"] is not None])
+        if rows:
+            table = Table(title=f"scaling exponents: cost ~ N^k, fitted over the largest "
+                                f"{FIT_POINTS} seq_lens (95% CI)", title_justify="left")
+            for name in header:
+                table.add_column(name, no_wrap=True)
+            for row in rows:
+                table.add_row(*row)
+            self.console.print(table)
+        for c in crossings:
+            self.console.print(f"crossover ({c['metric']}, {c['dtype']}, "
+                               f"{'causal' if c['causal'] else 'full'}): {c['faster_above']} "
+                               f"overtakes {c['faster_below']} near seq_len {c['seq_len']}",
+                               highlight=False)
+

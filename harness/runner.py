@@ -16,6 +16,7 @@ from typing import Callable
 
 from harness import registry
 from harness.flops import case_flops, tflops
+from harness.peaks import pct_of_peak
 from harness.spec import Case
 from harness.store import RunDir, make_record, now_iso
 from harness.timing import TimingSettings
@@ -82,18 +83,25 @@ class Worker:
             self.process.join(5)
             raise WorkerGone(*_describe_exit(self.process.exitcode)) from None
 
-    def run(self, case: Case, settings: TimingSettings) -> dict:
+    def ask(self, message: dict, timeout_s: float, doing: str):
         try:
-            self.conn.send(("run", case.to_dict(), dataclasses.asdict(settings)))
+            self.conn.send(message)
         except (BrokenPipeError, OSError):
             self.process.join(5)
             raise WorkerGone(*_describe_exit(self.process.exitcode)) from None
-        return self._receive(settings.timeout_s, "running the case")
+        return self._receive(timeout_s, doing)
+
+    def run(self, case: Case, settings: TimingSettings, mem_limit: int | None = None) -> dict:
+        message = {"kind": "run", "case": case.to_dict(), "settings": dataclasses.asdict(settings),
+                   "mem_limit": mem_limit}
+        return self.ask(message, settings.timeout_s, "running the case")
 
     def probe(self, case: Case, timeout_s: float = 120.0) -> list[str]:
         """The library's reasons why it cannot run `case` (empty: it can)."""
-        self.conn.send(("probe", case.to_dict(), None))
-        return self._receive(timeout_s, "asking the library")
+        return self.ask({"kind": "probe", "case": case.to_dict()}, timeout_s, "asking the library")
+
+    def peaks(self, targets: list[tuple[str, str]], timeout_s: float = 600.0) -> dict:
+        return self.ask({"kind": "peaks", "targets": targets}, timeout_s, "measuring peaks")
 
     def alive(self) -> bool:
         return self.process.is_alive()
@@ -126,20 +134,30 @@ def order_cases(cases: list[Case]) -> list[Case]:
     return sorted(cases, key=key)
 
 
+def config_key(case: Case) -> tuple:
+    """Everything but seq_len: the sweep along which an out-of-memory predicts the next one."""
+    return (case.impl, case.level, case.mode, case.device, case.dtype, case.batch, case.heads,
+            case.head_dim, case.causal, case.seed, case.seq_len_kv == case.seq_len)
+
+
 class Runner:
     """Runs cases into a RunDir. Callbacks let the CLI show progress without the runner knowing."""
 
     def __init__(self, run_dir: RunDir, settings: TimingSettings, threads: int,
+                 mem_limit: int | None = None, peaks: dict | None = None,
                  on_start: Callable[[Case], None] | None = None,
                  on_record: Callable[[dict], None] | None = None,
                  on_worker: Callable[[str, dict], None] | None = None):
         self.run_dir = run_dir
         self.settings = settings
         self.threads = threads
+        self.mem_limit = mem_limit
+        self.peaks = peaks or {}
         self.on_start = on_start or (lambda case: None)
         self.on_record = on_record or (lambda record: None)
         self.on_worker = on_worker or (lambda family, info: None)
         self.worker: Worker | None = None
+        self.oom_at: dict[tuple, int] = {}
 
     def _worker_for(self, family: str) -> Worker:
         if self.worker and (self.worker.family != family or not self.worker.alive()):
@@ -147,26 +165,59 @@ class Runner:
             self.worker = None
         if self.worker is None:
             log = self.run_dir.logs / f"worker-{family}.log"
+            self.run_dir.logs.mkdir(parents=True, exist_ok=True)
             self.worker = Worker(family, self.threads, str(log))
             self.on_worker(family, self.worker.info)
         return self.worker
 
+    def measure_peaks(self, cases: list[Case]) -> dict:
+        """Matmul and bandwidth peaks for the (device, dtype) pairs the cases use."""
+        targets = sorted({(c.device, c.dtype) for c in cases})
+        try:
+            self.peaks = self._worker_for("torch").peaks(targets)
+        except WorkerGone as gone:
+            self.worker = None
+            self.peaks = {"error": gone.reason}
+        return self.peaks
+
+    def _predicted_oom(self, case: Case) -> dict | None:
+        smallest = self.oom_at.get(config_key(case))
+        if smallest is None or case.seq_len <= smallest:
+            return None
+        return {"status": "oom", "predicted": True,
+                "reason": f"skipped: predicted out of memory, as seq_len {smallest} of the same "
+                          f"configuration already ran out"}
+
+    def _result(self, case: Case, adapter) -> dict:
+        reasons = adapter.static_reasons(case)
+        if reasons:  # known without a worker: missing package, device, dtype...
+            return {"status": "unsupported", "reason": "; ".join(reasons)}
+        predicted = self._predicted_oom(case)
+        if predicted:
+            return predicted
+        try:
+            result = self._worker_for(adapter.framework).run(case, self.settings, self.mem_limit)
+        except WorkerGone as gone:
+            self.worker = None
+            result = {"status": gone.status, "reason": gone.reason}
+        if result["status"] == "oom":
+            key = config_key(case)
+            self.oom_at[key] = min(self.oom_at.get(key, case.seq_len), case.seq_len)
+            if self.worker:  # a worker that hit its limit may hold fragments: start afresh
+                self.worker.kill()
+                self.worker = None
+        return result
+
     def run_one(self, case: Case) -> dict:
         adapter = registry.adapters()[case.impl]
         started, t0 = now_iso(), time.perf_counter()
-        reasons = adapter.static_reasons(case)
-        if reasons:  # known without a worker: missing package, device, dtype...
-            result = {"status": "unsupported", "reason": "; ".join(reasons)}
-        else:
-            try:
-                result = self._worker_for(adapter.framework).run(case, self.settings)
-            except WorkerGone as gone:
-                self.worker = None
-                result = {"status": gone.status, "reason": gone.reason}
+        result = self._result(case, adapter)
         flops = case_flops(case)
-        return make_record(case, result, flops=flops, tflops=tflops(flops, result.get("median_s")),
-                           threads=self.threads, worker=adapter.framework,
-                           started_at=started, wall_s=round(time.perf_counter() - t0, 4))
+        record = make_record(case, result, flops=flops, tflops=tflops(flops, result.get("median_s")),
+                             threads=self.threads, worker=adapter.framework,
+                             started_at=started, wall_s=round(time.perf_counter() - t0, 4))
+        record["pct_of_peak"] = pct_of_peak(record, self.peaks)
+        return record
 
     def run(self, cases: list[Case]) -> list[dict]:
         """Run every case, appending each record as it exists. Ctrl-C propagates after cleanup."""

@@ -28,7 +28,7 @@ RECORD_FIELDS = (
     "median_s", "ci_low_s", "ci_high_s", "ci_rel", "converged", "iqr_s", "min_s", "mean_s",
     "std_s", "n_samples", "calls_per_sample", "warmup_calls", "samples_s",
     "max_abs_err", "rel_err", "tolerance", "out_dtype",
-    "flops", "tflops", "peak_mem_bytes", "mem_method",
+    "flops", "tflops", "pct_of_peak", "peak_mem_bytes", "mem_method", "oom_bytes", "predicted",
     "threads", "worker", "started_at", "wall_s",
 )
 STATUSES = ("ok", "unsupported", "mismatch", "oom", "timeout", "error")

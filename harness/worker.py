@@ -54,29 +54,35 @@ def _probe(adapter, case) -> list[str]:
 
 
 def worker_main(conn, family: str, threads: int, log_path: str | None) -> None:
-    """Loop: receive ("run" | "probe", case dict, timing settings dict); send back the result."""
+    """Loop: receive a message (kind "run", "probe" or "peaks"); send back its answer."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides what Ctrl-C means
     if log_path:
         log = open(log_path, "a", buffering=1)
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         sys.stdout = sys.stderr = log
-    from harness import registry
-    from harness.execute import execute
-    from harness.spec import Case
-    from harness.timing import TimingSettings
-
     conn.send({"ready": True, "info": set_threads(family, threads)})
     while True:
         message = conn.recv()
         if message is None:
             break
-        kind, case_dict, settings_dict = message
-        case = Case.from_dict(case_dict)
-        adapter = registry.get(case.impl)
-        print(f"--- {kind} {case.case_id}", flush=True)
-        if kind == "probe":  # only ask whether the library can run it
-            conn.send(_probe(adapter, case))
-        else:
-            conn.send(execute(case, adapter, TimingSettings(**settings_dict)))
+        conn.send(_handle(message))
     conn.close()
+
+
+def _handle(message: dict):
+    from harness import registry
+    from harness.execute import execute
+    from harness.spec import Case
+    from harness.timing import TimingSettings
+
+    if message["kind"] == "peaks":
+        from harness.peaks import measure_peaks
+
+        return measure_peaks([tuple(t) for t in message["targets"]])
+    case = Case.from_dict(message["case"])
+    adapter = registry.get(case.impl)
+    print(f"--- {message['kind']} {case.case_id}", flush=True)
+    if message["kind"] == "probe":  # only ask whether the library can run it
+        return _probe(adapter, case)
+    return execute(case, adapter, TimingSettings(**message["settings"]), message.get("mem_limit"))

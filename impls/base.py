@@ -24,7 +24,8 @@ class Prepared:
     `call` runs the operation once and returns its output; `sync` waits for device work;
     `to_numpy` converts an output to a float64 NumPy array in the reference layout
     (batch, heads, seq, head_dim); `out_dtype` names the output's dtype ("float32", ...);
-    `close` undoes whatever `prepare` entered (a backend context, for instance).
+    `close` undoes whatever `prepare` entered (a backend context, for instance); `kernel` names
+    the backend the call is pinned to, if any (the harness checks that it really ran).
     """
 
     call: Callable[[], Any]
@@ -51,6 +52,7 @@ class Adapter:
     modes: ClassVar[tuple[str, ...]] = ("fwd",)
     requires: ClassVar[tuple[str, ...]] = ()  # importable module names
     install_hint: ClassVar[str] = ""
+    reports_kernel: ClassVar[bool] = False  # torch SDPA: the harness detects the kernel that ran
     description: ClassVar[str] = ""
 
     def missing_packages(self) -> list[str]:

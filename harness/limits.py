@@ -1,0 +1,76 @@
+"""`--mem-limit`: cap what one case may allocate, and read how much a failed allocation asked for.
+
+On the CPU the cap is RLIMIT_DATA (heap and private mappings), set before each case to what the
+worker already holds plus the limit, so imports, inputs and the reference never count against
+it. On CUDA it is torch's per-process memory fraction of the device.
+"""
+from __future__ import annotations
+
+import re
+import resource
+
+UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
+         "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12,
+         "tib": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """'512MiB', '2GiB', '1.5G', '1000000' -> bytes. Raises ValueError with what was expected."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in UNITS or float(match.group(1)) <= 0:
+        raise ValueError(f"expected a positive size such as 512MiB, 2GiB or 1.5G, got {text!r}")
+    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
+
+
+def _data_in_use() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("VmData not found in /proc/self/status")
+
+
+def cap_cpu(limit_bytes: int | None) -> None:
+    """Allow the process `limit_bytes` more data memory than it holds now (None: no cap)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    soft = hard if limit_bytes is None else _data_in_use() + limit_bytes
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def cap_cuda(device: str, limit_bytes: int | None) -> None:
+    """torch's caching allocator refuses allocations beyond this share of the device."""
+    import torch
+
+    total = torch.cuda.get_device_properties(device).total_memory
+    fraction = 1.0 if limit_bytes is None else min(1.0, limit_bytes / total)
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+
+
+_SIZE_PATTERNS = (
+    (re.compile(r"tried to allocate (\d+) bytes", re.I), lambda m: int(m.group(1))),
+    (re.compile(r"tried to allocate ([\d.]+) ?([KMGT]i?B)", re.I),
+     lambda m: int(float(m.group(1)) * UNITS[m.group(2).lower()])),
+    (re.compile(r"unable to allocate ([\d.]+) ?([KMGT]i?B)", re.I),
+     lambda m: int(float(m.group(1)) * UNITS[m.group(2).lower()])),
+)
+
+
+_TF_SHAPE = re.compile(r"OOM when allocating tensor with shape\[([\d,\s]*)\] and type (\w+)")
+_TF_ITEMSIZE = {"float": 4, "double": 8, "half": 2, "bfloat16": 2, "int32": 4, "int64": 8}
+
+
+def requested_bytes(message: str) -> int | None:
+    """The allocation size an out-of-memory message names, when it names one."""
+    for pattern, convert in _SIZE_PATTERNS:
+        match = pattern.search(message)
+        if match:
+            return convert(match)
+    match = _TF_SHAPE.search(message)  # TensorFlow names the tensor's shape and type instead
+    if match and match.group(2) in _TF_ITEMSIZE:
+        count = 1
+        for dim in filter(None, (d.strip() for d in match.group(1).split(","))):
+            count *= int(dim)
+        return count * _TF_ITEMSIZE[match.group(2)]
+    return None
