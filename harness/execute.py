@@ -65,26 +65,32 @@ def check_output(case, prepared, out, ref: np.ndarray, tol: float) -> dict:
 def run_case(case, adapter, settings: TimingSettings, mem_limit: int | None = None) -> dict:
     """Support check, prepare, one checked call, timing, then the kernel and memory passes.
 
-    Exceptions propagate (see `execute`). With `mem_limit`, everything the case allocates
-    beyond what the worker holds after building inputs and reference is capped.
+    Exceptions propagate (see `execute`). With `mem_limit`, what the checked and timed calls
+    allocate beyond what the worker holds after `prepare` is capped. Shared libraries are
+    loaded before the cap: loading one under a tight RLIMIT_DATA can hang (OpenBLAS sizing
+    its buffers), and that is not the case's cost.
     """
     reasons = adapter.unsupported(case)
     if reasons:
         return {"status": "unsupported", "reason": "; ".join(reasons)}
     inputs, ref = problem(case)
     tol = tolerance_for(case, inputs, ref)
-    with memory_cap(case, mem_limit):
-        prepared = adapter.prepare(case, inputs)
-        try:
+    prepared = adapter.prepare(case, inputs)
+    try:
+        import scipy.stats  # noqa: F401  (see below: never loaded under the cap)
+
+        with memory_cap(case, mem_limit):
             out = prepared.call()
             prepared.sync()
             result = check_output(case, prepared, out, ref, tol)
             del out
             result.update(measure(prepared.call, prepared.sync, settings))
-            result.update(kernel_pass(adapter, prepared))
-            result.update(memory_pass(adapter, case, prepared))
-        finally:
-            prepared.close()
+        # Instrumentation passes, outside the cap: the profiler's and memray's own memory
+        # (and the modules they load) are not the case's.
+        result.update(kernel_pass(adapter, prepared))
+        result.update(memory_pass(adapter, case, prepared))
+    finally:
+        prepared.close()
     return result
 
 

@@ -7,8 +7,11 @@ output count, the inputs made in `prepare` do not. The probe runs `prepared.call
 - torch on CUDA: the caching allocator's own counters (`max_memory_allocated` minus what was
   allocated before), i.e. tensor bytes, not the cache the allocator reserved.
 - TensorFlow (CPU and GPU): `tf.config.experimental.get_memory_info`, TF's allocator counters.
-  TF serves tensors from a pool of its own, so an allocation tracer such as memray sees only
-  the pool's growth; TF's counters are the truth there (they work on CPU in TF 2.21 too).
+  On CPU they exist only with TF's oneDNN allocator (the x86 default; TF_ENABLE_ONEDNN_OPTS=0
+  removes them and reset_memory_stats raises ValueError). That allocator is a pool (BFC), so
+  memray would see only its growth, never reuse; but without oneDNN TF mallocs each tensor and
+  memray sees it all, so memray is the fallback. The counters count BFC chunks, which can
+  exceed a request (up to 2x) when a free chunk is reused whole: history can inflate a peak.
 - torch on CPU and NumPy: memray, which intercepts malloc/calloc/posix_memalign/mmap and so
   sees what torch's and NumPy's allocators take from the C library (tracemalloc sees only
   Python's allocator, not torch's). Memray ignores frees of blocks allocated before it started,
@@ -29,9 +32,12 @@ MEMRAY_HINT = "memray not installed: pip install memray"
 
 @contextlib.contextmanager
 def _gc_paused():
-    """No collection during the call: freeing old garbage mid-call would lower the peak."""
+    """No collection during the call: freeing older garbage mid-call would hide some of its peak.
+
+    No `gc.collect()` before either: it costs tens of ms with torch loaded, and garbage that
+    stays put is a constant the baseline already holds.
+    """
     was_enabled = gc.isenabled()
-    gc.collect()  # garbage from earlier cases goes now, before any baseline is read
     gc.disable()
     try:
         yield
@@ -81,7 +87,7 @@ def _tf_device(device: str) -> str:
 
 
 def _tf_peak(prepared, device: str, workdir: str | None) -> tuple[int | None, str, str]:
-    """TF's allocator counters; memray (which undercounts TF's pool) only if they fail."""
+    """TF's allocator counters; memray when this device keeps none (oneDNN off on CPU)."""
     try:
         import tensorflow as tf
     except ImportError:
@@ -106,9 +112,9 @@ def _tf_peak(prepared, device: str, workdir: str | None) -> tuple[int | None, st
 
 
 def _tf_fallback(prepared, workdir, why: str) -> tuple[int | None, str, str]:
+    """memray instead: sound when TF has no stats, since its plain CPU allocator has no pool."""
     peak, method, note = _memray_peak(prepared, workdir)
-    caveat = "memray sees only what TF's allocator pool newly takes from the C library"
-    return peak, method, "; ".join(filter(None, [why, caveat if peak is not None else "", note]))
+    return peak, method, "; ".join(filter(None, [why + ", measured with memray instead", note]))
 
 
 def _memray_peak(prepared, workdir: str | None) -> tuple[int | None, str, str]:
@@ -117,6 +123,10 @@ def _memray_peak(prepared, workdir: str | None) -> tuple[int | None, str, str]:
     The aggregated file format keeps the capture small (one record per allocation site), and
     its header holds the peak. Python-allocator tracing stays off: pymalloc's arenas are
     counted as the native blocks they are, which is cheaper and enough for an attention call.
+    Starting can fail: another Tracker is active (one per process, e.g. under `memray run`),
+    or its thread cannot start (it needs ~8 MiB of stack, which counts against RLIMIT_DATA);
+    after a failed start memray 1.20 raises AssertionError on every later start. Either way
+    the probe reports it and measures nothing; the case itself is unaffected.
     """
     try:
         import memray
@@ -132,8 +142,8 @@ def _memray_peak(prepared, workdir: str | None) -> tuple[int | None, str, str]:
         with _gc_paused(), contextlib.ExitStack() as stack:
             try:
                 stack.enter_context(tracker)
-            except RuntimeError as exc:  # only one Tracker per process (e.g. `memray run`)
-                return None, "none", f"memray could not start: {exc}"
+            except Exception as exc:  # the tool failed, not the case: say so, measure nothing
+                return None, "none", f"memray could not start: {type(exc).__name__}: {exc}"
             out = prepared.call()
             prepared.sync()
             stack.close()  # stop tracking; the output stays alive until the peak is read

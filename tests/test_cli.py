@@ -189,3 +189,35 @@ def test_list_shows_every_implementation_and_why_one_cannot_run(run_cli):
 def test_report_of_a_missing_run_is_a_usage_error(tmp_path, run_cli):
     result = run_cli("report", tmp_path)
     assert result.returncode == 2 and "not a run directory" in result.stderr
+
+
+def test_a_memory_limit_turns_large_cases_into_oom_and_skips_larger_ones(tmp_path, run_cli):
+    suite = write_suite(tmp_path, """
+[sweep]
+impls = ["numpy", "torch.naive", "torch.sdpa.flash"]
+seq_len = [128, 256, 1024, 2048]
+heads = 8
+head_dim = 64
+[timing]
+warmup_s = 0.001
+min_samples = 3
+budget_s = 0.05
+""")
+    out = tmp_path / "run"
+    result = run_cli("run", suite, "--out", out, "--mem-limit", "32MiB")
+    assert result.returncode == 1, result.stdout + result.stderr
+    records = {(r["impl"], r["seq_len"]): r for r in load_records(out)}
+    assert len(records) == 12
+    for impl in ("numpy", "torch.naive"):
+        for n in (128, 256):
+            assert records[(impl, n)]["status"] == "ok"
+        tried = records[(impl, 1024)]
+        assert tried["status"] == "oom" and not tried["predicted"]
+        assert tried["oom_bytes"] and tried["oom_bytes"] >= 8 * 1024 * 1024 * 4 * 0.9
+        skipped = records[(impl, 2048)]
+        assert skipped["status"] == "oom" and skipped["predicted"] is True
+        assert "predicted" in skipped["reason"] and "1024" in skipped["reason"]
+    for n in (128, 256, 1024, 2048):  # the memory-efficient kernel fits under the same cap
+        assert records[("torch.sdpa.flash", n)]["status"] == "ok"
+    assert json.loads((out / "env.json").read_text())["mem_limit_bytes"] == 32 * 2**20
+    assert "OOM" in result.stdout
