@@ -130,7 +130,7 @@ def memory_pass(adapter, case, prepared) -> dict:
     from harness.memory import measure_peak
 
     peak, method, note = measure_peak(prepared, adapter.framework, case.device)
-    return {"peak_mem_bytes": peak, "mem_method": method if peak is not None else f"{method}: {note}"}
+    return {"peak_mem_bytes": peak, "mem_method": f"{method} ({note})" if note else method}
 
 
 OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory",
