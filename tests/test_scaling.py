@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.scaling import (FIT_POINTS, Fit, crossovers, fit_exponent, fits, format_fits,
+from harness.scaling import (CROSSOVER_MARGIN, FIT_POINTS, Fit, crossovers, fit_exponent, fits, format_fits,
                              write_scaling)
 
 NS = [256, 512, 1024, 2048, 4096, 8192]
@@ -227,7 +227,10 @@ def test_write_scaling_writes_strict_json(tmp_path):
     assert data["fit_points"] == FIT_POINTS
     assert [r["impl"] for r in data["fits"]] == ["A", "B", "C"]
     assert data["fits"][2]["exponent"] is None
-    assert len(data["crossovers"]) == 1 and data["crossovers"][0]["between"] == [512, 1024]
+    # within CROSSOVER_MARGIN (10%) at 1024 counts as a tie: the flip is placed there
+    assert data["crossover_margin"] == CROSSOVER_MARGIN
+    assert len(data["crossovers"]) == 1 and data["crossovers"][0]["between"] == [512, 2048]
+    assert data["crossovers"][0]["seq_len"] == 1024
     with open(path) as fh:
         assert json.load(fh) == data
 
@@ -247,3 +250,11 @@ def test_format_fits_shows_an_axis_only_when_it_varies():
     recs = sweep(lambda n: 1e-9 * n ** 2, batch=1) + sweep(lambda n: 1e-9 * n ** 2, batch=4)
     header, rows = format_fits(fits(recs))
     assert header[3] == "batch" and [r[3] for r in rows] == ["1", "4"]
+
+
+def test_a_margin_hides_two_equal_kernels_trading_places_in_the_noise():
+    noise = {256: 1.02, 512: 0.98, 1024: 1.03, 2048: 0.97, 4096: 1.01, 8192: 0.99}
+    recs = (sweep(lambda n: 1e-6 * n ** 2, impl="A")
+            + sweep(lambda n: 1e-6 * n ** 2 * noise[n], impl="B"))
+    assert len(crossovers(recs)) >= 4
+    assert crossovers(recs, min_ratio=CROSSOVER_MARGIN) == []
