@@ -53,9 +53,24 @@ def _probe(adapter, case) -> list[str]:
         return [f"asking the library failed: {type(exc).__name__}: {exc}"]
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when the runner dies, even mid-case in a hung C call:
+    a killed or timed-out runner must not leave a worker burning the cores."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the worker still exits when its pipe closes between cases
+    if os.getppid() == 1:  # the runner died before the request took effect
+        os._exit(1)
+
+
 def worker_main(conn, family: str, threads: int, log_path: str | None) -> None:
     """Loop: receive a message (kind "run", "probe" or "peaks"); send back its answer."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides what Ctrl-C means
+    _die_with_parent()
     if log_path:
         log = open(log_path, "a", buffering=1)
         os.dup2(log.fileno(), 1)

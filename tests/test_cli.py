@@ -221,3 +221,35 @@ budget_s = 0.05
         assert records[("torch.sdpa.flash", n)]["status"] == "ok"
     assert json.loads((out / "env.json").read_text())["mem_limit_bytes"] == 32 * 2**20
     assert "OOM" in result.stdout
+
+
+def test_a_killed_runner_takes_its_worker_with_it(tmp_path):
+    suite = write_suite(tmp_path, """
+[sweep]
+impls = ["fault.hangs"]
+seq_len = 16
+heads = 1
+head_dim = 8
+[timing]
+timeout_s = 600
+""")
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(suite), "--out",
+                             str(out)], cwd=ROOT, env={**os.environ, **FAULTY},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env_path = out / "env.json"
+    deadline = time.time() + 120
+    pid = None
+    while time.time() < deadline and pid is None:
+        if env_path.exists():
+            info = json.loads(env_path.read_text()).get("workers", {}).get("numpy")
+            pid = info and info["pid"]
+        time.sleep(0.1)
+    assert pid, "the worker never reported"
+    time.sleep(0.5)  # let it enter the hanging call
+    proc.kill()
+    proc.wait(10)
+    deadline = time.time() + 10
+    while time.time() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists(), "the worker outlived its runner"
