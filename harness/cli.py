@@ -174,8 +174,37 @@ def _latest_run(suite_name: str) -> Path | None:
     return runs[-1].parent if runs else None
 
 
+def _run_settings(suite, args):
+    """The suite's timing with the command line's overrides, and the memory cap in bytes."""
+    import dataclasses
+
+    overrides = {k: v for k, v in (("budget_s", args.budget), ("timeout_s", args.timeout),
+                                   ("target_ci", args.target_ci)) if v is not None}
+    settings = dataclasses.replace(suite.timing, **overrides)
+    mem_limit = None
+    if args.mem_limit:
+        from harness.limits import parse_size
+        try:
+            mem_limit = parse_size(args.mem_limit)
+        except ValueError as exc:
+            raise UsageError(f"--mem-limit: {exc}") from None
+    return settings, mem_limit
+
+
+def _out_dir(suite, args) -> Path:
+    if args.out:
+        return Path(args.out)
+    if args.resume:
+        out = _latest_run(suite.name)
+        if out is None:
+            raise UsageError(f"--resume: no earlier run of suite {suite.name!r} under "
+                             f"{RESULTS_DIR}/; pass --out DIR")
+        return out
+    return _default_out(suite.name)
+
+
 def cmd_run(args) -> int:
-    from harness import registry
+    from harness import registry, scaling
     from harness.progress import RunDisplay
     from harness.runner import Runner
     from harness.spec import load_suite
@@ -184,30 +213,9 @@ def cmd_run(args) -> int:
     known = set(registry.adapters())
     suite = load_suite(args.suite, known)
     cases = filter_cases(suite.cases(), args, known)
-    settings = suite.timing
-    overrides = {k: v for k, v in (("budget_s", args.budget), ("timeout_s", args.timeout),
-                                   ("target_ci", args.target_ci)) if v is not None}
-    if overrides:
-        import dataclasses
-        settings = dataclasses.replace(settings, **overrides)
+    settings, mem_limit = _run_settings(suite, args)
     threads = args.threads or physical_cores()
-    mem_limit = None
-    if args.mem_limit:
-        from harness.limits import parse_size
-        try:
-            mem_limit = parse_size(args.mem_limit)
-        except ValueError as exc:
-            raise UsageError(f"--mem-limit: {exc}") from None
-
-    if args.out:
-        out = Path(args.out)
-    elif args.resume:
-        out = _latest_run(suite.name)
-        if out is None:
-            raise UsageError(f"--resume: no earlier run of suite {suite.name!r} under "
-                             f"{RESULTS_DIR}/; pass --out DIR")
-    else:
-        out = _default_out(suite.name)
+    out = _out_dir(suite, args)
     run_dir = RunDir(out)
     done = run_dir.recorded_ids() if run_dir.results_path.exists() else set()
     if done and not args.resume:
@@ -221,6 +229,8 @@ def cmd_run(args) -> int:
         shutil.copyfile(suite.path, run_dir.path / "suite.toml")
     if done:
         env.setdefault("resumed_at", []).append(now_iso())
+    if mem_limit:
+        env["mem_limit_bytes"] = mem_limit
     run_dir.write_env(env)
 
     def on_worker(family, info):
@@ -231,8 +241,6 @@ def cmd_run(args) -> int:
     display.header(suite, out, len(todo), threads)
     runner = Runner(run_dir, settings, threads, mem_limit=mem_limit, peaks=env.get("peaks"),
                     on_start=display.start, on_record=display.record, on_worker=on_worker)
-    if env.get("mem_limit_bytes") is None and mem_limit:
-        env["mem_limit_bytes"] = mem_limit
     try:
         if "peaks" not in env and todo:
             display.note("measuring this machine's matmul and bandwidth peaks")
@@ -241,23 +249,22 @@ def cmd_run(args) -> int:
         with display:
             runner.run(todo)
     except KeyboardInterrupt:
-        recorded = len(run_dir.recorded_ids())
         display.console.print(
-            f"[yellow]interrupted[/]: {recorded} of {len(cases)} cases recorded in {out}/results.jsonl; "
-            f"finish with: attnbench run {args.suite or 'default'} --out {out} --resume")
+            f"[yellow]interrupted[/]: {len(run_dir.recorded_ids())} of {len(cases)} cases recorded "
+            f"in {out}/results.jsonl; finish with: attnbench run {args.suite or 'default'} "
+            f"--out {out} --resume")
         return EXIT_INTERRUPTED
 
-    all_records = [r for r in run_dir.records() if r["case_id"] in {c.case_id for c in cases}]
-    from harness import scaling
-    scaling.write_scaling(out, all_records)
-    display.summary(all_records, out, scaling.fits(all_records),
-                    scaling.crossovers(all_records, min_ratio=scaling.CROSSOVER_MARGIN))
+    wanted = {c.case_id for c in cases}
+    records = [r for r in run_dir.records() if r["case_id"] in wanted]
+    scaling.write_scaling(out, records)
+    display.summary(records, out, scaling.fits(records),
+                    scaling.crossovers(records, min_ratio=scaling.CROSSOVER_MARGIN))
     if not args.no_report:
         from harness.report import write_reports
         for path in write_reports(out):
             display.console.print(f"report: {path}")
-    failed = any(r["status"] in FAILED_STATUSES for r in all_records)
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAILED if any(r["status"] in FAILED_STATUSES for r in records) else EXIT_OK
 
 
 def cmd_report(args) -> int:

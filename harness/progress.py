@@ -2,6 +2,8 @@
 failures as they happen, then the latency table. Plain lines when not on a terminal (CI logs)."""
 from __future__ import annotations
 
+import os
+
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
@@ -42,6 +44,10 @@ class RunDisplay:
         resumed = f" ({self.already} already recorded)" if self.already else ""
         self.console.print(f"[bold]attnbench[/] suite [cyan]{suite.name}[/]: {todo} cases to run"
                            f"{resumed}, {threads} threads -> {out}")
+        load = os.getloadavg()[0]
+        if load > 0.5 * (os.cpu_count() or 1):
+            self.console.print(f"[yellow]warning[/]: the machine is busy (load average {load:.1f} "
+                               f"on {os.cpu_count()} cores): timings will be noisy")
 
     def note(self, text: str) -> None:
         if not self.quiet:

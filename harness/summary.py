@@ -36,10 +36,18 @@ def not_run(records: list[dict]) -> dict[str, str]:
     return out
 
 
+def ms(seconds: float) -> str:
+    """Milliseconds with three significant digits, never in exponent notation."""
+    value = seconds * 1e3
+    if value >= 100:
+        return f"{value:.0f}"
+    return f"{value:.3g}" if value >= 0.001 else f"{value:.2e}"
+
+
 def cell(record: dict) -> str:
     """Median in ms, or the status where there is no trustworthy time."""
     if record["status"] == "ok":
-        return f"{record['median_s'] * 1e3:.3g}"
+        return ms(record["median_s"])
     return CELL_FOR_STATUS.get(record["status"], record["status"])
 
 

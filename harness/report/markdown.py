@@ -2,6 +2,7 @@
 problems, and what did not run and why."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from harness import summary
@@ -13,6 +14,25 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
              "|" + "|".join("---:" if h.startswith("N=") else "---" for h in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _scaling(run_dir) -> list[str]:
+    """Exponents and crossovers from scaling.json, when the run wrote one."""
+    path = Path(run_dir) / "scaling.json"
+    if not path.exists():
+        return []
+    from harness.scaling import format_fits
+
+    data = json.loads(path.read_text())
+    header, rows = format_fits([f for f in data["fits"] if f["exponent"] is not None])
+    if not rows:
+        return []
+    out = [f"## Scaling: cost ∝ N^k over the largest {data['fit_points']} seq_lens", "",
+           _table(header, rows), ""]
+    out += [f"- {c['faster_above']} overtakes {c['faster_below']} near seq_len {c['seq_len']} "
+            f"({c['metric']}, {c['dtype']}, {'causal' if c['causal'] else 'full'})"
+            for c in data["crossovers"]]
+    return out + ([""] if data["crossovers"] else [])
 
 
 def render_markdown(run_dir: str | Path) -> str:
@@ -40,6 +60,9 @@ def render_markdown(run_dir: str | Path) -> str:
     header, rows = summary.latency_table(records)
     if rows:
         out += ["## Median latency (ms)", "", _table(header, rows), ""]
+    scaling = _scaling(run_dir)
+    if scaling:
+        out += scaling
     if failed:
         out += ["## Problems", "", _table(["case", "status", "reason"],
                 [[r["case_id"], r["status"], r["reason"].replace("|", "\\|")] for r in failed]), ""]
