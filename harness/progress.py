@@ -12,6 +12,7 @@ from rich.table import Table
 from harness import summary
 from harness.store import FAILED_STATUSES
 
+MAX_CROSSOVERS_SHOWN = 8
 STATUS_STYLE = {"ok": "green", "unsupported": "dim", "mismatch": "bold red", "error": "bold red",
                 "timeout": "red", "oom": "red"}
 
@@ -97,16 +98,20 @@ class RunDisplay:
             return
         header, rows = format_fits([f for f in fit_rows if f["exponent"] is not None])
         if rows:
-            table = Table(title=f"scaling exponents: cost ~ N^k, fitted over the largest "
-                                f"{FIT_POINTS} seq_lens (95% CI)", title_justify="left")
+            table = Table(title=f"scaling: cost ~ N^k, fitted over the largest {FIT_POINTS} "
+                                "seq_lens", title_justify="left")
             for name in header:
                 table.add_column(name, no_wrap=True)
             for row in rows:
                 table.add_row(*row)
             self.console.print(table)
-        for c in crossings:
+        shown = crossings[:MAX_CROSSOVERS_SHOWN]
+        for c in shown:
             self.console.print(f"crossover ({c['metric']}, {c['dtype']}, "
                                f"{'causal' if c['causal'] else 'full'}): {c['faster_above']} "
                                f"overtakes {c['faster_below']} near seq_len {c['seq_len']}",
                                highlight=False)
+        if len(crossings) > len(shown):
+            self.console.print(f"... and {len(crossings) - len(shown)} more crossovers in "
+                               "scaling.json", highlight=False)
 

@@ -211,23 +211,32 @@ def write_scaling(run_dir: str | Path, records: list[dict]) -> Path:
 
 
 def format_fits(fit_rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of strings for a table: impl, dtype, mask[, axes that vary], metric,
-    exponent, 95% CI, points. Axes with a single value among the rows are not shown, as in
-    `summary.latency_table`; a row without a fit shows its note in the points column.
+    """(header, rows) of strings: one row per implementation and configuration, with the time
+    and the memory exponent side by side, each with its 95% CI, and the seq_lens fitted.
+
+    Axes with a single value among the rows are not shown, as in `summary.latency_table`;
+    a metric without a fit shows "-" (its note is in the fit rows and scaling.json).
     """
     varying = [k for k in ("level", "mode", "device", "batch", "heads", "head_dim",
                            "kv_equals_seq_len")
                if len({r.get(k) for r in fit_rows}) > 1]
-    header = ["impl", "dtype", "mask", *varying, "metric", "exponent", "95% CI", "points"]
-    body = []
+    keys = ["impl", "dtype", "causal", *varying]
+    grouped: dict[tuple, dict[str, dict]] = {}
     for r in fit_rows:
-        cells = [str(r["impl"]), str(r["dtype"]), "causal" if r["causal"] else "full",
-                 *[str(r.get(k)) for k in varying], r["metric"]]
-        if r["exponent"] is None:
-            cells += ["-", "-", r.get("note") or "no fit"]
-        else:
-            ns = r["seq_lens"]
-            cells += [f"{r['exponent']:.2f}", f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
-                      f"{ns[0]}..{ns[-1]}"]
-        body.append(cells)
+        grouped.setdefault(tuple(r.get(k) for k in keys), {})[r["metric"]] = r
+    header = ["impl", "dtype", "mask", *varying, "time k", "95% CI", "memory k", "95% CI",
+              "points"]
+    body = []
+    for key, by_metric in grouped.items():
+        cells = [str(v) for v in key]
+        cells[2] = "causal" if key[2] else "full"
+        points = ""
+        for metric in METRICS:
+            r = by_metric.get(metric)
+            if r is None or r["exponent"] is None:
+                cells += ["-", ""]
+                continue
+            cells += [f"{r['exponent']:.2f}", f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"]
+            points = points or f"{r['seq_lens'][0]}..{r['seq_lens'][-1]}"
+        body.append(cells + [points])
     return header, body

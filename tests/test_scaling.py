@@ -238,10 +238,13 @@ def test_write_scaling_writes_strict_json(tmp_path):
 def test_format_fits_gives_a_printable_table():
     recs = (sweep(lambda n: 1e-9 * n ** 2, impl="torch.sdpa", causal=True)
             + sweep(lambda n: 1e-9 * n ** 2, impl="numpy", ns=[256, 512]))
+    for r in recs:
+        if r["impl"] == "torch.sdpa":
+            r["peak_mem_bytes"] = 1000.0 * r["seq_len"]
     header, rows = format_fits(fits(recs))
-    assert header == ["impl", "dtype", "mask", "metric", "exponent", "95% CI", "points"]
-    assert ["numpy", "float32", "full", "time", "-", "-", "only 2 seq_lens with a value"] in rows
-    assert ["torch.sdpa", "float32", "causal", "time", "2.00", "[2.00, 2.00]",
+    assert header == ["impl", "dtype", "mask", "time k", "95% CI", "memory k", "95% CI", "points"]
+    assert ["numpy", "float32", "full", "-", "", "-", "", ""] in rows
+    assert ["torch.sdpa", "float32", "causal", "2.00", "[2.00, 2.00]", "1.00", "[1.00, 1.00]",
             "1024..8192"] in rows
     assert all(isinstance(c, str) for row in rows for c in row)
 
