@@ -96,21 +96,20 @@ def run_case(case, adapter, settings: TimingSettings, mem_limit: int | None = No
 
 @contextmanager
 def memory_cap(case, mem_limit: int | None):
+    """`--mem-limit` for the duration of the block: RLIMIT_DATA on CPU, a memory fraction on CUDA."""
     if mem_limit is None:
         yield
         return
-    cap = limits.cap_cuda if case.device.startswith("cuda") else None
-    if cap:
-        cap(case.device, mem_limit)
+    if case.device.startswith("cuda"):
+        def apply(limit):
+            limits.cap_cuda(case.device, limit)
     else:
-        limits.cap_cpu(mem_limit)
+        apply = limits.cap_cpu
+    apply(mem_limit)
     try:
         yield
     finally:
-        if cap:
-            cap(case.device, None)
-        else:
-            limits.cap_cpu(None)
+        apply(None)
 
 
 def kernel_pass(adapter, prepared) -> dict:
