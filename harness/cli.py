@@ -210,7 +210,7 @@ def cmd_run(args) -> int:
     from harness.spec import load_suite
     from harness.store import FAILED_STATUSES, RunDir, capture_env, now_iso, physical_cores
 
-    known = set(registry.adapters())
+    known = {name: adapter.level for name, adapter in registry.adapters().items()}
     suite = load_suite(args.suite, known)
     cases = filter_cases(suite.cases(), args, known)
     settings, mem_limit = _run_settings(suite, args)

@@ -131,8 +131,12 @@ def resolve_suite_path(name_or_path: str | None) -> Path:
     return SUITES_DIR / f"{name_or_path}.toml"
 
 
-def load_suite(name_or_path: str | None, known_impls: set[str]) -> Suite:
-    """Parse and validate a suite file; raise SuiteError with one clear line on any problem."""
+def load_suite(name_or_path: str | None, known_impls: set[str] | dict[str, str]) -> Suite:
+    """Parse and validate a suite file; raise SuiteError with one clear line on any problem.
+
+    `known_impls` names the registered implementations; as a {name: level} mapping it also
+    lets `impls = "all"` mean every implementation of the suite's levels.
+    """
     path = resolve_suite_path(name_or_path)
     where = str(path)
     if not path.is_file():
@@ -157,7 +161,7 @@ def load_suite(name_or_path: str | None, known_impls: set[str]) -> Suite:
                  description=data.get("description", ""))
 
 
-def _validate_sweep(where: str, table: dict, known_impls: set[str]) -> dict[str, list]:
+def _validate_sweep(where: str, table: dict, known_impls) -> dict[str, list]:
     sweep = {}
     for key, raw in table.items():
         if key not in SWEEP_KEYS:
@@ -186,6 +190,11 @@ def _validate_sweep(where: str, table: dict, known_impls: set[str]) -> dict[str,
                              f"{SWEEP_KEYS[required][0]}")
     for key, default in SWEEP_DEFAULTS.items():
         sweep.setdefault(key, list(default))
+    if table.get("impls") == "all" and isinstance(known_impls, dict):
+        sweep["impls"] = [i for i in sweep["impls"] if known_impls[i] in sweep["level"]]
+        if not sweep["impls"]:
+            raise SuiteError(f"{where}: key 'sweep.impls': no implementation of level "
+                             f"{', '.join(sweep['level'])} is registered")
     return sweep
 
 

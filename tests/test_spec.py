@@ -81,3 +81,12 @@ def test_built_in_suites_are_valid():
     known = set(registry.adapters())
     for name in ("default", "smoke"):
         assert load_suite(name, known).cases()
+
+
+def test_impls_all_means_every_implementation_of_the_suite_s_levels(tmp_path):
+    levels = {"numpy": "kernel", "torch.sdpa": "kernel", "torch.mha": "mha"}
+    path = write(tmp_path, '[sweep]\nimpls = "all"\nseq_len = 8\n')
+    assert {c.impl for c in load_suite(str(path), levels).cases()} == {"numpy", "torch.sdpa"}
+    path = write(tmp_path, '[sweep]\nimpls = "all"\nlevel = "encoder"\nseq_len = 8\n')
+    with pytest.raises(SuiteError, match="no implementation of level encoder"):
+        load_suite(str(path), levels)
