@@ -268,15 +268,257 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from harness.report import write_reports
+    from harness.report import FORMATS, write_reports
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "results.jsonl").is_file():
         raise UsageError(f"{run_dir}: not a run directory (no results.jsonl): expected the "
                          "directory `attnbench run` printed")
-    for path in write_reports(run_dir):
+    formats = _split(args.format) or list(FORMATS)
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise UsageError(f"--format: unknown format {fmt!r}: expected {' or '.join(FORMATS)} "
+                             "(comma list)")
+    for path in write_reports(run_dir, formats, baseline=args.baseline):
         print(f"wrote {path}")
     return EXIT_OK
+
+
+# ---- regression gate: compare, ab, baseline ------------------------------------------------
+
+def _fraction(text: str) -> float:
+    """'5%' or '0.05' -> 0.05."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        value = -1.0
+    if not (0 < value < 1) or (not text.endswith("%") and float(text) >= 1):
+        raise argparse.ArgumentTypeError(f"expected a percentage like 5% or a fraction like 0.05, "
+                                         f"got {text!r}")
+    return value
+
+
+def _write_comparison(result: dict, md_path, json_path, title: str) -> None:
+    from harness import compare
+
+    if md_path:
+        Path(md_path).write_text(compare.render_markdown(result, title))
+    if json_path:
+        compare.write_json(result, json_path)
+    for line in compare.console_lines(result):
+        print(line)
+    for what, path in (("markdown", md_path), ("json", json_path)):
+        if path:
+            print(f"{what}: {path}")
+
+
+def cmd_compare(args) -> int:
+    from harness import baselines, compare
+
+    if args.baseline:
+        if len(args.runs) != 1:
+            raise UsageError("compare --baseline NAME: expected one run (the new one), got "
+                             f"{len(args.runs)}")
+        try:
+            base = baselines.path_of(args.baseline, args.baselines_dir)
+        except baselines.BaselineError as exc:
+            raise UsageError(str(exc)) from None
+        new = args.runs[0]
+    elif len(args.runs) != 2:
+        raise UsageError(f"compare: expected BASE_RUN NEW_RUN (or --baseline NAME NEW_RUN), got "
+                         f"{len(args.runs)} run(s)")
+    else:
+        base, new = args.runs
+    try:
+        result = compare.compare_runs(base, new, args.threshold, args.mem_threshold, args.force)
+    except compare.CompareError as exc:
+        raise UsageError(str(exc)) from None
+    if args.baseline:
+        result["baseline"] = args.baseline
+    _write_comparison(result, args.md, args.json, "attnbench regression gate")
+    return compare.exit_code(result)
+
+
+def cmd_baseline(args) -> int:
+    from harness import baselines
+
+    try:
+        if args.action == "save":
+            path = baselines.save(args.run_dir, args.name, args.baselines_dir, replace=args.force)
+            print(f"saved baseline {args.name!r}: {path} (commit it; compare with: attnbench "
+                  f"compare --baseline {args.name} NEW_RUN)")
+        else:
+            found = baselines.names(args.baselines_dir)
+            if not found:
+                print(f"no baselines in {args.baselines_dir}/")
+            for name in found:
+                print(baselines.describe(name, args.baselines_dir))
+    except baselines.BaselineError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
+def _python(path: str, option: str) -> str:
+    found = shutil.which(path) if os.sep not in path else path
+    if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
+        raise UsageError(f"{option}: {path!r} is not an executable Python interpreter")
+    return found
+
+
+def _env_pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    out = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{option}: expected KEY=VALUE, got {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def _root(path: str | None, option: str) -> Path:
+    from harness.ab import ROOT
+
+    if path is None:
+        return ROOT
+    root = Path(path).resolve()
+    if not (root / "harness" / "ab_worker.py").is_file():
+        raise UsageError(f"{option}: {path} is not an attnbench checkout with harness/ab_worker.py")
+    return root
+
+
+def cmd_ab(args) -> int:
+    from harness import ab, compare, registry, scaling
+    from harness.report import write_reports
+    from harness.spec import load_suite
+    from harness.store import RunDir, physical_cores
+
+    known = set(registry.adapters())
+    suite = load_suite(args.suite, known)
+    cases = filter_cases(suite.cases(), args, known)
+    settings, _ = _run_settings(suite, args)
+    settings = ab.ab_settings(settings)
+    threads = args.threads or physical_cores()
+    specs = {"base": ab.SideSpec("base", _python(args.base_python, "--base-python"),
+                                 _env_pairs(args.base_env, "--base-env"),
+                                 _root(args.base_root, "--base-root")),
+             "head": ab.SideSpec("head", _python(args.head_python, "--head-python"),
+                                 _env_pairs(args.head_env, "--head-env"),
+                                 _root(args.head_root, "--head-root"))}
+    out = Path(args.out) if args.out else RESULTS_DIR / (
+        f"ab-{suite.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    for name in specs:
+        if (out / name / "results.jsonl").exists():
+            raise UsageError(f"--out: {out / name} already holds a run; choose another directory")
+    try:
+        envs = {name: ab.side_env(spec, threads, suite.name) for name, spec in specs.items()}
+    except ab.ABError as exc:
+        raise UsageError(str(exc)) from None
+    for name, env in envs.items():
+        run_dir = RunDir(out / name)
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        env["ab"] = {"side": name, "python": specs[name].python, "env": specs[name].env,
+                     "root": str(specs[name].root)}
+        run_dir.write_env(env)
+        if suite.path:
+            shutil.copyfile(suite.path, run_dir.path / "suite.toml")
+
+    def show(case, base, head):
+        row = compare.judge_case(base, head, args.threshold, args.mem_threshold)
+        timing = (f"base {compare.duration(row.get('base_median_s'))}, head "
+                  f"{compare.duration(row.get('new_median_s'))}, ratio {compare.ratio_text(row)}"
+                  if row.get("ratio") else f"{row['base_status']} / {row['new_status']}")
+        print(f"{compare.LABELS.get(row['verdict'], row['verdict']):>15}  {case.case_id}: {timing}",
+              flush=True)
+
+    if not args.quiet:
+        print(f"attnbench ab suite {suite.name}: {len(cases)} cases, {threads} threads, "
+              f"{settings.min_samples}..{settings.max_samples} samples per side -> {out}")
+        for name, spec in specs.items():
+            extra = " ".join(f"{k}={v}" for k, v in spec.env.items())
+            print(f"  {name}: {spec.python} (torch {envs[name]['packages'].get('torch')}) {extra}")
+    runner = ab.ABRunner(specs["base"], specs["head"], out, settings, threads,
+                         on_record=None if args.quiet else show)
+    try:
+        result = ab.run_ab(runner, cases, args.threshold, args.mem_threshold,
+                           note=(lambda text: None) if args.quiet else print)
+    except ab.ABError as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        print(f"interrupted: partial runs in {out}/base and {out}/head", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    for name, env in envs.items():
+        env["workers"] = runner.infos[name]
+        RunDir(out / name).write_env(env)
+        scaling.write_scaling(out / name, RunDir(out / name).records())
+        write_reports(out / name)
+    result.update(base=str(out / "base"), new=str(out / "head"), forced=False,
+                  differences=[list(d) for d in compare.fingerprint_differences(
+                      envs["base"], envs["head"])])
+    _write_comparison(result, out / "compare.md", out / "compare.json", "attnbench A/B")
+    return compare.exit_code(result)
+
+
+def _add_gate_commands(sub) -> None:
+    """The regression gate's subcommands: compare, ab, baseline."""
+    from harness.baselines import BASELINES_DIR
+
+    p_cmp = sub.add_parser("compare", help="regression gate: compare a new run with a base run "
+                                           "or a stored baseline (exit 1 on a regression)")
+    p_cmp.add_argument("runs", nargs="+", metavar="RUN",
+                       help="BASE_RUN NEW_RUN, or only NEW_RUN with --baseline")
+    p_cmp.add_argument("--baseline", metavar="NAME", help="compare with results/baselines/NAME")
+    p_cmp.add_argument("--baselines-dir", default=str(BASELINES_DIR), metavar="DIR",
+                       help=f"where baselines live (default: {BASELINES_DIR})")
+    p_cmp.add_argument("--threshold", type=_fraction, default=0.05,
+                       help="smallest slowdown that counts, e.g. 5%% (default 5%%)")
+    p_cmp.add_argument("--mem-threshold", type=_fraction, default=0.10,
+                       help="smallest peak-memory growth that counts (default 10%%)")
+    p_cmp.add_argument("--force", action="store_true",
+                       help="compare runs from different machines or software anyway")
+    p_cmp.add_argument("--md", metavar="FILE", help="write the Markdown (a PR comment) to FILE")
+    p_cmp.add_argument("--json", metavar="FILE", help="write every case's statistics to FILE")
+    p_cmp.set_defaults(func=cmd_compare)
+
+    p_ab = sub.add_parser("ab", help="interleaved A/B: the same cases in two Python environments, "
+                                     "side by side, then the regression gate")
+    p_ab.add_argument("suite", nargs="?", help="suite file or built-in name")
+    p_ab.add_argument("--base-python", default=sys.executable, metavar="PATH",
+                      help="interpreter of the base side (default: this one)")
+    p_ab.add_argument("--head-python", default=sys.executable, metavar="PATH",
+                      help="interpreter of the head side (default: this one)")
+    p_ab.add_argument("--base-env", action="append", metavar="KEY=VALUE",
+                      help="environment variable for the base side only (repeatable)")
+    p_ab.add_argument("--head-env", action="append", metavar="KEY=VALUE",
+                      help="environment variable for the head side only (repeatable)")
+    p_ab.add_argument("--base-root", metavar="DIR",
+                      help="attnbench checkout the base side imports (default: this one)")
+    p_ab.add_argument("--head-root", metavar="DIR",
+                      help="attnbench checkout the head side imports (default: this one)")
+    p_ab.add_argument("--out", help="output directory (default: results/ab-<suite>-<timestamp>)")
+    for option, text in (("--impl", "implementations to keep (comma list, globs)"),
+                         ("--seq-len", "seq_len values to keep"), ("--dtype", "dtypes to keep"),
+                         ("--device", "devices to keep"), ("--causal", "keep causal or full")):
+        p_ab.add_argument(option, action="append", help=text)
+    p_ab.add_argument("--threads", type=_positive_int, help="intra-op threads on both sides")
+    p_ab.add_argument("--budget", type=_positive_float, help="sampling seconds per case and side")
+    p_ab.add_argument("--timeout", type=_positive_float, help="seconds before a request is killed")
+    p_ab.add_argument("--target-ci", type=_positive_float,
+                      help="stop when both medians' 95%% CI are within ± this fraction")
+    p_ab.add_argument("--threshold", type=_fraction, default=0.05, help="as for compare")
+    p_ab.add_argument("--mem-threshold", type=_fraction, default=0.10, help="as for compare")
+    p_ab.add_argument("--quiet", action="store_true", help="only the verdict")
+    p_ab.set_defaults(func=cmd_ab, mem_limit=None)
+
+    p_base = sub.add_parser("baseline", help="save or list reference runs (results/baselines/)")
+    actions = p_base.add_subparsers(dest="action", parser_class=_Parser, required=True)
+    b_save = actions.add_parser("save", help="store RUN_DIR as baseline NAME")
+    b_save.add_argument("run_dir", metavar="RUN")
+    b_save.add_argument("name", metavar="NAME")
+    b_save.add_argument("--force", action="store_true", help="replace an existing baseline")
+    b_list = actions.add_parser("list", help="the stored baselines")
+    for p in (b_save, b_list):
+        p.add_argument("--baselines-dir", default=str(BASELINES_DIR), metavar="DIR")
+    p_base.set_defaults(func=cmd_baseline)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,12 +551,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cap what one case may allocate (e.g. 512MiB, 2GiB); beyond it the "
                             "case is recorded as oom and larger seq_len of its configuration skipped")
     p_run.add_argument("--quiet", action="store_true", help="no progress output")
-    p_run.add_argument("--no-report", action="store_true", help="do not write report.md at the end")
+    p_run.add_argument("--no-report", action="store_true",
+                       help="do not write report.html and report.md at the end")
     p_run.set_defaults(func=cmd_run)
 
-    p_report = sub.add_parser("report", help="write RUN_DIR/report.md from a run directory")
+    p_report = sub.add_parser("report", help="write RUN_DIR/report.html and report.md from a "
+                              "run directory")
     p_report.add_argument("run_dir", help="a directory written by `attnbench run`")
+    p_report.add_argument("--format", action="append",
+                          help="html, md or both as a comma list (default: html,md)")
+    p_report.add_argument("--baseline", default="torch.naive", metavar="IMPL",
+                          help="implementation the speedups are relative to (default: torch.naive)")
     p_report.set_defaults(func=cmd_report)
+    _add_gate_commands(sub)
     return parser
 
 

@@ -202,7 +202,7 @@ def git_commit(path: Path) -> dict:
 
 def capture_env(threads: int, suite_name: str, argv: list[str] | None = None) -> dict:
     project = Path(__file__).resolve().parent.parent
-    return {
+    env = {
         "schema_version": SCHEMA_VERSION,
         "suite": suite_name,
         "started_at": now_iso(),
@@ -217,4 +217,38 @@ def capture_env(threads: int, suite_name: str, argv: list[str] | None = None) ->
         "gpus": gpus(),
         "git": git_commit(project),
         "workers": {},
+    }
+    env["fingerprint"] = fingerprint(env)
+    return env
+
+
+# ---- comparability ----------------------------------------------------------------------
+
+FINGERPRINT_PACKAGES = ("torch", "tensorflow", "keras", "xformers", "numpy")
+_MACHINES = ("x86_64", "amd64", "aarch64", "arm64", "ppc64le", "s390x", "riscv64", "i686")
+
+
+def _machine(platform_string: str | None) -> str | None:
+    """The machine architecture inside `platform.platform()`'s string (x86_64, arm64, ...)."""
+    for token in (platform_string or "").lower().split("-"):
+        if token in _MACHINES:
+            return token
+    return None
+
+
+def fingerprint(env: dict) -> dict:
+    """The fields of an env.json that decide whether two runs' timings may be compared: the
+    CPU model, the GPUs with their driver, Python major.minor, the versions of the frameworks
+    that run the kernels, the thread count and the machine architecture. Computed from the
+    env alone, so runs recorded before it existed get one too."""
+    python = env.get("python") or ""
+    packages = env.get("packages") or {}
+    gpus = ", ".join(f"{g.get('name')} (driver {g.get('driver')})" for g in env.get("gpus") or [])
+    return {
+        "cpu": env.get("cpu"),
+        "gpus": gpus or None,
+        "python": ".".join(python.split(".")[:2]) or None,
+        "machine": _machine(env.get("platform")),
+        "threads": env.get("threads"),
+        **{name: packages.get(name) for name in FINGERPRINT_PACKAGES},
     }

@@ -1,74 +1,131 @@
-"""GitHub-flavoured Markdown summary of a run: what ran, the verdict, the latency table,
-problems, and what did not run and why."""
+"""GitHub-flavoured Markdown summary of a run, short enough for a pull-request comment or
+$GITHUB_STEP_SUMMARY: the verdict, the machine, cases per implementation, the latency table, the
+scaling exponents, the problems and what did not run. Every number comes from `tables`, the
+module the HTML page is rendered from, so the two reports agree.
+"""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from harness import summary
-from harness.store import load_env, load_records
+from harness.report import tables
+from harness.report.tables import Run
+
+ICON = {"ok": "✅", "fail": "❌", "warn": "⚠️", "empty": "⚠️"}
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---:" if h.startswith("N=") else "---" for h in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+def _escape(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list[str]], numeric=()) -> str:
+    def align(h):
+        return "---:" if h.startswith("N=") or h in numeric else "---"
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align(h) for h in header) + "|"]
+    lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def _scaling(run_dir) -> list[str]:
-    """Exponents and crossovers from scaling.json, when the run wrote one."""
-    path = Path(run_dir) / "scaling.json"
-    if not path.exists():
-        return []
-    from harness.scaling import format_fits
+def _verdict(run: Run) -> list[str]:
+    v = tables.verdict(run)
+    out = [f"{ICON[v['level']]} **{v['headline']}**", ""]
+    out += [f"> {note}" for note in v["notes"]]
+    return out + ([""] if v["notes"] else [])
 
-    data = json.loads(path.read_text())
-    header, rows = format_fits([f for f in data["fits"] if f["exponent"] is not None])
+
+def _implementations(run: Run) -> list[str]:
+    rows = tables.impl_summary(run.records)
     if not rows:
         return []
-    out = [f"## Scaling: cost ∝ N^k over the largest {data['fit_points']} seq_lens", "",
-           _table(header, rows), ""]
-    out += [f"- {c['faster_above']} overtakes {c['faster_below']} near seq_len {c['seq_len']} "
-            f"({c['metric']}, {c['dtype']}, {'causal' if c['causal'] else 'full'})"
-            for c in data["crossovers"]]
-    return out + ([""] if data["crossovers"] else [])
+    statuses = [s for s in ("ok", "unsupported", "mismatch", "oom", "timeout", "error")
+                if s in ("ok", "unsupported") or any(r[s] for r in rows)]
+    header = ["impl", *statuses, "fastest in", "where fastest"]
+    body = [[f"`{r['impl']}`", *[str(r[s]) for s in statuses], tables.fastest_text(r),
+             r["where"]] for r in rows]
+    return ["## Implementations", "", "Cases by status; *fastest in* counts the shapes that at "
+            "least two implementations ran.", "",
+            _table(header, body, numeric=(*statuses, "fastest in")), ""]
 
 
-def render_markdown(run_dir: str | Path) -> str:
-    records = load_records(run_dir)
-    env = load_env(run_dir)
-    counts = summary.status_counts(records)
-    failed = summary.failures(records)
+def _latency(run: Run) -> list[str]:
+    header, rows = summary.latency_table(run.records)
+    if not rows:
+        return ["## Median latency (ms)", "", "_No case was timed: nothing ran to completion._",
+                ""]
+    return ["## Median latency (ms)", "", _table(header, rows), ""]
+
+
+def _scaling(run: Run) -> list[str]:
+    header, rows = tables.scaling_table(run)
+    title = f"## Scaling: cost ∝ N^k over the largest {run.scaling.get('fit_points')} seq_lens"
+    if not rows:
+        gaps = tables.scaling_gaps(run)
+        if not gaps:
+            return []
+        return [title, "", "_No exponent: a fit needs at least 3 seq_lens with a value._ "
+                + "; ".join(gaps) + ".", ""]
+    out = [title, ""]
+    if run.scaling_source == "computed":
+        out += ["_Computed from the records: the run wrote no scaling.json._", ""]
+    out += [_table(header, rows), ""]
+    crossings = tables.crossover_lines(run)
+    if crossings:  # folded: a sweep can have dozens, and the summary must stay short
+        out += [f"<details><summary>{len(crossings)} crossover{'s' if len(crossings) != 1 else ''}"
+                " (where two implementations swap order as N grows)</summary>", ""]
+        out += [f"- {line}" for line in crossings]
+        out += ["", "</details>", ""]
+    return out
+
+
+def _problems(run: Run) -> list[str]:
+    rows = tables.problems(run.records)
+    if not rows:
+        return []
+    body = [[f"`{p['case_id']}`", p["status"],
+             p["reason"] + (f" ({p['detail']})" if p["detail"] else "")] for p in rows]
+    return ["## Problems", "", _table(["case", "status", "reason"], body), ""]
+
+
+def _not_run(run: Run) -> list[str]:
+    groups = tables.not_run(run.records)
+    if not groups:
+        return []
+    out = ["## Not run on this machine", ""]
+    for g in groups:
+        who = ", ".join(f"`{i['impl']}`" + ("" if i["whole"] else
+                                            f" ({', '.join(i['dtypes'])}, {i['cases']} of its cases)")
+                        for i in g["impls"])
+        out.append(f"- {who} ({g['cases']} cases): {' '.join(g['reason'].split())}")
+    return out + [""]
+
+
+def render_markdown(run_dir: str | Path | Run, baseline: str | None = None,
+                    with_html: bool = False) -> str:
+    """The summary; `with_html` adds a pointer to report.html (written beside it)."""
+    run = run_dir if isinstance(run_dir, Run) else tables.load_run(run_dir, baseline)
+    env = run.env
     git = env.get("git") or {}
     packages = env.get("packages") or {}
     versions = ", ".join(f"{k} {v}" for k, v in packages.items() if v)
-    out = [f"# attnbench: {env.get('suite', Path(run_dir).name)}", ""]
-    if not records:
-        out.append("**No case was recorded in this run.**")
-    elif failed:
-        out.append(f"**{len(failed)} of {len(records)} cases failed** "
-                   f"({', '.join(f'{n} {s}' for s, n in counts.items() if n and s != 'ok')}).")
-    else:
-        out.append(f"**All {counts['ok']} computed cases agree with the float64 reference** "
-                   f"({counts['unsupported']} unsupported).")
-    out += ["", f"- machine: {env.get('cpu', '?')}, {env.get('threads', '?')} threads"
-            + (f", GPU {env['gpus'][0]['name']}" if env.get("gpus") else ""),
-            f"- software: Python {env.get('python', '?')}; {versions}",
+    out = [f"# attnbench: {run.name}", ""]
+    out += _verdict(run)
+    out += [f"- machine: {tables.machine_line(env)}",
+            f"- software: Python {env.get('python', '?')}; {versions or '?'}",
             f"- commit: {git.get('commit') or 'unknown'}{' (dirty)' if git.get('dirty') else ''}",
-            f"- started: {env.get('started_at', '?')}", ""]
-    header, rows = summary.latency_table(records)
-    if rows:
-        out += ["## Median latency (ms)", "", _table(header, rows), ""]
-    scaling = _scaling(run_dir)
-    if scaling:
-        out += scaling
-    if failed:
-        out += ["## Problems", "", _table(["case", "status", "reason"],
-                [[r["case_id"], r["status"], r["reason"].replace("|", "\\|")] for r in failed]), ""]
-    skipped = summary.not_run(records)
-    if skipped:
-        out += ["## Not run on this machine", ""]
-        out += [f"- `{impl}`: {reason}" for impl, reason in sorted(skipped.items())]
+            f"- started: {env.get('started_at', '?')}"]
+    if with_html:
+        out.append("- plots, spreads, memory, throughput and numerics: `report.html` beside "
+                   "this file")
+    out.append("")
+    heads = tables.headlines(run.records, run.baseline)
+    if heads:
+        out += ["**Fastest at the largest N**", ""]
+        out += [f"- {tables.headline_text(h)}" for h in heads]
         out.append("")
+    out += _implementations(run)
+    if run.records:
+        out += _latency(run)
+    out += _scaling(run)
+    out += _problems(run)
+    out += _not_run(run)
     return "\n".join(out)

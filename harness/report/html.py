@@ -1,0 +1,106 @@
+"""One self-contained HTML page per run: a Jinja2 template (autoescaped), inline CSS, a few lines
+of inline JavaScript to sort tables, and every figure inline as SVG. Opened from disk it asks no
+other file and no host for anything, so it can be mailed or kept as a CI artifact.
+
+The numbers come from `tables`, as the Markdown summary's do.
+"""
+from __future__ import annotations
+
+import math
+import traceback
+from pathlib import Path
+
+from markupsafe import Markup
+
+from harness.report import plots, tables
+from harness.report.tables import Run
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["heat"] = heat
+    env.filters["speed_color"] = speed_color
+    return env
+
+
+def heat(rel) -> str:
+    """Background for a matrix cell by its time relative to the fastest: green at 1×, through
+    yellow, to red at 8× and beyond."""
+    if rel is None:
+        return ""
+    x = min(1.0, math.log2(max(rel, 1.0)) / 3.0)
+    hue = 130 - 125 * x
+    return f"background:hsl({hue:.0f},65%,88%)"
+
+
+def speed_color(ratio) -> str:
+    """Background for a speedup: green above 1×, red below, pale near 1×."""
+    if not ratio:
+        return ""
+    x = max(-1.0, min(1.0, math.log2(ratio) / 3.0))
+    hue = 130 if x >= 0 else 5
+    light = 96 - 14 * abs(x)
+    return f"background:hsl({hue},60%,{light:.0f}%)"
+
+
+def _section(errors: dict, name: str, build):
+    """Build one section's data; a failure becomes a visible note on the page, not a traceback
+    that costs the whole report."""
+    try:
+        return build()
+    except Exception as exc:  # noqa: BLE001 — the rest of the page is still worth having
+        errors[name] = f"{type(exc).__name__}: {exc}"
+        errors[name + ":trace"] = traceback.format_exc(limit=3)
+        return None
+
+
+def context(run: Run) -> dict:
+    errors: dict[str, str] = {}
+    records = run.records
+    speed = _section(errors, "speedup", lambda: tables.speedup(records, run.baseline))
+    return {
+        "run": run,
+        "title": f"attnbench: {run.name}",
+        "verdict": tables.verdict(run),
+        "machine": tables.machine(run.env),
+        "machine_line": tables.machine_line(run.env),
+        "commit": ((run.env.get("git") or {}).get("commit") or "unknown")[:12],
+        "dirty": bool((run.env.get("git") or {}).get("dirty")),
+        "summary": _section(errors, "summary", lambda: tables.impl_summary(records)),
+        "headlines": _section(errors, "summary", lambda: [
+            tables.headline_text(h) for h in tables.headlines(records, run.baseline)]),
+        "matrix": _section(errors, "matrix", lambda: tables.matrix(records)),
+        "latency_svg": _svg(_section(errors, "latency", lambda: plots.latency(run))),
+        "scaling": _section(errors, "latency", lambda: tables.scaling_table(run)),
+        "scaling_gaps": _section(errors, "latency", lambda: tables.scaling_gaps(run)),
+        "crossovers": _section(errors, "latency", lambda: tables.crossover_lines(run)),
+        "memory_svg": _svg(_section(errors, "memory", lambda: plots.memory(run))),
+        "throughput": _section(errors, "throughput", lambda: tables.throughput(records, run.env)),
+        "throughput_svg": _svg(_section(errors, "throughput", lambda: plots.throughput(run))),
+        "speedup": speed,
+        "speedup_svg": _svg(_section(errors, "speedup", lambda: plots.speedup_heatmap(speed)))
+        if speed else None,
+        "numerics": _section(errors, "numerics", lambda: tables.numerics(records)),
+        "problems": _section(errors, "problems", lambda: tables.problems(records)),
+        "not_run": _section(errors, "not_run", lambda: tables.not_run(records)),
+        "method": _section(errors, "method", lambda: tables.method(run)),
+        "statuses": ["ok", "unsupported", "mismatch", "oom", "timeout", "error"],
+        "has_ok": any(r["status"] == "ok" for r in records),
+        "has_memory": any(r["status"] == "ok" and r["peak_mem_bytes"] for r in records),
+        "errors": errors,
+        "heatmap_cap": plots.MAX_HEATMAP_ROWS,
+    }
+
+
+def _svg(text):
+    return Markup(text) if text else None
+
+
+def render_html(run_dir: str | Path | Run, baseline: str | None = None) -> str:
+    run = run_dir if isinstance(run_dir, Run) else tables.load_run(run_dir, baseline)
+    return _environment().get_template("report.html.j2").render(**context(run))

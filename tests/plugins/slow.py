@@ -1,0 +1,46 @@
+"""A deliberately slowed `numpy` and `torch.naive`, for the A/B tests.
+
+Loaded through $ATTNBENCH_PLUGINS, this module replaces the two built-in adapters under their own
+names (so case ids match a normal run). With $ATTNBENCH_TEST_SLOWDOWN=F each call busy-waits
+until it has taken (1 + F) times as long as the real call did; unset or 0, nothing changes.
+Give the variables to the head side only (`attnbench ab --head-env ...`) to fake a regression.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from impls.numpy_ref import NumpyAttention
+from impls.torch_naive import TorchNaive
+
+SLOWDOWN_ENV = "ATTNBENCH_TEST_SLOWDOWN"
+
+
+def _slowed(adapter_class):
+    class Slowed(adapter_class):
+        description = f"{adapter_class.name}, slowed by ${SLOWDOWN_ENV} (test adapter)"
+
+        def prepare(self, case, inputs):
+            prepared = super().prepare(case, inputs)
+            factor = float(os.environ.get(SLOWDOWN_ENV) or 0)
+            if factor <= 0:
+                return prepared
+            inner, sync, clock = prepared.call, prepared.sync, time.perf_counter
+
+            def call():
+                start = clock()
+                out = inner()
+                sync()
+                until = start + (clock() - start) * (1 + factor)
+                while clock() < until:
+                    pass
+                return out
+
+            prepared.call = call
+            return prepared
+
+    Slowed.__name__ = f"Slowed{adapter_class.__name__}"
+    return Slowed()
+
+
+ADAPTERS = [_slowed(NumpyAttention), _slowed(TorchNaive)]

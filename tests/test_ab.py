@@ -1,0 +1,99 @@
+"""Interleaved A/B end to end on this CPU: the same environment on both sides passes the gate; a
+head slowed by a test plugin (tests/plugins/slow.py, switched on by a variable given only to the
+head side) fails it. Narrowed to numpy and torch.naive at seq_len 64 to stay fast."""
+import json
+import sys
+
+import pytest
+
+from harness import ab
+from harness.spec import Case
+from harness.store import load_records
+
+NARROW = ["smoke", "--impl", "numpy,torch.naive", "--seq-len", "64", "--threads", "1"]
+SLOW_HEAD = ["--head-env", "ATTNBENCH_PLUGINS=tests.plugins.slow",
+             "--head-env", "ATTNBENCH_TEST_SLOWDOWN=2.0"]  # each call 3x as long
+
+
+def test_same_environment_on_both_sides_reports_no_regression(run_cli, tmp_path):
+    out = tmp_path / "ab"
+    result = run_cli("ab", *NARROW, "--out", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS: no regression" in result.stdout
+    data = json.loads((out / "compare.json").read_text())
+    assert data["verdict"] == "pass" and data["matched"] == 4
+    assert not data["counts"]["regression"] and not data["counts"]["new_failure"]
+    for side in ("base", "head"):
+        records = load_records(out / side)
+        assert len(records) == 4 and all(r["status"] == "ok" for r in records)
+        assert all(r["n_samples"] >= ab.MIN_SAMPLES for r in records)
+        env = json.loads((out / side / "env.json").read_text())
+        assert env["ab"]["side"] == side and env["fingerprint"]["python"]
+        assert set(env["workers"]) == {"numpy", "torch"}
+    assert (out / "compare.md").read_text().startswith("## :white_check_mark: attnbench A/B")
+
+
+def test_a_slowed_head_is_reported_as_a_regression_after_remeasuring(run_cli, tmp_path):
+    out = tmp_path / "ab"
+    result = run_cli("ab", *NARROW, *SLOW_HEAD, "--out", out)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAIL: 4 regressions" in result.stdout
+    assert "re-measuring 4 flagged case(s)" in result.stdout
+    data = json.loads((out / "compare.json").read_text())
+    assert data["counts"]["regression"] == 4 and len(data["remeasured"]) == 4
+    for row in data["cases"]:
+        assert row["verdict"] == "regression" and row["first_pass_verdict"] == "regression"
+        assert row["ratio"] > 2.0 and row["p_slower"] < 1e-3
+    # the superseded first measurements are kept; results.jsonl holds one record per case
+    assert len(load_records(out / "head")) == 4
+    assert len((out / "head" / "first_pass.jsonl").read_text().splitlines()) == 4
+    env = json.loads((out / "head" / "env.json").read_text())
+    assert env["ab"]["env"]["ATTNBENCH_TEST_SLOWDOWN"] == "2.0"
+    assert "ATTNBENCH_TEST_SLOWDOWN" not in json.loads((out / "base" / "env.json").read_text())[
+        "ab"]["env"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--head-python", "/nonexistent/python"], "not an executable Python interpreter"),
+    (["--head-env", "NOEQUALS"], "expected KEY=VALUE"),
+    (["--base-root", "/tmp"], "not an attnbench checkout"),
+    (["--impl", "nope"], "no implementation matches"),
+])
+def test_bad_input_is_one_line_and_exit_2(run_cli, tmp_path, args, message):
+    result = run_cli("ab", *NARROW, *args, "--out", tmp_path / "ab")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+def test_a_side_that_cannot_import_attnbench_is_refused(tmp_path):
+    broken = tmp_path / "bin" / "python"
+    broken.parent.mkdir()
+    broken.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named numpy' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    spec = ab.SideSpec("head", str(broken), {})
+    with pytest.raises(ab.ABError, match="cannot import attnbench.*No module named numpy"):
+        ab.side_env(spec, 1, "smoke")
+
+
+def test_side_worker_keeps_a_prepared_case_between_sample_requests(tmp_path):
+    spec = ab.SideSpec("base", sys.executable, {"ATTNBENCH_PLUGINS": "tests.plugins.faulty"})
+    worker = ab.SideWorker(spec, "numpy", 1, tmp_path / "worker.log")
+    try:
+        case = Case(impl="numpy", heads=2, seq_len=32, head_dim=16)
+        prepared = worker.ask({"kind": "prepare", "case": case.to_dict(), "warmup_s": 0.01}, 60, "")
+        assert prepared["status"] == "ok" and prepared["per_call_s"] > 0
+        for _ in range(2):
+            got = worker.ask({"kind": "samples", "n": 3, "calls_per_sample": 2}, 60, "")
+            assert len(got["samples_s"]) == 3 and min(got["samples_s"]) > 0
+        finished = worker.ask({"kind": "finish"}, 60, "")
+        assert finished["peak_mem_bytes"] > 0
+        assert worker.ask({"kind": "samples", "n": 1, "calls_per_sample": 1}, 60, "")[
+            "status"] == "error"  # released: nothing left to time
+        raising = Case(impl="fault.raises", heads=2, seq_len=32, head_dim=16)
+        failed = worker.ask({"kind": "prepare", "case": raising.to_dict()}, 60, "")
+        assert failed["status"] == "error" and "deliberate failure" in failed["reason"]
+        crash = Case(impl="fault.crashes", heads=2, seq_len=32, head_dim=16)
+        with pytest.raises(ab.WorkerGone, match="SIGABRT"):
+            worker.ask({"kind": "prepare", "case": crash.to_dict()}, 60, "")
+    finally:
+        worker.kill()

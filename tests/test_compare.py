@@ -1,0 +1,274 @@
+"""The regression gate: statistics on synthetic samples, status changes, memory, fingerprints,
+baselines and the command's exit codes."""
+import json
+
+import numpy as np
+import pytest
+
+from harness import baselines, compare
+from harness.cli import main
+from harness.spec import Case
+from harness.store import capture_env, fingerprint, make_record
+
+MS = 1e-3
+
+
+def samples(rng, median, noise, n=30):
+    """Log-normal timings around `median` with relative spread `noise`."""
+    return median * np.exp(rng.normal(0.0, noise, n))
+
+
+def noisy_samples(rng, median, n=40):
+    """A busy machine: 3% jitter plus one sample in ten delayed by 20-100%."""
+    x = samples(rng, median, 0.03, n)
+    late = rng.random(n) < 0.1
+    return np.where(late, x * rng.uniform(1.2, 2.0, n), x)
+
+
+# ---- statistics on synthetic samples -------------------------------------------------------
+
+def test_a_ten_percent_slowdown_with_low_noise_is_a_regression():
+    rng = np.random.default_rng(1)
+    base, new = samples(rng, 1 * MS, 0.01), samples(rng, 1.1 * MS, 0.01)
+    judged = compare.judge_samples(base, new, threshold=0.05)
+    assert judged["verdict"] == "regression"
+    assert judged["ci_low"] > 1.05 and judged["p_slower"] < 1e-3
+    assert judged["ratio"] == pytest.approx(1.1, rel=0.02)
+
+
+def test_a_three_percent_slowdown_is_not():
+    rng = np.random.default_rng(2)
+    base, new = samples(rng, 1 * MS, 0.01), samples(rng, 1.03 * MS, 0.01)
+    judged = compare.judge_samples(base, new, threshold=0.05)
+    assert judged["verdict"] == "unchanged"
+    assert judged["p_slower"] < 1e-3  # real, but smaller than the threshold: not a regression
+    assert judged["ci_low"] < 1.05
+
+
+def test_a_ten_percent_speedup_is_an_improvement():
+    rng = np.random.default_rng(3)
+    judged = compare.judge_samples(samples(rng, 1 * MS, 0.01), samples(rng, 0.9 * MS, 0.01))
+    assert judged["verdict"] == "improvement"
+
+
+@pytest.mark.parametrize("make", [lambda rng: samples(rng, 1 * MS, 0.02),
+                                  lambda rng: noisy_samples(rng, 1 * MS)],
+                         ids=["lognormal-2%", "busy-machine"])
+def test_pure_noise_gives_no_regression_in_99_of_100_trials(make):
+    verdicts = []
+    for seed in range(100):
+        rng = np.random.default_rng(1000 + seed)
+        verdicts.append(compare.judge_samples(make(rng), make(rng))["verdict"])
+    assert sum(v == "regression" for v in verdicts) <= 1
+    assert sum(v == "improvement" for v in verdicts) <= 1
+
+
+def test_a_slowdown_under_the_timer_floor_is_not_a_regression_on_a_host_timer():
+    rng = np.random.default_rng(4)
+    base, new = samples(rng, 50e-6, 0.01), samples(rng, 60e-6, 0.01)  # +20%, but only 10 µs
+    on_cpu = compare.judge_samples(base, new, floor_s=compare.floor_for("cpu"))
+    on_cuda = compare.judge_samples(base, new, floor_s=compare.floor_for("cuda:0"))
+    assert on_cpu["verdict"] == "unchanged" and "floor" in on_cpu["note"]
+    assert on_cuda["verdict"] == "regression"
+
+
+def test_a_case_too_spread_to_judge_is_noisy():
+    rng = np.random.default_rng(5)
+    judged = compare.judge_samples(samples(rng, 1 * MS, 0.3, 10), samples(rng, 1 * MS, 0.3, 10))
+    assert judged["verdict"] == "noisy"
+
+
+def test_bootstrap_interval_is_seeded_and_covers_the_ratio():
+    rng = np.random.default_rng(6)
+    base, new = samples(rng, 1 * MS, 0.05, 50), samples(rng, 1.2 * MS, 0.05, 50)
+    first = compare.bootstrap_ratio_ci(base, new)
+    assert first == compare.bootstrap_ratio_ci(base, new)
+    assert first[0] < np.median(new) / np.median(base) < first[1]
+    assert first[0] > 1.1 and first[1] < 1.3
+
+
+# ---- whole runs ------------------------------------------------------------------------------
+
+def record(impl="numpy", seq_len=64, status="ok", median=1 * MS, noise=0.01, seed=0,
+           peak=None, dtype="float32", causal=False, reason=""):
+    case = Case(impl=impl, seq_len=seq_len, dtype=dtype, causal=causal)
+    result = {"status": status, "reason": reason, "peak_mem_bytes": peak}
+    if status in ("ok", "mismatch"):
+        x = samples(np.random.default_rng(seed), median, noise)
+        result.update(samples_s=list(x), median_s=float(np.median(x)))
+    return make_record(case, result)
+
+
+@pytest.mark.parametrize("status", ["mismatch", "error", "oom", "timeout"])
+def test_ok_then_failed_fails_the_gate(status):
+    result = compare.compare_records([record()], [record(status=status, seed=1, reason="x")])
+    row = result["cases"][0]
+    assert row["verdict"] == "new_failure" and row["failing"]
+    assert result["verdict"] == "fail" and compare.exit_code(result) == 1
+
+
+def test_status_changes_that_do_not_fail_the_gate():
+    base = [record(impl="numpy", status="error"), record(impl="torch.naive"),
+            record(impl="torch.sdpa", status="error"), record(impl="xformers"),
+            record(impl="torch.sdpa.math", status="unsupported")]
+    new = [record(impl="numpy", seed=1), record(impl="torch.naive", status="unsupported"),
+           record(impl="torch.sdpa", status="error"), record(impl="tf.naive", seed=1),
+           record(impl="torch.sdpa.math", status="unsupported")]
+    result = compare.compare_records(base, new)
+    verdicts = {r["impl"]: r["verdict"] for r in result["cases"]}
+    assert verdicts == {"numpy": "fixed", "torch.naive": "now_unsupported",
+                        "torch.sdpa": "still_failing", "xformers": "missing", "tf.naive": "new",
+                        "torch.sdpa.math": "unsupported"}
+    assert result["verdict"] == "pass"
+
+
+def test_a_new_case_that_fails_is_a_new_failure():
+    result = compare.compare_records([record()], [record(seed=1), record(seq_len=128,
+                                                                         status="error")])
+    assert [r["verdict"] for r in result["cases"]] == ["unchanged", "new_failure"]
+    assert result["verdict"] == "fail"
+
+
+def test_memory_growth_beyond_the_threshold_fails_the_gate():
+    mib = 1 << 20
+    result = compare.compare_records(
+        [record(impl="numpy", peak=10 * mib), record(impl="torch.naive", peak=10 * mib),
+         record(impl="torch.sdpa", peak=100_000)],
+        [record(impl="numpy", peak=12 * mib, seed=1), record(impl="torch.naive", peak=int(10.5 * mib), seed=1),
+         record(impl="torch.sdpa", peak=300_000, seed=1)])
+    grew = {r["impl"]: r["mem_verdict"] for r in result["cases"]}
+    assert grew == {"numpy": "memory_growth", "torch.naive": None, "torch.sdpa": None}
+    assert result["verdict"] == "fail" and result["counts"]["memory_growth"] == 1
+
+
+def test_groups_get_the_geometric_mean_ratio():
+    base = [record(seq_len=64, median=1 * MS, noise=0.0), record(seq_len=128, median=1 * MS,
+                                                                 noise=0.0)]
+    new = [record(seq_len=64, median=1.21 * MS, noise=0.0), record(seq_len=128, median=1 * MS,
+                                                                   noise=0.0)]
+    (group,) = compare.compare_records(base, new)["groups"]
+    assert (group["impl"], group["dtype"], group["cases"], group["noisy"]) == ("numpy", "float32", 2, 0)
+    assert group["geomean_ratio"] == pytest.approx(1.1)
+
+
+# ---- run directories, fingerprints and the command -----------------------------------------
+
+def write_run(path, records, **env_changes):
+    path.mkdir(parents=True)
+    (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    env = capture_env(2, "synthetic", [])
+    env.update(env_changes)
+    if "packages" in env_changes:
+        env["fingerprint"] = fingerprint(env)
+    (path / "env.json").write_text(json.dumps(env))
+    return path
+
+
+def test_fingerprint_holds_the_fields_that_decide_comparability():
+    env = {"cpu": "AMD EPYC", "python": "3.11.7", "threads": 2, "gpus": [
+        {"name": "NVIDIA H100", "driver": "550.54", "memory": "80 GiB"}],
+           "platform": "Linux-6.1-x86_64-with-glibc2.36",
+           "packages": {"torch": "2.5.0", "numpy": "2.1", "scipy": "1.14"}}
+    fp = fingerprint(env)
+    assert fp == {"cpu": "AMD EPYC", "gpus": "NVIDIA H100 (driver 550.54)", "python": "3.11",
+                  "machine": "x86_64", "threads": 2, "torch": "2.5.0", "tensorflow": None,
+                  "keras": None, "xformers": None, "numpy": "2.1"}
+    assert capture_env(2, "x", [])["fingerprint"]["python"].count(".") == 1
+
+
+def test_runs_with_different_fingerprints_are_refused_without_force(tmp_path, capsys):
+    base = write_run(tmp_path / "base", [record()])
+    other = dict(capture_env(2, "x", [])["packages"], torch="9.9.9")
+    new = write_run(tmp_path / "new", [record(seed=1)], packages=other, threads=3)
+    assert main(["compare", str(base), str(new)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "not comparable" in err and "torch" in err and "9.9.9" in err and "threads" in err
+    assert main(["compare", str(base), str(new), "--force", "--md", str(tmp_path / "c.md")]) == 0
+    assert "Runs differ (compared with --force)" in (tmp_path / "c.md").read_text()
+
+
+def test_compare_command_writes_markdown_and_json_and_exits_1_on_a_regression(tmp_path, capsys):
+    base = write_run(tmp_path / "base", [record(impl="numpy"), record(impl="torch.naive")])
+    new = write_run(tmp_path / "new", [record(impl="numpy", median=1.2 * MS, seed=1),
+                                       record(impl="torch.naive", seed=1)])
+    md, js = tmp_path / "c.md", tmp_path / "c.json"
+    assert main(["compare", str(base), str(new), "--threshold", "5%", "--md", str(md),
+                 "--json", str(js)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL: 1 regression") and "numpy/kernel/fwd" in out
+    text = md.read_text()
+    assert text.startswith("## :x: attnbench regression gate: FAIL: 1 regression")
+    assert text.index("### Regressions") < text.index("<details>") < text.index("</details>")
+    data = json.loads(js.read_text())
+    assert data["verdict"] == "fail" and data["counts"]["regression"] == 1
+    assert {c["verdict"] for c in data["cases"]} == {"regression", "unchanged"}
+    # a higher threshold lets a 20% slowdown pass
+    assert main(["compare", str(base), str(new), "--threshold", "0.3"]) == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compare", "/nonexistent/run", "/nonexistent/other"], "not a run directory"),
+    (["compare", "only-one"], "expected BASE_RUN NEW_RUN"),
+    (["compare", "a", "b", "--threshold", "150%"], "expected a percentage"),
+    (["compare", "--baseline", "nope", "x"], "no baseline 'nope'"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+def test_baseline_save_and_compare_with_it(tmp_path, capsys):
+    store = tmp_path / "baselines"
+    run = write_run(tmp_path / "run", [record(), record(impl="torch.naive")])
+    new = write_run(tmp_path / "new", [record(seed=1), record(impl="torch.naive",
+                                                              status="mismatch", seed=1)])
+    assert main(["baseline", "save", str(run), "ci-cpu", "--baselines-dir", str(store)]) == 0
+    assert (store / "ci-cpu" / "results.jsonl").is_file()
+    assert json.loads((store / "ci-cpu" / "baseline.json").read_text())["ok"] == 2
+    assert main(["baseline", "save", str(run), "ci-cpu", "--baselines-dir", str(store)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["baseline", "save", str(run), "ci-cpu", "--baselines-dir", str(store),
+                 "--force"]) == 0
+    assert main(["baseline", "list", "--baselines-dir", str(store)]) == 0
+    assert "ci-cpu: 2 ok of 2 cases" in capsys.readouterr().out
+    assert main(["compare", "--baseline", "ci-cpu", "--baselines-dir", str(store),
+                 str(new)]) == 1
+    assert "new failure: torch.naive" in capsys.readouterr().out
+    assert baselines.names(store) == ["ci-cpu"]
+    with pytest.raises(baselines.BaselineError):
+        baselines.save(run, "../escape", store)
+
+
+# ---- the CI assets the gate runs with ---------------------------------------------------------
+
+def test_ci_suite_is_a_small_cuda_sweep():
+    from harness import registry
+    from harness.spec import load_suite
+
+    cases = load_suite("ci", set(registry.adapters())).cases()
+    assert {c.device for c in cases} == {"cuda"}
+    assert {c.dtype for c in cases} == {"float16", "bfloat16"}
+    assert {c.seq_len for c in cases} == {1024, 2048, 4096, 8192}
+    assert {c.causal for c in cases} == {False, True}
+    assert {"torch.naive", "torch.sdpa", "torch.sdpa.flash", "torch.sdpa.efficient",
+            "torch.sdpa.cudnn", "xformers"} <= {c.impl for c in cases}
+
+
+def test_gpu_workflow_serialises_gpu_jobs_and_runs_the_gate():
+    from pathlib import Path
+
+    yaml = pytest.importorskip("yaml")
+    root = Path(__file__).resolve().parent.parent / ".github" / "workflows"
+    gpu = yaml.safe_load((root / "gpu-regression.yml").read_text())
+    job = gpu["jobs"]["gate"]
+    assert "self-hosted" in job["runs-on"] and "gpu" in job["runs-on"]
+    assert gpu["concurrency"]["cancel-in-progress"] is False
+    script = "\n".join(step.get("run", "") for step in job["steps"])
+    for needed in ("nvidia-smi", "suites/ci.toml", "attnbench ab", "attnbench compare --baseline",
+                   "GITHUB_STEP_SUMMARY", "attnbench report"):
+        assert needed in script
+    assert any("upload-artifact" in step.get("uses", "") for step in job["steps"])
+    cpu = yaml.safe_load((root / "cpu.yml").read_text())
+    assert "python -m pytest" in "\n".join(s.get("run", "") for s in cpu["jobs"]["test"]["steps"])
