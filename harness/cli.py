@@ -1,4 +1,6 @@
-"""`attnbench list | run | report`: the command line. User mistakes get one line and exit code 2."""
+"""`attnbench list | run | report | compare | ab | baseline | profile`: the command line.
+
+User mistakes get one line and exit code 2."""
 from __future__ import annotations
 
 import argparse
@@ -564,6 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="implementation the speedups are relative to (default: torch.naive)")
     p_report.set_defaults(func=cmd_report)
     _add_gate_commands(sub)
+
+    from harness import profile
+    profile.add_parser(sub)
     return parser
 
 

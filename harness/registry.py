@@ -13,7 +13,8 @@ import os
 from impls.base import Adapter
 
 BUILTIN_MODULES = ("impls.numpy_ref", "impls.torch_naive", "impls.torch_sdpa",
-                   "impls.xformers_fmha", "impls.tf_keras")
+                   "impls.xformers_fmha", "impls.tf_keras", "impls.encoders",
+                   "impls.keras_encoders")
 ENTRY_POINT_GROUP = "attnbench.impls"
 PLUGINS_ENV = "ATTNBENCH_PLUGINS"
 

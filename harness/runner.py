@@ -137,7 +137,8 @@ def order_cases(cases: list[Case]) -> list[Case]:
 def config_key(case: Case) -> tuple:
     """Everything but seq_len: the sweep along which an out-of-memory predicts the next one."""
     return (case.impl, case.level, case.mode, case.device, case.dtype, case.batch, case.heads,
-            case.head_dim, case.causal, case.seed, case.seq_len_kv == case.seq_len)
+            case.head_dim, case.causal, case.seed, case.padding, case.norm, case.ffn_mult,
+            case.seq_len_kv == case.seq_len)
 
 
 class Runner:

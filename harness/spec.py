@@ -15,6 +15,7 @@ from harness.timing import TimingSettings
 
 LEVELS = ("kernel", "mha", "encoder")
 MODES = ("fwd", "fwd_bwd")
+NORMS = ("post", "pre")  # encoder blocks: LayerNorm after each residual (the seeds') or before
 DTYPES = ("float64", "float32", "bfloat16", "float16")
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
@@ -39,23 +40,45 @@ class Case:
     head_dim: int = 64
     causal: bool = False
     seed: int = 0
+    # Fields added after the first release. Each default leaves case_id and problem_key as they
+    # were, so old records and baselines keep matching; a non-default value adds a suffix.
+    padding: float = 0.0  # fraction of each sequence's keys that are padding (key-padding mask)
+    norm: str = "post"  # encoder blocks: "post" (LayerNorm after the residual) or "pre"
+    ffn_mult: int = 4  # encoder blocks: feed-forward width = ffn_mult * d_model
 
     def __post_init__(self):
         if self.seq_len_kv == 0:
             object.__setattr__(self, "seq_len_kv", self.seq_len)
+        object.__setattr__(self, "padding", float(self.padding))
+
+    @property
+    def d_model(self) -> int:
+        """Model width of the mha and encoder levels: heads x head_dim."""
+        return self.heads * self.head_dim
+
+    def _extras(self) -> list[str]:
+        """The non-default later fields, as case_id segments (empty for the defaults)."""
+        extras = []
+        if self.padding:
+            extras.append(f"pad{self.padding:g}")
+        if self.norm != "post":
+            extras.append(f"{self.norm}norm")
+        if self.ffn_mult != 4:
+            extras.append(f"ffn{self.ffn_mult}")
+        return extras
 
     @property
     def case_id(self) -> str:
         mask = "causal" if self.causal else "full"
         shape = f"b{self.batch}-h{self.heads}-n{self.seq_len}x{self.seq_len_kv}-d{self.head_dim}"
         return "/".join([self.impl, self.level, self.mode, self.device, self.dtype, shape, mask,
-                         f"s{self.seed}"])
+                         f"s{self.seed}", *self._extras()])
 
     @property
     def problem_key(self) -> tuple:
-        """What decides the inputs and the reference output: everything but impl and dtype."""
+        """What decides the inputs and the reference output: everything but impl, dtype and mode."""
         return (self.level, self.batch, self.heads, self.seq_len, self.seq_len_kv,
-                self.head_dim, self.causal, self.seed)
+                self.head_dim, self.causal, self.seed, *self._extras())
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -80,6 +103,10 @@ def _device(v):
                                    (v.startswith("cuda:") and v[5:].isdigit()))
 
 
+def _fraction(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
+
+
 SWEEP_KEYS = {
     "impls": ("a list of implementation names (see `attnbench list`)", lambda v: isinstance(v, str)),
     "level": (f"one of {', '.join(LEVELS)}", lambda v: v in LEVELS),
@@ -93,9 +120,13 @@ SWEEP_KEYS = {
     "head_dim": ("a positive integer", _positive),
     "causal": ("true or false", lambda v: isinstance(v, bool)),
     "seed": ("a non-negative integer", _non_negative),
+    "padding": ("a fraction of padded keys, at least 0 and below 1", _fraction),
+    "norm": (f"one of {', '.join(NORMS)}", lambda v: v in NORMS),
+    "ffn_mult": ("a positive integer", _positive),
 }
 SWEEP_DEFAULTS = {"level": ["kernel"], "mode": ["fwd"], "device": ["cpu"], "dtype": ["float32"],
-                  "batch": [1], "heads": [8], "head_dim": [64], "causal": [False], "seed": [0]}
+                  "batch": [1], "heads": [8], "head_dim": [64], "causal": [False], "seed": [0],
+                  "padding": [0.0], "norm": ["post"], "ffn_mult": [4]}
 TOP_KEYS = {"name", "description", "sweep", "timing"}
 
 
@@ -111,7 +142,7 @@ class Suite:
 
     def cases(self) -> list[Case]:
         axes = ["impls", "level", "mode", "device", "dtype", "batch", "heads", "seq_len",
-                "seq_len_kv", "head_dim", "causal", "seed"]
+                "seq_len_kv", "head_dim", "causal", "seed", "padding", "norm", "ffn_mult"]
         values = [self.sweep.get(a, [0] if a == "seq_len_kv" else None) for a in axes]
         out = []
         for combo in itertools.product(*values):

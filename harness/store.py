@@ -23,11 +23,11 @@ ENV = "env.json"
 # different runs have the same columns.
 RECORD_FIELDS = (
     "schema_version", "case_id", "impl", "level", "mode", "device", "dtype", "batch", "heads",
-    "seq_len", "seq_len_kv", "head_dim", "causal", "seed",
+    "seq_len", "seq_len_kv", "head_dim", "causal", "seed", "padding", "norm", "ffn_mult",
     "status", "reason", "kernel",
     "median_s", "ci_low_s", "ci_high_s", "ci_rel", "converged", "iqr_s", "min_s", "mean_s",
     "std_s", "n_samples", "calls_per_sample", "warmup_calls", "samples_s",
-    "max_abs_err", "rel_err", "tolerance", "out_dtype",
+    "max_abs_err", "rel_err", "tolerance", "out_dtype", "grad_errors", "grad_err_ratio",
     "flops", "tflops", "pct_of_peak", "peak_mem_bytes", "mem_method", "oom_bytes", "predicted",
     "threads", "worker", "started_at", "wall_s",
 )

@@ -66,13 +66,41 @@ def on_device(case):
     return import_tf().device(tf_device(case))
 
 
-def prepared(case, call, *, layout=None) -> Prepared:
+def with_backward(forward, wrt: dict, dout):
+    """forward + backward of sum(out · dout) under a fresh `tf.GradientTape`, as one call
+    returning (out, {name: grad}). `wrt` holds tensors (watched) or variables. A source the
+    output does not depend on gets a zero gradient (not None), as in the torch plumbing."""
+    tf = import_tf()
+    names, sources = list(wrt), list(wrt.values())
+
+    def call():
+        with tf.GradientTape() as tape:
+            tape.watch(sources)
+            out = forward()
+        grads = tape.gradient(out, sources, output_gradients=dout,
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return out, dict(zip(names, grads))
+
+    return call
+
+
+def prepared(case, call, *, layout=None, wrt=None, inputs=None, grads_to_numpy=None) -> Prepared:
     """Wrap `call` with TF's conversions and enter the device scope it runs in (left by close).
 
     `layout` is the output's permutation from (B, H, N, D). Entered last, so a failing
-    `prepare` never leaves a scope behind.
+    `prepare` never leaves a scope behind. Mode fwd_bwd: `wrt` names what to differentiate
+    ({"q": q, ...}) and `inputs["dout"]` is dL/d(out) (permuted by `layout`); the call
+    becomes `with_backward`'s.
     """
     tf = import_tf()
+    if case.mode == "fwd_bwd":
+        if wrt is None or inputs is None:
+            raise ValueError("mode fwd_bwd needs wrt and inputs (with dout)")
+        with on_device(case):
+            dout = tf.cast(tf.constant(inputs["dout"]), case.dtype)
+            if layout is not None:
+                dout = tf.transpose(dout, layout)
+        call = with_backward(call, wrt, dout)
     scope = contextlib.ExitStack()
     scope.enter_context(on_device(case))
 
@@ -90,6 +118,7 @@ def prepared(case, call, *, layout=None) -> Prepared:
         out_dtype=lambda out: out.dtype.name,
         sync=sync if case.device != "cpu" else _no_op,
         close=scope.close,
+        grads_to_numpy=grads_to_numpy,
     )
 
 

@@ -33,18 +33,44 @@ def device_reasons(case) -> list[str]:
     return []
 
 
-def to_device(case, inputs, layout=None) -> list:
-    """q, k, v as contiguous tensors of the case's dtype on its device, optionally permuted."""
+def tensor(case, array, layout=None, grad: bool = False):
+    """One float64 array as a contiguous tensor of the case's dtype on its device, optionally
+    permuted; a leaf that requires grad when `grad`."""
     import torch
 
-    dtype = getattr(torch, case.dtype)
-    tensors = []
-    for name in ("q", "k", "v"):
-        t = torch.from_numpy(inputs[name])
-        if layout is not None:
-            t = t.permute(*layout)
-        tensors.append(t.to(device=case.device, dtype=dtype).contiguous())
-    return tensors
+    t = torch.from_numpy(array)
+    if layout is not None:
+        t = t.permute(*layout)
+    t = t.to(device=case.device, dtype=getattr(torch, case.dtype)).contiguous()
+    return t.requires_grad_(True) if grad else t
+
+
+def to_device(case, inputs, layout=None) -> list:
+    """q, k, v as contiguous tensors of the case's dtype on its device, optionally permuted;
+    in mode fwd_bwd, leaves that require grad (see `prepared`'s `wrt`)."""
+    grad = case.mode == "fwd_bwd"
+    return [tensor(case, inputs[name], layout, grad) for name in ("q", "k", "v")]
+
+
+def with_backward(forward, wrt: dict, dout):
+    """forward + backward of sum(out · dout), as one call returning (out, {name: grad}).
+
+    `torch.autograd.grad` returns fresh gradients each call (nothing accumulates in .grad, so
+    nothing needs zeroing) and builds the graph anew: every call is a whole training step's
+    forward and backward for this operation. A tensor the output does not depend on gets a
+    zero gradient (not an exception), so a computation cut off from autograd is a mismatch.
+    """
+    import torch
+
+    names, tensors = list(wrt), tuple(wrt.values())
+
+    def call():
+        out = forward()
+        grads = torch.autograd.grad(out, tensors, dout, allow_unused=True,
+                                    materialize_grads=True)
+        return out, dict(zip(names, grads))
+
+    return call
 
 
 def causal_bias(case):
@@ -56,9 +82,19 @@ def causal_bias(case):
     return bias.to(device=case.device, dtype=getattr(torch, case.dtype))
 
 
-def prepared(case, call, *, layout=None, close=_no_op, kernel=None) -> Prepared:
-    """Wrap `call` with torch's conversions; `layout` is the output's permutation from (B,H,N,D)."""
+def prepared(case, call, *, layout=None, close=_no_op, kernel=None, wrt=None,
+             inputs=None, grads_to_numpy=None) -> Prepared:
+    """Wrap `call` with torch's conversions; `layout` is the output's permutation from (B,H,N,D).
+
+    Mode fwd_bwd: `wrt` names the leaves to differentiate ({"q": q, ...}, in the output's
+    layout) and `inputs["dout"]` is dL/d(out); the call becomes `with_backward`'s.
+    """
     import torch
+
+    if case.mode == "fwd_bwd":
+        if wrt is None or inputs is None:
+            raise ValueError("mode fwd_bwd needs wrt and inputs (with dout)")
+        call = with_backward(call, wrt, tensor(case, inputs["dout"], layout))
 
     def to_numpy(out):
         t = out.detach()
@@ -76,6 +112,7 @@ def prepared(case, call, *, layout=None, close=_no_op, kernel=None) -> Prepared:
         sync=sync if case.device.startswith("cuda") else _no_op,
         close=close,
         kernel=kernel,
+        grads_to_numpy=grads_to_numpy,
     )
 
 

@@ -23,9 +23,16 @@ class Prepared:
 
     `call` runs the operation once and returns its output; `sync` waits for device work;
     `to_numpy` converts an output to a float64 NumPy array in the reference layout
-    (batch, heads, seq, head_dim); `out_dtype` names the output's dtype ("float32", ...);
-    `close` undoes whatever `prepare` entered (a backend context, for instance); `kernel` names
-    the backend the call is pinned to, if any (the harness checks that it really ran).
+    (kernels: batch, heads, seq, head_dim; layers: batch, seq, d_model); `out_dtype` names the
+    dtype of an output or gradient ("float32", ...); `close` undoes whatever `prepare` entered
+    (a backend context, for instance); `kernel` names the backend the call is pinned to, if any
+    (the harness checks that it really ran).
+
+    Mode fwd_bwd: `call` runs the forward and the backward of the loss sum(out · G) from
+    scratch (no gradient accumulated from an earlier call) and returns (output, grads), grads a
+    dict from the reference's names (q, k, v; or x and the weight names of harness.layers) to
+    the framework's gradients; `grads_to_numpy` turns that dict into float64 arrays in the
+    reference's layouts (default: `to_numpy` on each, right when they share the output's).
     """
 
     call: Callable[[], Any]
@@ -34,6 +41,12 @@ class Prepared:
     sync: Callable[[], None] = _nothing
     close: Callable[[], None] = _nothing
     kernel: str | None = None
+    grads_to_numpy: Callable[[dict], dict] | None = None
+
+    def __post_init__(self):
+        if self.grads_to_numpy is None:
+            to_numpy = self.to_numpy
+            self.grads_to_numpy = lambda grads: {n: to_numpy(g) for n, g in grads.items()}
 
 
 class Adapter:
@@ -53,6 +66,7 @@ class Adapter:
     requires: ClassVar[tuple[str, ...]] = ()  # importable module names
     install_hint: ClassVar[str] = ""
     reports_kernel: ClassVar[bool] = False  # torch SDPA: the harness detects the kernel that ran
+    supports_padding: ClassVar[bool] = False  # can it take a key-padding mask (case.padding > 0)
     description: ClassVar[str] = ""
 
     def missing_packages(self) -> list[str]:
@@ -70,6 +84,14 @@ class Adapter:
             reasons.append(f"{self.name} supports dtypes {', '.join(self.dtypes)}, not {case.dtype}")
         if case.mode not in self.modes:
             reasons.append(f"{self.name} supports modes {', '.join(self.modes)}, not {case.mode}")
+        if case.padding and not self.supports_padding:
+            reasons.append(f"{self.name} takes no key-padding mask (padding {case.padding:g})")
+        if case.level != "encoder" and (case.norm != "post" or case.ffn_mult != 4):
+            reasons.append(f"norm and ffn_mult describe encoder blocks; a {case.level} case "
+                           f"keeps their defaults (post, 4)")
+        if case.level != "kernel" and case.seq_len_kv != case.seq_len:
+            reasons.append(f"the {case.level} level is self-attention: seq_len_kv must equal "
+                           f"seq_len ({case.seq_len}), not {case.seq_len_kv}")
         missing = self.missing_packages()
         if missing:
             reasons.append(f"{', '.join(missing)} not installed: {self.install_hint}")

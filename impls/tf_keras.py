@@ -14,6 +14,7 @@ from impls._tf import TO_BNHD, TFAdapter, import_keras, import_tf, on_device, pr
 class TFNaive(TFAdapter):
     name = "tf.naive"
     description = "The TensorFlow tutorial's scaled_dot_product_attention, eager."
+    modes = ("fwd", "fwd_bwd")  # backward: tf.GradientTape
 
     def prepare(self, case, inputs):
         tf = import_tf()
@@ -35,13 +36,14 @@ class TFNaive(TFAdapter):
             weights = tf.nn.softmax(logits, axis=-1)
             return tf.matmul(weights, v)
 
-        return prepared(case, call)
+        return prepared(case, call, wrt={"q": q, "k": k, "v": v}, inputs=inputs)
 
 
 class KerasOps(TFAdapter):
     name = "keras.ops"
     description = "keras.ops.dot_product_attention on the TensorFlow backend, eager."
     requires = ("tensorflow", "keras")
+    modes = ("fwd", "fwd_bwd")  # backward: tf.GradientTape
 
     def library_reasons(self, case) -> list[str]:
         keras = import_keras()
@@ -64,6 +66,8 @@ class KerasOps(TFAdapter):
             case,
             lambda: keras.ops.dot_product_attention(q, k, v, scale=scale, is_causal=causal),
             layout=TO_BNHD,
+            wrt={"q": q, "k": k, "v": v},
+            inputs=inputs,
         )
 
 

@@ -12,6 +12,7 @@ from impls._torch import TorchAdapter, causal_bias, prepared, to_device
 class TorchNaive(TorchAdapter):
     name = "torch.naive"
     description = "Textbook PyTorch attention: matmul, scale, additive mask, softmax, matmul."
+    modes = ("fwd", "fwd_bwd")  # backward: torch autograd
 
     def prepare(self, case, inputs):
         import torch
@@ -26,7 +27,7 @@ class TorchNaive(TorchAdapter):
                 scores = scores + mask
             return torch.matmul(torch.softmax(scores, dim=-1), v)
 
-        return prepared(case, call)
+        return prepared(case, call, wrt={"q": q, "k": k, "v": v}, inputs=inputs)
 
 
 ADAPTERS = [TorchNaive()]

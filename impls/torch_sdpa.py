@@ -26,6 +26,7 @@ class TorchSDPA(TorchAdapter):
     """One SDPA variant; instances differ only in the backend they pin (see SDPA_VARIANTS)."""
 
     reports_kernel = True  # the harness asks the profiler which backend really ran
+    modes = ("fwd", "fwd_bwd")  # backward: torch autograd, through the same backend
 
     def __init__(self, name: str, backend: str | None, description: str):
         self.name = name
@@ -81,6 +82,8 @@ class TorchSDPA(TorchAdapter):
             lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
             close=backend.close,
             kernel=self.kernel,
+            wrt={"q": q, "k": k, "v": v},
+            inputs=inputs,
         )
 
 

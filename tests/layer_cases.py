@@ -1,0 +1,89 @@
+"""Shared by tests/test_layers.py and tests/test_fwd_bwd.py: layer cases, a quick checked call
+(the harness's own checking path without the timing and memory passes), and a child process
+for the TensorFlow-family cases (TensorFlow never enters the pytest process: torch is here)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.execute import check_output, problem, tolerance_for
+from harness.spec import Case
+from harness.timing import TimingSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = TimingSettings(warmup_s=0.001, min_samples=2, max_samples=3, budget_s=0.01)
+HAVE_TF = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "keras"))
+needs_tf = pytest.mark.skipif(not HAVE_TF, reason="tensorflow and keras not installed "
+                                                   "(pip install -e .[tf])")
+# (batch, heads, seq_len, head_dim): ordinary; d_model 96 with 3 heads (odd); one token
+SHAPES = [(2, 4, 16, 16), (1, 3, 23, 32), (1, 2, 1, 16)]
+# (causal, padding): none, causal, key padding, both
+MASKS = [(False, 0.0), (True, 0.0), (False, 0.25), (True, 0.25)]
+TORCH_LAYERS = {"mha": ["torch.mha", "torch.mha.eval", "torch.mha.naive"],
+                "encoder": ["torch.encoder", "torch.encoder.eval", "torch.encoder.naive"]}
+KERAS_LAYERS = {"mha": ["keras.mha"], "encoder": ["keras.encoder"]}
+
+
+def layer_cases(impls: dict, mode: str, dtypes, shapes=SHAPES, masks=MASKS,
+                norms=("post",)) -> list[Case]:
+    """Problem-major order, so consecutive cases share the cached inputs and reference."""
+    return [Case(impl=impl, level=level, mode=mode, dtype=dtype, batch=b, heads=h, seq_len=n,
+                 head_dim=d, causal=causal, padding=padding,
+                 norm=norm if level == "encoder" else "post")
+            for level, names in impls.items()
+            for norm in (norms if level == "encoder" else ("post",))
+            for (b, h, n, d) in shapes for causal, padding in masks
+            for dtype in dtypes for impl in names]
+
+
+def quick_check(case, adapter) -> dict:
+    """Prepare, one call, `check_output` (output and, in fwd_bwd, gradients); no timing."""
+    reasons = adapter.unsupported(case)
+    if reasons:
+        return {"status": "unsupported", "reason": "; ".join(reasons)}
+    inputs, ref = problem(case)
+    prepared = adapter.prepare(case, inputs)
+    try:
+        result = check_output(case, prepared, prepared.call(), ref, tolerance_for(case))
+    finally:
+        prepared.close()
+    return result
+
+
+def child_env(plugins: str | None = None) -> dict:
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "KERAS_BACKEND": "tensorflow"}
+    if plugins:
+        env["ATTNBENCH_PLUGINS"] = plugins
+    return env
+
+
+def run_tf_cases(cases: list[Case], plugins: str | None = None, timeout: int = 300,
+                 full: list[Case] = ()) -> dict:
+    """Run TF-family cases in tests/tf_cases_worker.py (a quick check each; those in `full`
+    through the worker's whole path, timing and memory included); its JSON answer."""
+    payload = json.dumps({"cases": [c.to_dict() for c in cases],
+                          "full": [c.case_id for c in full]})
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "tf_cases_worker.py")],
+                          input=payload, capture_output=True, text=True, cwd=ROOT,
+                          env=child_env(plugins), timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        pytest.fail(f"TF worker failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def assert_ok(case, result: dict) -> None:
+    assert result["status"] == "ok", f"{case.case_id}: {result['status']}: {result.get('reason')}"
+    assert result["out_dtype"] == case.dtype
+    assert 0.0 <= result["max_abs_err"] <= result["tolerance"]
+    if case.mode == "fwd_bwd":
+        assert result["grad_errors"], case.case_id
+        assert 0.0 <= result["grad_err_ratio"] <= 1.0

@@ -1,0 +1,55 @@
+"""Run TensorFlow-family cases (any level, any mode) in a process of their own.
+
+TensorFlow and PyTorch must never share a process, and the pytest process imports torch, so
+tests/test_layers.py and tests/test_fwd_bwd.py start this script. It reads JSON on stdin:
+{"cases": [case dicts], "full": [case ids]}; the cases named in "full" go through
+`harness.execute.execute` (the worker's own path: timing, memory), the others through a quick
+check (prepare, one call, `check_output`), with the registered adapter of that name. It prints
+one line `RESULT <json>` with the records and whether torch got in. Only TensorFlow-family
+adapters may be named.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from harness import registry
+from harness.execute import check_output, execute, problem, tolerance_for
+from harness.spec import Case
+from harness.timing import TimingSettings
+
+SETTINGS = TimingSettings(warmup_s=0.001, min_samples=2, max_samples=3, budget_s=0.01)
+
+
+def quick(case, adapter) -> dict:
+    reasons = adapter.unsupported(case)
+    if reasons:
+        return {"status": "unsupported", "reason": "; ".join(reasons)}
+    inputs, ref = problem(case)
+    prepared = adapter.prepare(case, inputs)
+    try:
+        return check_output(case, prepared, prepared.call(), ref, tolerance_for(case))
+    finally:
+        prepared.close()
+
+
+def main() -> None:
+    request = json.load(sys.stdin)
+    full = set(request.get("full", ()))
+    records = {}
+    for data in request["cases"]:
+        case = Case.from_dict(data)
+        adapter = registry.get(case.impl)
+        if adapter.framework != "tensorflow":
+            raise SystemExit(f"{case.impl} is not a TensorFlow-family adapter")
+        run = execute(case, adapter, SETTINGS) if case.case_id in full else quick(case, adapter)
+        records[case.case_id] = run
+    print("RESULT " + json.dumps({
+        "records": records,
+        "tensorflow_imported": "tensorflow" in sys.modules,
+        "torch_imported": "torch" in sys.modules,
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
