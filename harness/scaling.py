@@ -96,7 +96,7 @@ def _series(records: list[dict], metric: str) -> dict[tuple, dict[str, dict[int,
             for config, impls in raw.items()}
 
 
-def _order(value) -> tuple:
+def sort_key(value) -> tuple:
     """Sort key that keeps numbers numeric (batch 2 before 16) and tolerates None."""
     if value is None:
         return (2, 0, "")
@@ -106,7 +106,7 @@ def _order(value) -> tuple:
 
 
 def _config_key(config: tuple) -> tuple:
-    return tuple(_order(v) for v in config)
+    return tuple(sort_key(v) for v in config)
 
 
 def fits(records: list[dict], points: int = FIT_POINTS) -> list[dict]:

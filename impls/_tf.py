@@ -32,6 +32,15 @@ def import_keras():
     return keras
 
 
+def keras_backend_reasons(name: str) -> list[str]:
+    """Why a Keras adapter cannot measure here: Keras is set to another backend."""
+    keras = import_keras()
+    if keras.backend.backend() != "tensorflow":
+        return [f"Keras is set to the {keras.backend.backend()!r} backend (KERAS_BACKEND); "
+                f"{name} measures the TensorFlow backend"]
+    return []
+
+
 def tf_device(case) -> str:
     """TensorFlow's name for the case's device: cpu -> /CPU:0, cuda or cuda:N -> /GPU:N."""
     if case.device == "cpu":

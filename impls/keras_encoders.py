@@ -16,7 +16,8 @@ import functools
 import numpy as np
 
 from harness.inputs import case_keep
-from impls._tf import TFAdapter, import_keras, import_tf, on_device, prepared
+from impls._tf import (TFAdapter, import_keras, import_tf, keras_backend_reasons, on_device,
+                      prepared)
 
 
 def _mha_map(prefix: str, case) -> list[tuple]:
@@ -101,11 +102,7 @@ class KerasLayer(TFAdapter):
     supports_padding = True
 
     def library_reasons(self, case) -> list[str]:
-        keras = import_keras()
-        if keras.backend.backend() != "tensorflow":
-            return [f"Keras is set to the {keras.backend.backend()!r} backend (KERAS_BACKEND); "
-                    f"{self.name} measures the TensorFlow backend"]
-        return super().library_reasons(case)
+        return keras_backend_reasons(self.name) or super().library_reasons(case)
 
     def build(self, case, keras):
         raise NotImplementedError

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 
 from harness.inputs import causal_keep
-from impls._tf import TO_BNHD, TFAdapter, import_keras, import_tf, on_device, prepared, to_tensors
+from impls._tf import (TO_BNHD, TFAdapter, import_keras, import_tf, keras_backend_reasons,
+                      on_device, prepared, to_tensors)
 
 
 class TFNaive(TFAdapter):
@@ -46,11 +47,7 @@ class KerasOps(TFAdapter):
     modes = ("fwd", "fwd_bwd")  # backward: tf.GradientTape
 
     def library_reasons(self, case) -> list[str]:
-        keras = import_keras()
-        if keras.backend.backend() != "tensorflow":
-            return [f"Keras is set to the {keras.backend.backend()!r} backend (KERAS_BACKEND); "
-                    f"{self.name} measures the TensorFlow backend"]
-        return super().library_reasons(case)
+        return keras_backend_reasons(self.name) or super().library_reasons(case)
 
     def prepare(self, case, inputs):
         keras = import_keras()

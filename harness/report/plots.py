@@ -11,7 +11,8 @@ import math
 import re
 
 from harness.report import tables
-from harness.report.tables import CONFIG_FIELDS, MIB, _num, _order
+from harness.report.tables import CONFIG_FIELDS, MIB, _num
+from harness.scaling import sort_key
 
 MAX_HEATMAP_ROWS = 120  # beyond this a heatmap is unreadable; the table has every row
 
@@ -81,7 +82,7 @@ def _panels(records: list[dict]) -> dict[tuple, list[dict]]:
         square = r["seq_len_kv"] in (None, r["seq_len"])
         out.setdefault((*(r[k] for k in CONFIG_FIELDS), square), []).append(r)
     return dict(sorted(out.items(), key=lambda kv: (
-        tuple(_order(kv[0][i]) for i in (0, 1, 2, 3, 7, 4, 5, 6)), not kv[0][-1])))
+        tuple(sort_key(kv[0][i]) for i in (0, 1, 2, 3, 7, 4, 5, 6)), not kv[0][-1])))
 
 
 def panel_title(config: tuple, varying: list[str]) -> str:

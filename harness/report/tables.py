@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import summary
+from harness.scaling import sort_key
 from harness.store import FAILED_STATUSES, RECORD_FIELDS, RESULTS, STATUSES, load_env, load_records
 
 DEFAULT_BASELINE = "torch.naive"
@@ -93,12 +94,6 @@ def _num(value) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _order(value) -> tuple:
-    if value is None:
-        return (2, 0, "")
-    if isinstance(value, (int, float)):
-        return (0, value, "")
-    return (1, 0, str(value))
 
 
 # ---- loading ------------------------------------------------------------------------
@@ -272,7 +267,7 @@ def shape_key(r: dict) -> tuple:
 
 def _sort_key(key: tuple) -> tuple:
     level, mode, device, dtype, batch, heads, head_dim, causal, n, nkv, seed = key
-    return tuple(_order(v) for v in (level, mode, device, dtype, causal, batch, heads, head_dim,
+    return tuple(sort_key(v) for v in (level, mode, device, dtype, causal, batch, heads, head_dim,
                                       n, nkv, seed))
 
 
@@ -447,7 +442,7 @@ def throughput(records: list[dict], env: dict) -> dict:
         row["cells"][r["seq_len"]] = {"tflops": _num(r["tflops"]), "pct": pct,
                                       "text": fmt_tflops(_num(r["tflops"])),
                                       "pct_text": fmt_pct(pct)}
-    ordered = [rows[k] for k in sorted(rows, key=lambda k: tuple(_order(v) for v in k))]
+    ordered = [rows[k] for k in sorted(rows, key=lambda k: tuple(sort_key(v) for v in k))]
     for row in ordered:
         best = max(row["cells"].values(), key=lambda c: c["tflops"])
         row["best"] = best
@@ -537,7 +532,7 @@ def problems(records: list[dict]) -> list[dict]:
                      "seq_len": r["seq_len"], "dtype": r["dtype"],
                      "reason": r["reason"], "detail": "; ".join(detail)})
     order = {s: i for i, s in enumerate(FAILED_STATUSES)}
-    rows.sort(key=lambda x: (order.get(x["status"], 9), x["impl"], _order(x["seq_len"])))
+    rows.sort(key=lambda x: (order.get(x["status"], 9), x["impl"], sort_key(x["seq_len"])))
     return rows
 
 
@@ -705,7 +700,7 @@ def headlines(records: list[dict], baseline: str) -> list[dict]:
         square = r["seq_len_kv"] in (None, r["seq_len"])
         configs.setdefault((*shape_key(r)[:8], square, r["seed"]), []).append(r)
     out = []
-    for key in sorted(configs, key=lambda k: tuple(_order(v) for v in
+    for key in sorted(configs, key=lambda k: tuple(sort_key(v) for v in
                                                    (k[0], k[1], k[2], k[3], k[7], *k[4:7]))):
         rs = configs[key]
         top = max(r["seq_len"] for r in rs)
