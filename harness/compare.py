@@ -330,8 +330,11 @@ def console_lines(result: dict) -> list[str]:
             what = LABELS.get(row["verdict"], row["verdict"])
             if row.get("mem_verdict") and row["verdict"] not in FAILING:
                 what = "memory growth"
+            faster = row["verdict"] == "improvement"
+            p_text = (f"p (faster) {_p(row.get('p_faster'))}" if faster
+                      else f"p (slower) {_p(row.get('p_slower'))}")
             detail = (f"{duration(row.get('base_median_s'))} -> {duration(row.get('new_median_s'))}"
-                      f", ratio {ratio_text(row)}, p {_p(row.get('p_slower'))}, memory {_mem(row)}"
+                      f", ratio {ratio_text(row)}, {p_text}, memory {_mem(row)}"
                       if row.get("ratio") is not None else
                       f"{row['base_status']} -> {row['new_status']}: {row['reason']}")
             lines.append(f"  {what}: {row['case_id']}: {detail}")
