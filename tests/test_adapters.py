@@ -3,15 +3,13 @@ tolerance, in the case's dtype, or says (in one readable line) why it cannot.
 
 Cases go through `harness.execute.run_case`, the path a worker takes, on ordinary and odd
 shapes, causal and not. TensorFlow never enters this process (it imports torch): the TF and
-Keras adapters run in a child process (tests/tf_contract_worker.py) and report JSON back.
+Keras adapters run in a child process (tests/tf_cases_worker.py) and report JSON back.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +23,7 @@ from harness.inputs import kernel_inputs
 from harness.spec import DTYPES, Case
 from harness.timing import TimingSettings
 from impls.numpy_ref import NumpyAttention
+from layer_cases import child_env, run_tf_cases
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = TimingSettings(warmup_s=0.001, min_samples=2, max_samples=3, budget_s=0.01)
@@ -121,7 +120,7 @@ def test_adapter_modules_import_no_framework():
             "heavy = [m for m in ('torch', 'tensorflow', 'keras', 'xformers') if m in sys.modules]; "
             "print(len(names), heavy)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60, env=_child_env())
+                         timeout=60, env=child_env())
     assert out.returncode == 0, out.stderr
     count, heavy = out.stdout.split(" ", 1)
     assert int(count) >= len(CPU_OK)
@@ -342,23 +341,11 @@ needs_tf = pytest.mark.skipif(not HAVE_TF, reason="tensorflow and keras not inst
                                                    "(pip install -e .[tf])")
 
 
-def _child_env() -> dict:
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2",
-            "KERAS_BACKEND": "tensorflow"}  # keras.ops measures the TensorFlow backend
-
-
 @pytest.fixture(scope="module")
 def tf_run():
-    """One child process runs every TF/Keras case; its records, keyed by case id."""
-    payload = json.dumps([c.to_dict() for c in TF_CASES])
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "tf_contract_worker.py")],
-                          input=payload, capture_output=True, text=True, cwd=ROOT,
-                          env=_child_env(), timeout=240)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        pytest.fail(f"TF worker failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    """One child process runs every TF/Keras case through the worker's whole path; its
+    records, keyed by case id."""
+    return run_tf_cases(TF_CASES, timeout=240, full=TF_CASES)
 
 
 @pytest.mark.tf

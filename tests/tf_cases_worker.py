@@ -1,7 +1,7 @@
 """Run TensorFlow-family cases (any level, any mode) in a process of their own.
 
 TensorFlow and PyTorch must never share a process, and the pytest process imports torch, so
-tests/test_layers.py and tests/test_fwd_bwd.py start this script. It reads JSON on stdin:
+tests/test_adapters.py, tests/test_layers.py and tests/test_fwd_bwd.py start this script. It reads JSON on stdin:
 {"cases": [case dicts], "full": [case ids]}; the cases named in "full" go through
 `harness.execute.execute` (the worker's own path: timing, memory), the others through a quick
 check (prepare, one call, `check_output`), with the registered adapter of that name. It prints
@@ -14,23 +14,9 @@ import json
 import sys
 
 from harness import registry
-from harness.execute import check_output, execute, problem, tolerance_for
+from harness.execute import execute
 from harness.spec import Case
-from harness.timing import TimingSettings
-
-SETTINGS = TimingSettings(warmup_s=0.001, min_samples=2, max_samples=3, budget_s=0.01)
-
-
-def quick(case, adapter) -> dict:
-    reasons = adapter.unsupported(case)
-    if reasons:
-        return {"status": "unsupported", "reason": "; ".join(reasons)}
-    inputs, ref = problem(case)
-    prepared = adapter.prepare(case, inputs)
-    try:
-        return check_output(case, prepared, prepared.call(), ref, tolerance_for(case))
-    finally:
-        prepared.close()
+from layer_cases import FAST, quick_check  # this script's folder is on sys.path
 
 
 def main() -> None:
@@ -42,7 +28,7 @@ def main() -> None:
         adapter = registry.get(case.impl)
         if adapter.framework != "tensorflow":
             raise SystemExit(f"{case.impl} is not a TensorFlow-family adapter")
-        run = execute(case, adapter, SETTINGS) if case.case_id in full else quick(case, adapter)
+        run = execute(case, adapter, FAST) if case.case_id in full else quick_check(case, adapter)
         records[case.case_id] = run
     print("RESULT " + json.dumps({
         "records": records,

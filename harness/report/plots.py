@@ -137,6 +137,18 @@ def _legend(ax):
               handlelength=1.8, columnspacing=1.2, borderaxespad=0.0)
 
 
+def _panel_figure(run, ok: list[dict]):
+    """What every per-configuration figure starts from: the panels of `ok` records, the axes
+    that vary, one colour per implementation of the run, and a figure with a grid of axes."""
+    panels = _panels(ok)
+    fig, axes = _grid(_plt(), len(panels))
+    return panels, tables._varying(ok), colors(tables.impls_of(run.records)), fig, axes
+
+
+def _marker(color: dict, impl: str) -> str:
+    return MARKERS[sorted(color).index(impl) % len(MARKERS)]
+
+
 def _log_n_axis(ax, ns):
     ax.set_xscale("log", base=2)
     ax.set_xticks(ns)
@@ -153,12 +165,8 @@ def latency(run: tables.Run) -> str | None:
     ok = [r for r in run.records if r["status"] == "ok" and _num(r["median_s"])]
     if not ok:
         return None
-    plt = _plt()
-    panels = _panels(ok)
-    varying = tables._varying(ok)
-    color = colors(tables.impls_of(run.records))
+    panels, varying, color, fig, axes = _panel_figure(run, ok)
     fits = tables.fit_lookup(run)
-    fig, axes = _grid(plt, len(panels))
     for ax, (config, rs) in zip(axes, panels.items()):
         series = _series(rs, "median_s")
         for i, (impl, pts) in enumerate(series.items()):
@@ -170,7 +178,7 @@ def latency(run: tables.Run) -> str | None:
             k = fit.get("exponent") if fit else None
             label = f"{impl}  k={k:.2f}" if k is not None else f"{impl}  k: –"
             ax.errorbar(ns, ys, yerr=[lo, hi], label=label, color=color[impl],
-                        marker=MARKERS[sorted(color).index(impl) % len(MARKERS)], markersize=3.5,
+                        marker=_marker(color, impl), markersize=3.5,
                         linewidth=1.3, capsize=2.5, elinewidth=1)
         ax.set_yscale("log")
         _log_n_axis(ax, sorted({r["seq_len"] for r in rs}))
@@ -187,12 +195,8 @@ def memory(run: tables.Run) -> str | None:
     ok = [r for r in run.records if r["status"] == "ok" and (_num(r["peak_mem_bytes"]) or 0) > 0]
     if not ok:
         return None
-    plt = _plt()
-    panels = _panels(ok)
-    varying = tables._varying(ok)
-    color = colors(tables.impls_of(run.records))
+    panels, varying, color, fig, axes = _panel_figure(run, ok)
     fits = tables.fit_lookup(run)
-    fig, axes = _grid(plt, len(panels))
     for ax, (config, rs) in zip(axes, panels.items()):
         series = _series(rs, "peak_mem_bytes")
         for impl, pts in series.items():
@@ -200,7 +204,7 @@ def memory(run: tables.Run) -> str | None:
             k = fit.get("exponent") if fit else None
             label = f"{impl}  k={k:.2f}" if k is not None else impl
             ax.plot([p[0] for p in pts], [p[1] / MIB for p in pts], label=label,
-                    color=color[impl], marker=MARKERS[sorted(color).index(impl) % len(MARKERS)],
+                    color=color[impl], marker=_marker(color, impl),
                     markersize=3.5, linewidth=1.3)
         ns = sorted({r["seq_len"] for r in rs})
         first = rs[0]
@@ -225,18 +229,14 @@ def throughput(run: tables.Run) -> str | None:
     ok = [r for r in run.records if r["status"] == "ok" and _num(r["tflops"])]
     if not ok:
         return None
-    plt = _plt()
-    panels = _panels(ok)
-    varying = tables._varying(ok)
-    color = colors(tables.impls_of(run.records))
+    panels, varying, color, fig, axes = _panel_figure(run, ok)
     peaks = run.env.get("peaks") or {}
-    fig, axes = _grid(plt, len(panels))
     for ax, (config, rs) in zip(axes, panels.items()):
         top = 0.0
         for impl, pts in _series(rs, "tflops").items():
             top = max([top, *(p[1] for p in pts)])
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=impl, color=color[impl],
-                    marker=MARKERS[sorted(color).index(impl) % len(MARKERS)], markersize=3.5,
+                    marker=_marker(color, impl), markersize=3.5,
                     linewidth=1.3)
         ns = sorted({r["seq_len"] for r in rs})
         _log_n_axis(ax, ns)
