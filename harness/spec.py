@@ -11,13 +11,22 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.timing import TimingSettings
+from harness.constants import DTYPES, LEVELS, MODES, NORMS
 
-LEVELS = ("kernel", "mha", "encoder")
-MODES = ("fwd", "fwd_bwd")
-NORMS = ("post", "pre")  # encoder blocks: LayerNorm after each residual (the seeds') or before
-DTYPES = ("float64", "float32", "bfloat16", "float16")
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    """How one case is timed (harness.measure.timer says how each setting is used)."""
+
+    warmup_s: float = 0.1
+    min_samples: int = 5
+    max_samples: int = 1000
+    target_ci: float = 0.02  # half-width of the median's 95% CI, relative to the median
+    budget_s: float = 2.0  # sampling time per case after warm-up
+    min_sample_s: float = 5e-5  # calls shorter than this are timed in blocks
+    timeout_s: float = 300.0  # whole case (prepare, check, warm-up, sampling), enforced by the runner
 
 
 class SuiteError(ValueError):

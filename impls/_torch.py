@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.inputs import causal_keep
+from harness.problem.inputs import causal_keep
 from impls.base import Adapter, Prepared
 
 ALL_DTYPES = ("float64", "float32", "bfloat16", "float16")

@@ -30,7 +30,7 @@ class Prepared:
 
     Mode fwd_bwd: `call` runs the forward and the backward of the loss sum(out · G) from
     scratch (no gradient accumulated from an earlier call) and returns (output, grads), grads a
-    dict from the reference's names (q, k, v; or x and the weight names of harness.layers) to
+    dict from the reference's names (q, k, v; or x and the weight names of harness.problem.layers) to
     the framework's gradients; `grads_to_numpy` turns that dict into float64 arrays in the
     reference's layouts (default: `to_numpy` on each, right when they share the output's).
     """
@@ -65,7 +65,10 @@ class Adapter:
     modes: ClassVar[tuple[str, ...]] = ("fwd",)
     requires: ClassVar[tuple[str, ...]] = ()  # importable module names
     install_hint: ClassVar[str] = ""
-    reports_kernel: ClassVar[bool] = False  # torch SDPA: the harness detects the kernel that ran
+    # which kernel ran, asked by the harness (harness.measure.kernels): None, "sdpa" (torch's
+    # SDPA dispatch) or "torch_module" (a torch layer's fast path and its SDPA backend)
+    kernel_probe: ClassVar[str | None] = None
+    labels: ClassVar[bool] = False  # prepare(case, inputs, labels=True) marks profiler regions
     supports_padding: ClassVar[bool] = False  # can it take a key-padding mask (case.padding > 0)
     description: ClassVar[str] = ""
 

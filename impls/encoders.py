@@ -21,10 +21,8 @@ import math
 
 import numpy as np
 
-from harness.inputs import case_keep, key_padding
+from harness.problem.inputs import case_keep, key_padding
 from impls._torch import TorchAdapter, prepared, tensor
-
-FAST_PATH_OPERATORS = ("aten::_transformer_encoder_layer_fwd", "aten::_native_multi_head_attention")
 
 
 def _mha_map(prefix: str, d: int, fused: bool) -> list[tuple]:
@@ -201,7 +199,7 @@ class TorchLayer(TorchAdapter):
     dtypes = ("float64", "float32", "bfloat16")
     supports_padding = True
     eval_mode = False  # True: eval() under torch.inference_mode (torch's fast path, if it applies)
-    reports_kernel = False
+    labels = True  # prepare(..., labels=True) marks regions for `attnbench profile`
 
     def build(self, case, factory: dict, labels: bool):
         raise NotImplementedError
@@ -227,7 +225,7 @@ class TorchLayer(TorchAdapter):
 
     def prepare(self, case, inputs, labels: bool = False):
         """`labels`: mark attention / feed_forward / norm regions for torch.profiler
-        (harness.profile); never set for measurements."""
+        (harness.run.profile); never set for measurements."""
         import torch
 
         factory = {"device": case.device, "dtype": getattr(torch, case.dtype)}
@@ -256,21 +254,7 @@ class TorchLibraryLayer(TorchLayer):
     """nn.MultiheadAttention / nn.TransformerEncoderLayer: the record says what ran (the fast
     path or not, and the SDPA backend the module dispatched to)."""
 
-    reports_kernel = True
-
-    def kernel_that_ran(self, prepared_case) -> str | None:
-        from torch.profiler import ProfilerActivity, profile
-
-        from harness.kernels import SDPA_OPERATORS
-
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            out = prepared_case.call()
-            prepared_case.sync()
-        del out
-        names = {e.name for e in prof.events()}
-        parts = ["fast_path"] if names & set(FAST_PATH_OPERATORS) else []
-        parts += sorted({SDPA_OPERATORS[n] for n in names if n in SDPA_OPERATORS})
-        return "+".join(parts) or None
+    kernel_probe = "torch_module"
 
 
 class TorchMHA(TorchLibraryLayer):

@@ -15,7 +15,7 @@ import functools
 
 import numpy as np
 
-from harness.inputs import case_keep
+from harness.problem.inputs import case_keep
 from impls._tf import (TFAdapter, import_keras, import_tf, keras_backend_reasons, on_device,
                       prepared)
 

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from harness.inputs import causal_keep
+from harness.problem.inputs import causal_keep
 from impls.base import Adapter, Prepared
 
 

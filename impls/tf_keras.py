@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from harness.inputs import causal_keep
+from harness.problem.inputs import causal_keep
 from impls._tf import (TO_BNHD, TFAdapter, import_keras, import_tf, keras_backend_reasons,
                       on_device, prepared, to_tensors)
 

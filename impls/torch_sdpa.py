@@ -25,7 +25,7 @@ SDPA_VARIANTS = (
 class TorchSDPA(TorchAdapter):
     """One SDPA variant; instances differ only in the backend they pin (see SDPA_VARIANTS)."""
 
-    reports_kernel = True  # the harness asks the profiler which backend really ran
+    kernel_probe = "sdpa"  # the harness asks the profiler which backend really ran
     modes = ("fwd", "fwd_bwd")  # backward: torch autograd, through the same backend
 
     def __init__(self, name: str, backend: str | None, description: str):

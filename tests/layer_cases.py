@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.execute import check_output, problem, tolerance_for
+from harness.problem.check import check_output
+from harness.problem.truth import problem, tolerance_for
 from harness.spec import Case
-from harness.timing import TimingSettings
+from harness.spec import TimingSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = TimingSettings(warmup_s=0.001, min_samples=2, max_samples=3, budget_s=0.01)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from harness import ab
+from harness.run import ab
 from harness.spec import Case
 from harness.store import load_records
 

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from harness import registry
-from harness.execute import run_case
-from harness.inputs import kernel_inputs
+from harness.run.execute import run_case
+from harness.problem.inputs import kernel_inputs
 from harness.spec import DTYPES, Case
-from harness.timing import TimingSettings
+from harness.spec import TimingSettings
 from impls.numpy_ref import NumpyAttention
 from layer_cases import child_env, run_tf_cases
 
@@ -137,7 +137,7 @@ def test_contract(case):
 
 
 def test_numpy_adapter_matches_row_by_row_formula():
-    """Independent of harness.reference: each query row, its visible keys, a softmax, a sum."""
+    """Independent of harness.problem.reference: each query row, its visible keys, a softmax, a sum."""
     for nq, nk in ((5, 7), (7, 5)):
         case = Case(impl="numpy", dtype="float64", batch=1, heads=2, seq_len=nq, seq_len_kv=nk,
                     head_dim=8, causal=True)

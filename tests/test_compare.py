@@ -5,8 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from harness import baselines, compare
+from harness.analysis import compare
 from harness.cli import main
+from harness.measure import timer
+from harness.report import gate
+from harness.store import baselines
 from harness.spec import Case
 from harness.store import capture_env, fingerprint, make_record
 
@@ -87,6 +90,14 @@ def test_bootstrap_interval_is_seeded_and_covers_the_ratio():
     assert first[0] > 1.1 and first[1] < 1.3
 
 
+def test_the_gate_measures_spread_with_the_timers_ci():
+    rng = np.random.default_rng(7)
+    base, new = samples(rng, 1 * MS, 0.05, 40), samples(rng, 1 * MS, 0.05, 40)
+    judged = compare.judge_samples(base, new)
+    assert judged["base_ci_rel"] == timer.ci_rel(base)
+    assert judged["new_ci_rel"] == timer.ci_rel(new)
+
+
 # ---- whole runs ------------------------------------------------------------------------------
 
 def record(impl="numpy", seq_len=64, status="ok", median=1 * MS, noise=0.01, seed=0,
@@ -149,6 +160,38 @@ def test_groups_get_the_geometric_mean_ratio():
     (group,) = compare.compare_records(base, new)["groups"]
     assert (group["impl"], group["dtype"], group["cases"], group["noisy"]) == ("numpy", "float32", 2, 0)
     assert group["geomean_ratio"] == pytest.approx(1.1)
+
+
+def test_the_gate_text_escapes_case_ids_and_reasons():
+    reason = "RuntimeError: *boom* | see <b>this</b> [link](http://x)\nsecond line"
+    base = [record(impl="numpy"), record(impl="torch.naive", median=1 * MS)]
+    new = [record(impl="numpy", status="error", reason=reason),
+           record(impl="torch.naive", median=1.3 * MS, seed=1)]
+    result = compare.compare_records(base, new)
+    result["differences"] = [["cpu", "AMD | EPYC", "Intel_*Xeon*"]]
+    result["forced"] = True
+    text = gate.render_markdown(result)
+    assert text.startswith("## :x: attnbench regression gate: FAIL: 1 regression, "
+                           "1 new failure")
+    failing = text.split("### Regressions and failures", 1)[1].split("###", 1)[0]
+    rows = [line for line in failing.splitlines() if line.startswith("| `")]
+    assert len(rows) == 2
+    for line in rows:  # every row keeps its 8 cells: no pipe from the text splits one
+        assert len([c for c in line.split(" | ")]) == 8
+    error_row = next(line for line in rows if "numpy" in line)
+    assert ("RuntimeError: \\*boom\\* \\| see \\<b\\>this\\</b\\> \\[link\\](http://x) "
+            "second line") in error_row
+    assert "<b>" not in text and "\n" not in error_row
+    assert "AMD \\| EPYC" in text and "Intel\\_\\*Xeon\\*" in text
+    assert "ratio [95% CI]" in text and "the 95% bootstrap interval" in text
+    # the console is plain text: the reason as it was
+    lines = gate.console_lines(result)
+    assert lines[0].startswith("FAIL: 1 regression, 1 new failure")
+    assert any(reason.split("\n")[0] in line and "new failure" in line for line in lines)
+    assert any("regression: torch.naive" in line and " -> 1.3 ms, ratio 1.3" in line
+               for line in lines)
+    assert gate.ratio_text({"ratio": None}) == "-"
+    assert gate.LABELS["new_failure"] == "new failure"
 
 
 # ---- run directories, fingerprints and the command -----------------------------------------

@@ -4,8 +4,8 @@ import itertools
 import numpy as np
 import pytest
 
-from harness.flops import case_flops, forward_flops, score_entries, tflops
-from harness.inputs import causal_keep
+from harness.measure.flops import case_flops, forward_flops, score_entries, tflops
+from harness.problem.inputs import causal_keep
 from harness.spec import Case
 
 

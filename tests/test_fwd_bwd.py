@@ -1,6 +1,6 @@
 """Mode fwd_bwd: forward plus the backward of L = sum(out · G), every level.
 
-The NumPy reference gradients (harness.gradients, harness.layers) are checked here against
+The NumPy reference gradients (harness.problem.gradients, harness.problem.layers) are checked here against
 torch autograd in float64, an independent implementation; then every adapter's gradients are
 checked against them (kernels: q, k, v; layers: x and every weight), and wrong gradients are
 caught. TensorFlow-family adapters run in a child process (tests/tf_cases_worker.py).
@@ -14,10 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from harness import execute, layers, reference, registry
-from harness.execute import run_case
-from harness.gradients import kernel_forward_backward
-from harness.inputs import case_keep, grad_output, kernel_inputs
+from harness.problem import check, truth
+
+from harness.problem import layers, reference
+
+from harness import registry
+from harness.run.execute import run_case
+from harness.problem.gradients import kernel_forward_backward
+from harness.problem.inputs import case_keep, grad_output, kernel_inputs
 from harness.spec import Case
 from impls.numpy_ref import NumpyAttention
 from layer_cases import (FAST, KERAS_LAYERS, MASKS, SHAPES, TORCH_LAYERS, assert_ok,
@@ -123,15 +127,15 @@ def test_grad_output_is_seeded_and_independent_of_mode():
 def test_gradient_tolerances_follow_the_policy():
     case = Case(impl="torch.mha", level="mha", mode="fwd_bwd", dtype="float32", heads=2,
                 head_dim=8, seq_len=16)
-    grads, tols = execute.reference_grads(case), execute.grad_tolerances_for(case)
+    grads, tols = truth.reference_grads(case), truth.grad_tolerances_for(case)
     assert set(tols) == set(grads)
-    inputs, _ = execute.problem(case)
+    inputs, _ = truth.problem(case)
     _, naive = layers.forward_backward(case, inputs, "float32")
     for name, g in grads.items():
         floor = reference.ABS_FLOOR["float32"] * max(1.0, np.abs(g).max())
         assert tols[name] == pytest.approx(max(floor, 4 * np.abs(naive[name] - g).max()))
     f64 = dataclasses.replace(case, dtype="float64")
-    assert execute.grad_tolerances_for(f64)["x"] == pytest.approx(
+    assert truth.grad_tolerances_for(f64)["x"] == pytest.approx(
         1e-10 * max(1.0, np.abs(grads["x"]).max()))
 
 
@@ -172,7 +176,7 @@ def test_each_call_computes_fresh_gradients():
     """Nothing accumulates between timed calls: the second call's gradients equal the first's."""
     case = Case(impl="torch.mha.naive", level="mha", mode="fwd_bwd", heads=2, head_dim=8,
                 seq_len=8)
-    inputs, _ = execute.problem(case)
+    inputs, _ = truth.problem(case)
     prepared = registry.get(case.impl).prepare(case, inputs)
     try:
         first = prepared.grads_to_numpy(prepared.call()[1])
@@ -309,8 +313,8 @@ def fake_prepared(case, bump: float):
     relative to that gradient's norm: the shape of a ReLU flip (one entry of dW1 moves)."""
     from impls.base import Prepared
 
-    inputs, ref = execute.problem(case)
-    grads = {n: g.astype(np.float32) for n, g in execute.reference_grads(case).items()}
+    inputs, ref = truth.problem(case)
+    grads = {n: g.astype(np.float32) for n, g in truth.reference_grads(case).items()}
     name = "w1" if "w1" in grads else "wo"
     grads[name] = grads[name].copy()
     grads[name][0, 0] += bump * np.linalg.norm(grads[name])
@@ -328,8 +332,8 @@ def test_gradient_policy_by_level(level, bump, status):
     case = Case(impl="torch.encoder", level=level, mode="fwd_bwd", heads=2, head_dim=16,
                 seq_len=32)
     prepared = fake_prepared(case, bump)
-    inputs, ref = execute.problem(case)
-    result = execute.check_output(case, prepared, prepared.call(), ref, execute.tolerance_for(case))
+    inputs, ref = truth.problem(case)
+    result = check.check_output(case, prepared, prepared.call(), ref, truth.tolerance_for(case))
     assert result["status"] == status, result["reason"]
     judged = {e["on"] for e in result["grad_errors"].values()}
     assert judged == {"norm_err" if level == "encoder" else "max_abs_err"}

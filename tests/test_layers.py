@@ -12,10 +12,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from harness import layers, registry
-from harness.execute import run_case
-from harness.flops import case_flops, forward_flops
-from harness.inputs import key_padding, key_valid_lengths
+from harness.problem import layers
+
+from harness import registry
+from harness.run.execute import run_case
+from harness.measure.flops import case_flops, forward_flops
+from harness.problem.inputs import key_padding, key_valid_lengths
 from harness.spec import Case
 from layer_cases import (FAST, KERAS_LAYERS, MASKS, SHAPES, TORCH_LAYERS, assert_ok,
                          layer_cases, needs_tf, quick_check, run_tf_cases)

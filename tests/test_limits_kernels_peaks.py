@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from harness import registry
-from harness.execute import run_case
-from harness.limits import cap_cpu, parse_size, requested_bytes
-from harness.peaks import measure_peaks, pct_of_peak
+from harness.run.execute import run_case
+from harness.run.limits import cap_cpu, parse_size, requested_bytes
+from harness.measure.peaks import measure_peaks, pct_of_peak
 from harness.spec import Case
-from harness.timing import TimingSettings
+from harness.spec import TimingSettings
 from impls.torch_sdpa import TorchSDPA
 
 FAST = TimingSettings(warmup_s=0.001, min_samples=2, max_samples=3, budget_s=0.01)
@@ -69,7 +69,7 @@ def test_the_dispatcher_s_silent_fallback_to_math_is_visible():
     inputs = {n: np.random.default_rng(0).standard_normal((1, 2, 64, 32)) for n in "qkv"}
     with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
         prepared = adapter.prepare(case, inputs)
-        from harness.kernels import torch_sdpa_kernel
+        from harness.measure.kernels import torch_sdpa_kernel
         assert torch_sdpa_kernel(prepared) == "math"
     prepared.close()
 

@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import memory, registry
-from harness.execute import problem
-from harness.memory import measure_peak
+from harness.measure import memory
+
+from harness import registry
+from harness.problem.truth import problem
+from harness.measure.memory import measure_peak
 from harness.spec import Case
 from impls.base import Prepared
 

@@ -3,9 +3,9 @@ N×N score matrices (exponent 2), a flash kernel only tiles (exponent near 1).""
 import pytest
 
 from harness import registry
-from harness.execute import problem
-from harness.memory import measure_peak
-from harness.scaling import fit_exponent
+from harness.problem.truth import problem
+from harness.measure.memory import measure_peak
+from harness.analysis.scaling import fit_exponent
 from harness.spec import Case
 
 SEQ_LENS = [512, 1024, 2048, 4096]

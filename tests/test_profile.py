@@ -8,7 +8,8 @@ import json
 import pytest
 
 from harness import registry
-from harness.profile import CATEGORIES, add_parser, profile_case
+from harness.cli.profile import add_parser
+from harness.run.profile import CATEGORIES, profile_case
 from harness.spec import Case
 
 
@@ -83,7 +84,7 @@ def test_cmd_profile_end_to_end(tmp_path, capsys):
 
 
 def test_cmd_profile_refuses_what_it_cannot_profile(tmp_path):
-    from harness.cli import UsageError
+    from harness.cli.args import UsageError
 
     suite = tmp_path / "tf.toml"
     suite.write_text('[sweep]\nimpls = ["keras.encoder"]\nlevel = "encoder"\nseq_len = 8\n')

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness import reference
-from harness.reference import compare, naive_attention, reference_output, round_to, tolerance
+from harness.problem import reference
+from harness.problem.reference import compare, naive_attention, reference_output, round_to, tolerance
 
 
 def qkv(shape=(2, 3, 40, 16), nk=None, seed=0):

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import summary
 from harness.report import write_reports
-from harness.report.tables import fmt_err, fmt_ratio, fmt_tflops
-from harness.store import RECORD_FIELDS, SCHEMA_VERSION, load_records
+from harness.report.format import fmt_err, fmt_ratio, fmt_tflops
+from harness.spec import Case, TimingSettings
+from harness.store import (RECORD_FIELDS, SCHEMA_VERSION, Plan, load_records, make_record,
+                           write_plan)
+from harness.units import duration
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("verdict", "what-ran", "summary", "matrix", "scaling", "memory", "throughput",
@@ -192,7 +194,7 @@ def test_html_numbers_equal_the_records(smoke):
     for r in ok:
         cell = matrix[(r["dtype"], mask(r), str(r["seq_len"]))][f"{r['impl']} (ms)"]
         assert float(cell["attrs"]["data-v"]) == r["median_s"]
-        assert cell["text"].startswith(summary.ms(r["median_s"]))
+        assert cell["text"].startswith(duration(r["median_s"], unit="ms"))
         fastest = min(o["median_s"] for o in ok if (o["dtype"], o["causal"], o["seq_len"])
                       == (r["dtype"], r["causal"], r["seq_len"]))
         assert cell["text"].endswith(fmt_ratio(r["median_s"] / fastest))
@@ -243,7 +245,8 @@ def test_html_numbers_equal_the_records(smoke):
     # how it was measured: the run's own timing settings (suites/smoke.toml)
     method = page.text("method")
     assert "5 ms (at least 2 calls)" in method and "20 ms of sampling" in method
-    assert "memray" in method and "2.5× forward" in method
+    assert "memray" in method and "2.5× its forward" in method
+    assert "the first of them is the call whose output is checked" in method
     what = page.text("what-ran")
     env = json.loads((smoke / "env.json").read_text())
     assert env["git"]["commit"] in what and env["cpu"] in what and "matmul" in what
@@ -263,7 +266,7 @@ def test_markdown_has_the_same_numbers_as_the_html(smoke):
         md_row = next(row for row in latency if (row["impl"], row["dtype"], row["mask"])
                       == (r["impl"], r["dtype"], mask(r)))
         md_cell = md_row[f"N={r['seq_len']}"]
-        assert md_cell == summary.ms(r["median_s"])
+        assert md_cell == duration(r["median_s"], unit="ms")
         html_cell = matrix[(r["dtype"], mask(r), str(r["seq_len"]))][f"{r['impl']} (ms)"]
         assert html_cell["text"].startswith(md_cell + ("†" if not r["converged"] else "") + " ")
     impls = md_table(markdown, "Implementations")
@@ -386,19 +389,11 @@ def test_a_run_cut_off_half_way(tmp_path):
     assert len(page.table("matrix-table")) == 2 and "<svg" in html
     assert "probably interrupted" in md and "cut off" in md
 
-    # with the run's suite and command line the report knows exactly what is missing
-    suite = ROOT / "suites" / "smoke.toml"
-    env = {**ENV, "argv": ["attnbench", "run", "smoke", "--impl", "numpy,torch.naive",
-                           "--out", str(tmp_path / "r2")]}
-    smoke_ids = [record(i, n, causal=c)["case_id"] for i in ("numpy", "torch.naive")
-                 for n in (32, 64) for c in (False, True)]
-    run2 = make_run(tmp_path / "r2", records, env=env)
-    (run2 / "suite.toml").write_text(suite.read_text())
-    page, html, md = render(run2)
-    assert len(smoke_ids) == 8
-    note = "Incomplete run: 4 of 8 cases recorded, 4 missing (interrupted, or still running)."
-    assert note in page.text("verdict") and note in md
-    assert "--resume" in md
+    # an older run directory without plan.json: the timing comes from its suite.toml
+    (run / "suite.toml").write_text((ROOT / "suites" / "smoke.toml").read_text())
+    page, html, md = render(run)
+    assert "Settings from suite.toml in the run directory" in page.text("method")
+    assert "5 ms (at least 2 calls)" in page.text("method")
 
 
 def test_a_run_with_one_implementation_and_one_seq_len(tmp_path):
@@ -467,3 +462,185 @@ def test_an_empty_run_and_odd_records(tmp_path):
     page, html, md = render(run)
     assert "All 2 computed cases agree" in page.text("verdict")
     assert "not measured in this run" in page.text("what-ran")
+
+
+# ---- the plan: what a run set out to record ------------------------------------------------
+
+def hand_cases(impls=("numpy", "torch.naive"), seq_lens=(32, 64)) -> list[Case]:
+    return [Case(impl=i, batch=1, heads=2, seq_len=n, head_dim=16, causal=c)
+            for i in impls for n in seq_lens for c in (False, True)]
+
+
+def hand_plan(cases, timing=TimingSettings(), **extra) -> Plan:
+    return Plan(suite="hand", suite_path=None, filters={}, overrides={}, timing=timing,
+                cases=tuple(cases), created_at="2026-01-01T00:00:00+00:00",
+                extra={"suite_arg": "hand", **extra})
+
+
+def case_record(case: Case, status="ok", **extra) -> dict:
+    """A record of `case` as a run writes it (`make_record`), measured like `record`'s."""
+    fixed = {*case.to_dict(), "case_id", "schema_version"}
+    measured = record(case.impl, case.seq_len, status, dtype=case.dtype, causal=case.causal,
+                      **extra)
+    return make_record(case, {k: v for k, v in measured.items() if k not in fixed})
+
+
+def planned_run(path: Path, plan: Plan, records) -> Path:
+    run = make_run(path, records)
+    write_plan(run, plan)
+    return run
+
+
+def test_a_complete_run_says_it_is_complete(tmp_path):
+    from harness.report import tables
+    from harness.report.run import load_run
+
+    cases = hand_cases()
+    timing = TimingSettings(warmup_s=0.003, budget_s=0.7, target_ci=0.05)
+    run = planned_run(tmp_path / "r", hand_plan(cases, timing), [case_record(c) for c in cases])
+    loaded = load_run(run)
+    assert loaded.expected == len(cases) == 8 and loaded.missing == [] and loaded.complete
+    verdict = tables.verdict(loaded)
+    assert verdict["level"] == "ok" and verdict["notes"] == []
+    assert verdict["coverage"] == "complete: all 8 planned cases recorded"
+    page, html, md = render(run)
+    assert page.text("verdict").startswith("✔ All 8 computed cases agree")
+    assert "complete: all 8 planned cases recorded" in page.text("verdict")
+    assert "- cases: complete: all 8 planned cases recorded" in md
+    for text in (html, md):
+        assert "Incomplete" not in text and "probably interrupted" not in text
+    # the timing settings are the plan's
+    method = page.text("method")
+    assert "Settings from plan.json" in method
+    assert "3 ms (at least 2 calls)" in method and "700 ms of sampling" in method
+    assert "within ±5% of the median" in method
+
+
+def test_an_interrupted_run_names_the_cases_it_is_missing(tmp_path):
+    from harness.report import tables
+    from harness.report.run import load_run
+
+    cases = hand_cases(seq_lens=(32, 64, 128, 256))[:14]
+    done = [cases[0], cases[5], cases[9]]
+    run = planned_run(tmp_path / "r", hand_plan(cases), [case_record(c) for c in done])
+    missing = [c.case_id for c in cases if c not in done]
+    assert len(missing) == 11
+    loaded = load_run(run)
+    assert loaded.expected == 14 and loaded.missing == missing and not loaded.complete
+
+    verdict = tables.verdict(loaded)
+    assert verdict["level"] == "ok"  # what ran agrees; the note says what did not run
+    (note,) = [n for n in verdict["notes"] if n.startswith("Incomplete run")]
+    assert note.startswith("Incomplete run: 3 of 14 cases recorded, 11 missing (interrupted, "
+                           "or still running).")
+    for case_id in missing[:10]:
+        assert f"`{case_id}`" in note
+    assert missing[10] not in note and "and 1 more." in note
+    assert f"`attnbench run hand --out {run} --resume`" in note
+    assert "probably interrupted" not in " ".join(verdict["notes"])
+
+    page, html, md = render(run)
+    assert note in page.text("verdict") and f"> {note}" in md
+    assert "incomplete: 3 of 14 planned cases recorded" in page.text("verdict")
+    assert all(case_id in md for case_id in missing[:10])
+
+    # a few missing: every one named, no "more"
+    run2 = planned_run(tmp_path / "r2", hand_plan(cases[:4]),
+                       [case_record(c) for c in cases[:2]])
+    (note,) = [n for n in tables.verdict(load_run(run2))["notes"]
+               if n.startswith("Incomplete run")]
+    assert note.startswith("Incomplete run: 2 of 4 cases recorded, 2 missing")
+    assert f"Missing: `{cases[2].case_id}`, `{cases[3].case_id}`." in note and "more" not in note
+
+
+def test_a_record_outside_the_plan_does_not_count_as_planned(tmp_path):
+    from harness.report import tables
+    from harness.report.run import load_run
+
+    cases = hand_cases()
+    extra = Case(impl="numpy", batch=1, heads=2, seq_len=512, head_dim=16)
+    run = planned_run(tmp_path / "r", hand_plan(cases[1:]),
+                      [case_record(c) for c in cases[1:]] + [case_record(extra)])
+    loaded = load_run(run)
+    assert loaded.complete and loaded.expected == 7
+    assert not any(n.startswith("Incomplete") for n in tables.verdict(loaded)["notes"])
+
+
+def test_a_damaged_plan_is_a_note_not_a_traceback(tmp_path):
+    from harness.report import tables
+    from harness.report.run import load_run
+
+    run = make_run(tmp_path / "r", [record("numpy", 32), record("numpy", 64)])
+    (run / "plan.json").write_text('{"suite": "hand", "cases": [')
+    loaded = load_run(run)
+    assert loaded.plan is None and loaded.expected is None and "plan.json" in loaded.plan_error
+    notes = tables.verdict(loaded)["notes"]
+    assert any(n.startswith("plan.json could not be read") for n in notes)
+    page, html, md = render(run)
+    assert "plan.json could not be read" in page.text("verdict")
+    assert "plan.json could not be read" in md
+    assert "Traceback" not in html and "Settings from the harness defaults" in page.text("method")
+
+
+def test_the_method_text_follows_the_constants_the_code_uses(tmp_path, monkeypatch):
+    from harness.analysis import scaling
+    from harness.measure import flops, memory, timer
+    from harness.problem import reference
+    from harness.report.method import method
+    from harness.report.run import load_run
+
+    cases = hand_cases(impls=("numpy",))
+    timing = TimingSettings(warmup_s=0.004, min_sample_s=2e-4, max_samples=321, min_samples=9,
+                            budget_s=1.5, timeout_s=45.0, target_ci=0.03)
+    run = load_run(planned_run(tmp_path / "r", hand_plan(cases, timing),
+                               [case_record(c) for c in cases]))
+    before = dict(method(run))
+    assert "for 4 ms (at least 2 calls)" in before["warm-up"]
+    assert "first of them is the call whose output is checked" in before["warm-up"]
+    assert ("calls shorter than 200 µs" in before["sampling"]
+            and "95% confidence interval" in before["sampling"]
+            and "within ±3% of the median, or 1.5 s of sampling" in before["sampling"]
+            and "321 samples" in before["sampling"] and "fewer than 9" in before["sampling"]
+            and "killed after 45 s" in before["sampling"])
+    assert "max(floor, 4 × the error" in before["tolerance"]
+    assert "float32 1e-05" in before["tolerance"]
+    assert "2.5× its forward" in before["FLOPs"] and "mha and encoder" not in before["FLOPs"]
+    assert "largest 4 seq_lens" in before["scaling"] and "within 10%" in before["scaling"]
+    assert memory.METHODS["memray"] in before["memory"]
+
+    monkeypatch.setattr(timer, "MIN_WARMUP_CALLS", 3)
+    monkeypatch.setattr(timer, "CONFIDENCE", 0.99)
+    monkeypatch.setattr(reference, "TOLERANCE_FACTOR", 7.5)
+    monkeypatch.setattr(reference, "ABS_FLOOR", {"float32": 3e-6})
+    monkeypatch.setattr(flops, "BACKWARD_FACTOR", 3.0)
+    monkeypatch.setattr(scaling, "FIT_POINTS", 5)
+    monkeypatch.setattr(scaling, "CROSSOVER_MARGIN", 1.25)
+    monkeypatch.setitem(memory.METHODS, "memray", "a probe described differently")
+    after = dict(method(run))
+    assert "at least 3 calls" in after["warm-up"] and "at least 2 calls" not in after["warm-up"]
+    assert "99% confidence interval" in after["sampling"] and "95%" not in after["sampling"]
+    assert "99% CI" in after["statistics"] and "95%" not in after["statistics"]
+    assert "max(floor, 7.5 × the error" in after["tolerance"]
+    assert "float32 3e-06" in after["tolerance"] and "1e-05" not in after["tolerance"]
+    assert "3× its forward" in after["FLOPs"]
+    assert "largest 5 seq_lens" in after["scaling"] and "within 25%" in after["scaling"]
+    assert "a probe described differently" in after["memory"]
+
+    # a layer's matrix products are counted with their own backward factor
+    layer = Case(impl="torch.mha", level="mha", mode="fwd_bwd", batch=1, heads=2, seq_len=32,
+                 head_dim=16)
+    run.records.append(case_record(layer))
+    monkeypatch.setattr(flops, "MATMUL_BACKWARD_FACTOR", 2.25)
+    assert "whose backward is 2.25× forward" in dict(method(run))["FLOPs"]
+
+
+def test_outside_text_prints_as_plain_text_in_markdown():
+    from harness.report.format import code_md, escape_md
+
+    assert escape_md("max_abs_err 0.5 > tolerance 1e-05") == "max_abs_err 0.5 \\> tolerance 1e-05"
+    assert escape_md("a | b\nc *d* _e_ [f](g) `h` <i> $j$ ~k~ &l;") == (
+        "a \\| b c \\*d\\* \\_e\\_ \\[f\\](g) \\`h\\` \\<i\\> \\$j\\$ \\~k\\~ \\&l;")
+    assert escape_md("# not a heading") == "\\# not a heading"
+    assert escape_md("1. not a list") == "1\\. not a list" and escape_md("1.5 ms") == "1.5 ms"
+    assert escape_md("- not a list") == "\\- not a list" and escape_md("-") == "-"
+    assert code_md("a|b") == "`a\\|b`" and code_md("x`y") == "`` x`y ``"

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.scaling import (CROSSOVER_MARGIN, FIT_POINTS, Fit, crossovers, fit_exponent, fits, format_fits,
+from harness.analysis.scaling import (CROSSOVER_MARGIN, FIT_POINTS, Fit, crossovers, fit_exponent, fits, format_fits,
                              write_scaling)
 
 NS = [256, 512, 1024, 2048, 4096, 8192]

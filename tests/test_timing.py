@@ -4,7 +4,8 @@ import time
 import numpy as np
 import pytest
 
-from harness.timing import TimingSettings, measure, median_ci, summarize
+from harness.measure.timer import Samples, Timer, ci_rel, measure, median_ci
+from harness.spec import TimingSettings
 
 
 def test_median_ci_contains_the_median_and_narrows_with_more_samples():
@@ -25,7 +26,7 @@ def test_tiny_samples_fall_back_to_the_range():
 
 
 def test_summarize_fields():
-    stats = summarize([0.002, 0.001, 0.003, 0.004, 0.005, 0.006, 0.007], target_ci=0.02)
+    stats = Samples((0.002, 0.001, 0.003, 0.004, 0.005, 0.006, 0.007), target_ci=0.02).to_record()
     assert stats["median_s"] == pytest.approx(0.004)
     assert stats["min_s"] == pytest.approx(0.001)
     assert stats["mean_s"] == pytest.approx(0.004)
@@ -37,7 +38,7 @@ def test_summarize_fields():
 
 def test_sleep_is_measured_at_its_length():
     stats = measure(lambda: time.sleep(0.002), lambda: None,
-                    TimingSettings(warmup_s=0.01, min_samples=5, budget_s=0.2))
+                    TimingSettings(warmup_s=0.01, min_samples=5, budget_s=0.2)).to_record()
     assert 0.002 <= stats["median_s"] < 0.004
     assert stats["calls_per_sample"] == 1
 
@@ -50,19 +51,20 @@ def test_warm_up_is_excluded():
         time.sleep(0.02 if len(calls) <= 2 else 0.001)
 
     stats = measure(slow_first_calls, lambda: None,
-                    TimingSettings(warmup_s=0.001, min_samples=5, budget_s=0.1))
+                    TimingSettings(warmup_s=0.001, min_samples=5, budget_s=0.1)).to_record()
     assert stats["warmup_calls"] >= 2
     assert max(stats["samples_s"]) < 0.01
 
 
 def test_sync_is_inside_the_timed_region():
     stats = measure(lambda: None, lambda: time.sleep(0.002),
-                    TimingSettings(warmup_s=0.005, min_samples=5, budget_s=0.1))
+                    TimingSettings(warmup_s=0.005, min_samples=5, budget_s=0.1)).to_record()
     assert stats["median_s"] >= 0.002
 
 
 def test_fast_calls_are_timed_in_blocks():
-    stats = measure(lambda: None, lambda: None, TimingSettings(warmup_s=0.01, min_samples=5))
+    stats = measure(lambda: None, lambda: None,
+                    TimingSettings(warmup_s=0.01, min_samples=5)).to_record()
     assert stats["calls_per_sample"] > 10
     assert stats["median_s"] < 2e-6
 
@@ -72,7 +74,8 @@ def test_sampling_stops_at_the_budget_when_noise_never_settles():
     settings = TimingSettings(warmup_s=0.001, min_samples=5, max_samples=100000, budget_s=0.15,
                               target_ci=1e-6, min_sample_s=1e-9)
     start = time.perf_counter()
-    stats = measure(lambda: time.sleep(float(rng.uniform(0, 0.002))), lambda: None, settings)
+    stats = measure(lambda: time.sleep(float(rng.uniform(0, 0.002))), lambda: None,
+                    settings).to_record()
     elapsed = time.perf_counter() - start
     assert stats["converged"] is False
     assert elapsed < 1.0
@@ -83,6 +86,48 @@ def test_sampling_stops_early_once_the_interval_is_tight():
     settings = TimingSettings(warmup_s=0.001, min_samples=10, max_samples=100000, budget_s=5.0,
                               target_ci=0.05)
     start = time.perf_counter()
-    stats = measure(lambda: time.sleep(0.001), lambda: None, settings)
+    stats = measure(lambda: time.sleep(0.001), lambda: None, settings).to_record()
     assert stats["converged"] is True
     assert time.perf_counter() - start < 2.0
+
+
+def test_the_checked_first_call_is_the_first_warm_up_call():
+    calls = []
+    timer = Timer(lambda: calls.append(1) or len(calls), lambda: None,
+                  TimingSettings(warmup_s=0.0, min_samples=3, max_samples=3))
+    assert timer.first_call() == 1  # its output comes back for the check
+    stats = timer.measure().to_record()
+    assert stats["warmup_calls"] == 2  # the first call counted: one more made the minimum
+    assert len(calls) == 2 + 3 * stats["calls_per_sample"]
+
+
+def test_blocks_are_sized_from_the_fastest_warm_up_call_not_a_slow_first_one():
+    calls = []
+
+    def cold_then_fast():
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.05)
+
+    timer = Timer(cold_then_fast, lambda: None, TimingSettings(warmup_s=0.01, min_sample_s=1e-3))
+    timer.first_call()
+    assert timer.warm_up() > 10  # a 50 ms first call would have meant one call per sample
+
+
+def test_take_returns_exactly_n_samples_and_counts_their_time():
+    timer = Timer(lambda: time.sleep(0.001), lambda: None, TimingSettings())
+    samples = timer.take(7)
+    assert len(samples) == 7 and all(s >= 0.001 for s in samples)
+    assert timer.timed_ns / 1e9 >= sum(samples)
+
+
+def test_ci_rel_agrees_with_the_samples_object():
+    x = tuple(np.random.default_rng(3).normal(1.0, 0.05, 200))
+    assert ci_rel(x) == pytest.approx(Samples(x).ci_rel)
+
+
+def test_timed_seconds_cover_warm_up_and_samples():
+    stats = measure(lambda: time.sleep(0.002), lambda: None,
+                    TimingSettings(warmup_s=0.01, min_samples=5, max_samples=5)).to_record()
+    sampled = sum(stats["samples_s"]) * stats["calls_per_sample"]
+    assert stats["timed_s"] >= sampled + 0.01

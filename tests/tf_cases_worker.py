@@ -14,7 +14,7 @@ import json
 import sys
 
 from harness import registry
-from harness.execute import execute
+from harness.run.execute import execute
 from harness.spec import Case
 from layer_cases import FAST, quick_check  # this script's folder is on sys.path
 

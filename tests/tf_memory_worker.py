@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import sys
 
-from harness.execute import problem
-from harness.memory import measure_peak
+from harness.problem.truth import problem
+from harness.measure.memory import measure_peak
 from harness.spec import Case
 from impls.base import Prepared
 from impls.tf_keras import ADAPTERS

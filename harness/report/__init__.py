@@ -1,10 +1,17 @@
 """Reports rendered from a run directory: report.html (one self-contained page with plots) and
-report.md (a short GitHub-flavoured summary). Both are computed from `tables`, so they agree."""
+report.md (a short GitHub-flavoured summary). Both are computed from `tables`, so they agree.
+
+The modules, one job each: `run` loads a run directory (records, env, plan, scaling fits);
+`format` prints numbers and escapes text; `shapes` labels shapes and configurations; `tables`
+computes the rows of every section; `scaling` the scaling views; `method` the machine facts and
+the method text (from the constants the code measures with); `plots` the figures; `html` and
+`markdown` render; `gate` writes the regression gate's verdicts; `profile` the profiler summary.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-from harness.report.tables import DEFAULT_BASELINE, load_run
+from harness.report.run import DEFAULT_BASELINE, load_run
 
 FORMATS = ("html", "md")
 

@@ -12,8 +12,12 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from harness.report import plots, tables
-from harness.report.tables import Run
+from harness.analysis.scaling import FIT_CONFIDENCE
+from harness.constants import FAILED_STATUSES, STATUSES
+from harness.measure.timer import CONFIDENCE
+from harness.report import method, plots, scaling, tables
+from harness.report.format import percent
+from harness.report.run import Run, load_run
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -67,8 +71,8 @@ def context(run: Run) -> dict:
         "run": run,
         "title": f"attnbench: {run.name}",
         "verdict": tables.verdict(run),
-        "machine": tables.machine(run.env),
-        "machine_line": tables.machine_line(run.env),
+        "machine": method.machine(run.env),
+        "machine_line": method.machine_line(run.env),
         "commit": ((run.env.get("git") or {}).get("commit") or "unknown")[:12],
         "dirty": bool((run.env.get("git") or {}).get("dirty")),
         "summary": _section(errors, "summary", lambda: tables.impl_summary(records)),
@@ -76,9 +80,9 @@ def context(run: Run) -> dict:
             tables.headline_text(h) for h in tables.headlines(records, run.baseline)]),
         "matrix": _section(errors, "matrix", lambda: tables.matrix(records)),
         "latency_svg": _svg(_section(errors, "latency", lambda: plots.latency(run))),
-        "scaling": _section(errors, "latency", lambda: tables.scaling_table(run)),
-        "scaling_gaps": _section(errors, "latency", lambda: tables.scaling_gaps(run)),
-        "crossovers": _section(errors, "latency", lambda: tables.crossover_lines(run)),
+        "scaling": _section(errors, "latency", lambda: scaling.scaling_table(run)),
+        "scaling_gaps": _section(errors, "latency", lambda: scaling.scaling_gaps(run)),
+        "crossovers": _section(errors, "latency", lambda: scaling.crossover_lines(run)),
         "memory_svg": _svg(_section(errors, "memory", lambda: plots.memory(run))),
         "throughput": _section(errors, "throughput", lambda: tables.throughput(records, run.env)),
         "throughput_svg": _svg(_section(errors, "throughput", lambda: plots.throughput(run))),
@@ -88,8 +92,11 @@ def context(run: Run) -> dict:
         "numerics": _section(errors, "numerics", lambda: tables.numerics(records)),
         "problems": _section(errors, "problems", lambda: tables.problems(records)),
         "not_run": _section(errors, "not_run", lambda: tables.not_run(records)),
-        "method": _section(errors, "method", lambda: tables.method(run)),
-        "statuses": ["ok", "unsupported", "mismatch", "oom", "timeout", "error"],
+        "method": _section(errors, "method", lambda: method.method(run)),
+        "statuses": list(STATUSES),
+        "failed_statuses": list(FAILED_STATUSES),
+        "confidence": percent(CONFIDENCE),
+        "fit_confidence": percent(FIT_CONFIDENCE),
         "has_ok": any(r["status"] == "ok" for r in records),
         "has_memory": any(r["status"] == "ok" and r["peak_mem_bytes"] for r in records),
         "errors": errors,
@@ -102,5 +109,5 @@ def _svg(text):
 
 
 def render_html(run_dir: str | Path | Run, baseline: str | None = None) -> str:
-    run = run_dir if isinstance(run_dir, Run) else tables.load_run(run_dir, baseline)
+    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir, baseline)
     return _environment().get_template("report.html.j2").render(**context(run))

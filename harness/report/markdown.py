@@ -2,34 +2,42 @@
 $GITHUB_STEP_SUMMARY: the verdict, the machine, cases per implementation, the latency table, the
 scaling exponents, the problems and what did not run. Every number comes from `tables`, the
 module the HTML page is rendered from, so the two reports agree.
+
+Text from outside the harness (reasons, case ids, library versions, the CPU's name) is escaped
+with `format.escape_md` or set as code with `format.code_md`, so it prints as the text it is.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from harness import summary
-from harness.report import tables
-from harness.report.tables import Run
+from harness.analysis import summary
+from harness.constants import FAILED_STATUSES, STATUSES
+from harness.report import method, scaling, tables
+from harness.report.format import code_md, escape_md
+from harness.report.run import Run, load_run
 
 ICON = {"ok": "✅", "fail": "❌", "warn": "⚠️", "empty": "⚠️"}
 
 
-def _escape(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _table(header: list[str], rows: list[list[str]], numeric=()) -> str:
+    """A table of cells that are Markdown already (see `_cells`)."""
     def align(h):
         return "---:" if h.startswith("N=") or h in numeric else "---"
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align(h) for h in header) + "|"]
-    lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _cells(rows: list[list[str]]) -> list[list[str]]:
+    """Plain-text cells escaped for a table."""
+    return [[escape_md(c) for c in row] for row in rows]
 
 
 def _verdict(run: Run) -> list[str]:
     v = tables.verdict(run)
     out = [f"{ICON[v['level']]} **{v['headline']}**", ""]
-    out += [f"> {note}" for note in v["notes"]]
+    for i, note in enumerate(v["notes"]):  # one quote, a paragraph per note
+        out += [">"] * bool(i) + [f"> {note}"]
     return out + ([""] if v["notes"] else [])
 
 
@@ -37,11 +45,11 @@ def _implementations(run: Run) -> list[str]:
     rows = tables.impl_summary(run.records)
     if not rows:
         return []
-    statuses = [s for s in ("ok", "unsupported", "mismatch", "oom", "timeout", "error")
-                if s in ("ok", "unsupported") or any(r[s] for r in rows)]
+    statuses = [s for s in STATUSES
+                if s not in FAILED_STATUSES or any(r[s] for r in rows)]
     header = ["impl", *statuses, "fastest in", "where fastest"]
-    body = [[f"`{r['impl']}`", *[str(r[s]) for s in statuses], tables.fastest_text(r),
-             r["where"]] for r in rows]
+    body = [[code_md(r["impl"]), *[str(r[s]) for s in statuses], tables.fastest_text(r),
+             escape_md(r["where"])] for r in rows]
     return ["## Implementations", "", "Cases by status; *fastest in* counts the shapes that at "
             "least two implementations ran.", "",
             _table(header, body, numeric=(*statuses, "fastest in")), ""]
@@ -52,27 +60,27 @@ def _latency(run: Run) -> list[str]:
     if not rows:
         return ["## Median latency (ms)", "", "_No case was timed: nothing ran to completion._",
                 ""]
-    return ["## Median latency (ms)", "", _table(header, rows), ""]
+    return ["## Median latency (ms)", "", _table(header, _cells(rows)), ""]
 
 
 def _scaling(run: Run) -> list[str]:
-    header, rows = tables.scaling_table(run)
+    header, rows = scaling.scaling_table(run)
     title = f"## Scaling: cost ∝ N^k over the largest {run.scaling.get('fit_points')} seq_lens"
     if not rows:
-        gaps = tables.scaling_gaps(run)
+        gaps = scaling.scaling_gaps(run)
         if not gaps:
             return []
         return [title, "", "_No exponent: a fit needs at least 3 seq_lens with a value._ "
-                + "; ".join(gaps) + ".", ""]
+                + escape_md("; ".join(gaps)) + ".", ""]
     out = [title, ""]
     if run.scaling_source == "computed":
         out += ["_Computed from the records: the run wrote no scaling.json._", ""]
-    out += [_table(header, rows), ""]
-    crossings = tables.crossover_lines(run)
+    out += [_table(header, _cells(rows)), ""]
+    crossings = scaling.crossover_lines(run)
     if crossings:  # folded: a sweep can have dozens, and the summary must stay short
         out += [f"<details><summary>{len(crossings)} crossover{'s' if len(crossings) != 1 else ''}"
                 " (where two implementations swap order as N grows)</summary>", ""]
-        out += [f"- {line}" for line in crossings]
+        out += [f"- {escape_md(line)}" for line in crossings]
         out += ["", "</details>", ""]
     return out
 
@@ -81,8 +89,9 @@ def _problems(run: Run) -> list[str]:
     rows = tables.problems(run.records)
     if not rows:
         return []
-    body = [[f"`{p['case_id']}`", p["status"],
-             p["reason"] + (f" ({p['detail']})" if p["detail"] else "")] for p in rows]
+    body = [[code_md(p["case_id"]), escape_md(p["status"]),
+             escape_md(p["reason"] + (f" ({p['detail']})" if p["detail"] else ""))]
+            for p in rows]
     return ["## Problems", "", _table(["case", "status", "reason"], body), ""]
 
 
@@ -92,27 +101,31 @@ def _not_run(run: Run) -> list[str]:
         return []
     out = ["## Not run on this machine", ""]
     for g in groups:
-        who = ", ".join(f"`{i['impl']}`" + ("" if i["whole"] else
-                                            f" ({', '.join(i['dtypes'])}, {i['cases']} of its cases)")
-                        for i in g["impls"])
-        out.append(f"- {who} ({g['cases']} cases): {' '.join(g['reason'].split())}")
+        who = ", ".join(code_md(i["impl"]) + ("" if i["whole"] else escape_md(
+            f" ({', '.join(i['dtypes'])}, {i['cases']} of its cases)")) for i in g["impls"])
+        out.append(f"- {who} ({g['cases']} cases): {escape_md(g['reason'])}")
     return out + [""]
 
 
 def render_markdown(run_dir: str | Path | Run, baseline: str | None = None,
                     with_html: bool = False) -> str:
     """The summary; `with_html` adds a pointer to report.html (written beside it)."""
-    run = run_dir if isinstance(run_dir, Run) else tables.load_run(run_dir, baseline)
+    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir, baseline)
     env = run.env
     git = env.get("git") or {}
     packages = env.get("packages") or {}
     versions = ", ".join(f"{k} {v}" for k, v in packages.items() if v)
-    out = [f"# attnbench: {run.name}", ""]
+    out = [f"# attnbench: {escape_md(run.name)}", ""]
     out += _verdict(run)
-    out += [f"- machine: {tables.machine_line(env)}",
-            f"- software: Python {env.get('python', '?')}; {versions or '?'}",
-            f"- commit: {git.get('commit') or 'unknown'}{' (dirty)' if git.get('dirty') else ''}",
-            f"- started: {env.get('started_at', '?')}"]
+    coverage = tables.coverage(run)
+    out += [f"- machine: {escape_md(method.machine_line(env))}",
+            f"- software: Python {escape_md(env.get('python', '?'))}; "
+            f"{escape_md(versions or '?')}",
+            f"- commit: {escape_md(git.get('commit') or 'unknown')}"
+            f"{' (dirty)' if git.get('dirty') else ''}",
+            f"- started: {escape_md(env.get('started_at', '?'))}"]
+    if coverage:
+        out.append(f"- cases: {coverage}")
     if with_html:
         out.append("- plots, spreads, memory, throughput and numerics: `report.html` beside "
                    "this file")
@@ -120,7 +133,7 @@ def render_markdown(run_dir: str | Path | Run, baseline: str | None = None,
     heads = tables.headlines(run.records, run.baseline)
     if heads:
         out += ["**Fastest at the largest N**", ""]
-        out += [f"- {tables.headline_text(h)}" for h in heads]
+        out += [f"- {escape_md(tables.headline_text(h))}" for h in heads]
         out.append("")
     out += _implementations(run)
     if run.records:

@@ -10,9 +10,12 @@ import io
 import math
 import re
 
-from harness.report import tables
-from harness.report.tables import CONFIG_FIELDS, MIB, _num
-from harness.scaling import sort_key
+from harness.analysis.scaling import sort_key
+from harness.constants import CONFIG_FIELDS
+from harness.report.format import ITEMSIZE, MIB, finite, fmt_tflops, mask_name
+from harness.report.run import Run
+from harness.report.scaling import fit_lookup
+from harness.report.shapes import impls_of, varying
 
 MAX_HEATMAP_ROWS = 120  # beyond this a heatmap is unreadable; the table has every row
 
@@ -87,7 +90,7 @@ def _panels(records: list[dict]) -> dict[tuple, list[dict]]:
 
 def panel_title(config: tuple, varying: list[str]) -> str:
     values = dict(zip((*CONFIG_FIELDS, "square"), config))
-    parts = [str(values["dtype"]), tables.mask_name(values["causal"]), str(values["level"])]
+    parts = [str(values["dtype"]), mask_name(values["causal"]), str(values["level"])]
     parts += [f"{k}={values[k]}" for k in varying if k != "level"]
     if not values["square"]:
         parts.append("N_kv≠N")
@@ -112,11 +115,11 @@ def _series(rs: list[dict], field: str) -> dict[str, list[tuple]]:
 
     raw: dict[str, dict[int, list]] = {}
     for r in rs:
-        v = _num(r[field])
+        v = finite(r[field])
         if r["status"] != "ok" or v is None or v <= 0:
             continue
-        low = _num(r["ci_low_s"]) if field == "median_s" else None
-        high = _num(r["ci_high_s"]) if field == "median_s" else None
+        low = finite(r["ci_low_s"]) if field == "median_s" else None
+        high = finite(r["ci_high_s"]) if field == "median_s" else None
         raw.setdefault(r["impl"], {}).setdefault(r["seq_len"], []).append((v, low, high))
     out = {}
     for impl, by_n in sorted(raw.items()):
@@ -142,7 +145,7 @@ def _panel_figure(run, ok: list[dict]):
     that vary, one colour per implementation of the run, and a figure with a grid of axes."""
     panels = _panels(ok)
     fig, axes = _grid(_plt(), len(panels))
-    return panels, tables._varying(ok), colors(tables.impls_of(run.records)), fig, axes
+    return panels, varying(ok), colors(impls_of(run.records)), fig, axes
 
 
 def _marker(color: dict, impl: str) -> str:
@@ -160,13 +163,13 @@ def _log_n_axis(ax, ns):
 
 
 @_styled
-def latency(run: tables.Run) -> str | None:
+def latency(run: Run) -> str | None:
     """Median latency vs N, log-log, error bars = 95% CI of the median, k in the legend."""
-    ok = [r for r in run.records if r["status"] == "ok" and _num(r["median_s"])]
+    ok = [r for r in run.records if r["status"] == "ok" and finite(r["median_s"])]
     if not ok:
         return None
     panels, varying, color, fig, axes = _panel_figure(run, ok)
-    fits = tables.fit_lookup(run)
+    fits = fit_lookup(run)
     for ax, (config, rs) in zip(axes, panels.items()):
         series = _series(rs, "median_s")
         for i, (impl, pts) in enumerate(series.items()):
@@ -190,13 +193,13 @@ def latency(run: tables.Run) -> str | None:
 
 
 @_styled
-def memory(run: tables.Run) -> str | None:
+def memory(run: Run) -> str | None:
     """Peak extra memory vs N, log-log, with one score matrix (B·H·N·N_kv·itemsize) drawn."""
-    ok = [r for r in run.records if r["status"] == "ok" and (_num(r["peak_mem_bytes"]) or 0) > 0]
+    ok = [r for r in run.records if r["status"] == "ok" and (finite(r["peak_mem_bytes"]) or 0) > 0]
     if not ok:
         return None
     panels, varying, color, fig, axes = _panel_figure(run, ok)
-    fits = tables.fit_lookup(run)
+    fits = fit_lookup(run)
     for ax, (config, rs) in zip(axes, panels.items()):
         series = _series(rs, "peak_mem_bytes")
         for impl, pts in series.items():
@@ -208,7 +211,7 @@ def memory(run: tables.Run) -> str | None:
                     markersize=3.5, linewidth=1.3)
         ns = sorted({r["seq_len"] for r in rs})
         first = rs[0]
-        itemsize = tables.ITEMSIZE.get(first["dtype"])
+        itemsize = ITEMSIZE.get(first["dtype"])
         if itemsize and first["batch"] and first["heads"]:
             kv = {r["seq_len"]: (r["seq_len_kv"] or r["seq_len"]) for r in rs}
             ax.plot(ns, [first["batch"] * first["heads"] * n * kv[n] * itemsize / MIB for n in ns],
@@ -224,9 +227,9 @@ def memory(run: tables.Run) -> str | None:
 
 
 @_styled
-def throughput(run: tables.Run) -> str | None:
+def throughput(run: Run) -> str | None:
     """Achieved TFLOP/s vs N, with the machine's measured matmul peak and a % of peak axis."""
-    ok = [r for r in run.records if r["status"] == "ok" and _num(r["tflops"])]
+    ok = [r for r in run.records if r["status"] == "ok" and finite(r["tflops"])]
     if not ok:
         return None
     panels, varying, color, fig, axes = _panel_figure(run, ok)
@@ -244,7 +247,7 @@ def throughput(run: tables.Run) -> str | None:
         peak = (peaks.get(device) or {}).get("matmul_tflops", {}).get(dtype)
         if peak:
             ax.axhline(peak, color="0.35", linestyle="--", linewidth=1.2,
-                       label=f"measured matmul peak {tables.fmt_tflops(peak)} TFLOP/s")
+                       label=f"measured matmul peak {fmt_tflops(peak)} TFLOP/s")
             ax.set_ylim(0, max(peak, top) * 1.08)
             ax.secondary_yaxis("right", functions=(lambda y, p=peak: y / p * 100,
                                                    lambda q, p=peak: q * p / 100)
@@ -269,8 +272,8 @@ def speedup_heatmap(speed: dict) -> str | None:
 
     plt = _plt()
     data = np.array([[math.log2(x) if x else np.nan for x in row["ratios"]] for row in rows])
-    finite = data[np.isfinite(data)]
-    span = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
+    drawn = data[np.isfinite(data)]
+    span = max(1.0, float(np.abs(drawn).max())) if drawn.size else 1.0
     height = 0.26 * len(rows) + 1.6
     width = 0.95 * len(speed["impls"]) + 2.8
     fig, ax = plt.subplots(figsize=(width, height))

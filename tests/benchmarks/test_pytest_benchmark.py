@@ -25,8 +25,8 @@ import time
 import pytest
 
 from harness import registry
-from harness.execute import check_output, problem, tolerance_for
-from harness.flops import case_flops
+from harness.run.execute import check_output, problem, tolerance_for
+from harness.measure.flops import case_flops
 from harness.spec import load_suite
 from harness.store import physical_cores
 

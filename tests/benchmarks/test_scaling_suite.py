@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.scaling import fits
+from harness.analysis.scaling import fits
 from harness.store import load_records
 
 pytestmark = pytest.mark.bench

@@ -12,9 +12,9 @@ import torch
 import torch.utils.benchmark as tb
 
 from harness import registry
-from harness.execute import problem
+from harness.problem.truth import problem
 from harness.spec import Case
-from harness.timing import TimingSettings, measure
+from harness.measure.timer import TimingSettings, measure
 
 pytestmark = pytest.mark.bench
 

@@ -1,0 +1,266 @@
+"""The regression gate: two runs, matched case by case, judged from the raw samples.
+
+For every case both runs timed, from `samples_s`:
+- the ratio of medians new/base with a 95% percentile-bootstrap interval (2000 seeded resamples);
+- one-sided Mann-Whitney U p-values, "new is slower" and "new is faster";
+- a verdict. `regression` needs all three: p(slower) < 0.001, the interval's lower bound above
+  1 + threshold, and a median slowdown above the floor of the device's timer (20 µs on a host
+  timer, 2 µs on CUDA), so a shift too small to be real on that clock never fails a gate.
+  `improvement` is the mirror (p(faster) < 0.001, upper bound below 1/(1 + threshold), speed-up
+  above the floor). Otherwise `noisy` when either side's own median CI is wider than
+  ±threshold (too spread to judge), else `unchanged`.
+Status changes have verdicts of their own: `new_failure` (ok or unsupported before; mismatch,
+error, timeout or oom now; also a case new to the run that fails), `fixed`, `still_failing`,
+`now_unsupported`, `now_supported`, `unsupported`, and `new` / `missing` for unmatched cases.
+Peak memory that grew by more than the memory threshold and 1 MiB is `memory_growth`.
+The gate fails (exit 1) on a regression, a new failure or a memory growth.
+
+Runs from machines or software that differ (`store.fingerprint`) are refused unless forced.
+
+This module judges; `harness.report.gate` writes the verdicts as text (console, Markdown).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from harness.constants import FAILED_STATUSES
+from harness.measure.timer import ci_rel
+from harness.store import fingerprint, load_env, load_records
+from harness.units import duration
+
+DEFAULT_THRESHOLD = 0.05
+DEFAULT_MEM_THRESHOLD = 0.10
+ALPHA = 0.001
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+# The smallest slowdown a timer can vouch for: a host clock around a Python call jitters by
+# microseconds per sample (tens on a busy CPU); a CUDA synchronise-and-read by about one.
+HOST_FLOOR_S = 20e-6
+CUDA_FLOOR_S = 2e-6
+MEM_FLOOR_BYTES = 1 << 20
+
+TIMED = ("regression", "improvement", "unchanged", "noisy")
+FAILING = ("regression", "new_failure")
+VERDICT_ORDER = ("new_failure", "regression", "noisy", "improvement", "fixed", "still_failing",
+                 "now_unsupported", "now_supported", "new", "missing", "unchanged", "unsupported")
+
+
+class CompareError(ValueError):
+    """Input the gate cannot judge (not a run, runs not comparable); str() is one line."""
+
+
+def floor_for(device: str | None) -> float:
+    return CUDA_FLOOR_S if (device or "").startswith("cuda") else HOST_FLOOR_S
+
+
+# ---- statistics -------------------------------------------------------------------------
+
+def bootstrap_ratio_ci(base, new, resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of median(new) / median(base), each side resampled."""
+    base, new = np.asarray(base, float), np.asarray(new, float)
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(resamples)
+    chunk = max(1, 2_000_000 // max(len(base), len(new)))  # bounded memory for long runs
+    for start in range(0, resamples, chunk):
+        k = min(chunk, resamples - start)
+        mb = np.median(base[rng.integers(0, len(base), (k, len(base)))], axis=1)
+        mn = np.median(new[rng.integers(0, len(new), (k, len(new)))], axis=1)
+        ratios[start:start + k] = mn / mb
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def judge_samples(base, new, threshold: float = DEFAULT_THRESHOLD,
+                  floor_s: float = HOST_FLOOR_S) -> dict:
+    """Timing verdict and its evidence for two sample sets (seconds per call)."""
+    from scipy.stats import mannwhitneyu
+
+    base, new = np.asarray(base, float), np.asarray(new, float)
+    mb, mn = float(np.median(base)), float(np.median(new))
+    low, high = bootstrap_ratio_ci(base, new)
+    p_slower = float(mannwhitneyu(new, base, alternative="greater").pvalue)
+    p_faster = float(mannwhitneyu(new, base, alternative="less").pvalue)
+    diff = mn - mb
+    base_ci_rel, new_ci_rel = ci_rel(base), ci_rel(new)
+    spread = max(base_ci_rel, new_ci_rel)
+    if p_slower < ALPHA and low > 1 + threshold and diff > floor_s:
+        verdict = "regression"
+    elif p_faster < ALPHA and high < 1 / (1 + threshold) and -diff > floor_s:
+        verdict = "improvement"
+    elif spread > threshold:
+        verdict = "noisy"
+    else:
+        verdict = "unchanged"
+    note = ""
+    if verdict in ("unchanged", "noisy") and abs(diff) <= floor_s and (
+            (p_slower < ALPHA and low > 1 + threshold)
+            or (p_faster < ALPHA and high < 1 / (1 + threshold))):
+        note = (f"{'slower' if diff > 0 else 'faster'} by {duration(abs(diff))}: under the "
+                f"{duration(floor_s)} floor of this timer")
+    return {"verdict": verdict, "note": note, "base_median_s": mb, "new_median_s": mn, "ratio": mn / mb,
+            "ci_low": low, "ci_high": high, "p_slower": p_slower, "p_faster": p_faster,
+            "diff_s": diff, "floor_s": floor_s, "base_ci_rel": base_ci_rel,
+            "new_ci_rel": new_ci_rel, "n_base": int(len(base)), "n_new": int(len(new))}
+
+
+def _status_verdict(base: str | None, new: str | None) -> str | None:
+    """The verdict a status change decides on its own; None when both runs timed the case."""
+    if new is None:
+        return "missing"
+    if base is None:
+        return "new_failure" if new in FAILED_STATUSES else "new"
+    if new in FAILED_STATUSES:
+        return "still_failing" if base in FAILED_STATUSES else "new_failure"
+    if base in FAILED_STATUSES:
+        return "fixed"
+    if base == "ok" and new == "unsupported":
+        return "now_unsupported"
+    if base == "unsupported" and new == "ok":
+        return "now_supported"
+    if base == new == "unsupported":
+        return "unsupported"
+    return None
+
+
+def _memory(base: dict, new: dict, mem_threshold: float) -> dict:
+    mb, mn = base.get("peak_mem_bytes"), new.get("peak_mem_bytes")
+    if not mb or mn is None or base.get("status") != "ok" or new.get("status") != "ok":
+        return {"base_mem_bytes": mb, "new_mem_bytes": mn, "mem_ratio": None, "mem_verdict": None}
+    ratio = mn / mb
+    grew = ratio > 1 + mem_threshold and mn - mb > MEM_FLOOR_BYTES
+    return {"base_mem_bytes": mb, "new_mem_bytes": mn, "mem_ratio": ratio,
+            "mem_verdict": "memory_growth" if grew else None}
+
+
+def judge_case(base: dict | None, new: dict | None, threshold: float = DEFAULT_THRESHOLD,
+               mem_threshold: float = DEFAULT_MEM_THRESHOLD) -> dict:
+    """One row of the comparison: the case, both statuses, the verdict and its evidence."""
+    either = new or base
+    row = {"case_id": either["case_id"], "impl": either.get("impl"), "dtype": either.get("dtype"),
+           "device": either.get("device"), "seq_len": either.get("seq_len"),
+           "causal": either.get("causal"),
+           "base_status": base and base.get("status"), "new_status": new and new.get("status"),
+           "reason": (new or {}).get("reason") or ""}
+    verdict = _status_verdict(row["base_status"], row["new_status"])
+    if verdict is None:
+        bs, ns = base.get("samples_s") or [], new.get("samples_s") or []
+        if bs and ns:
+            row.update(judge_samples(bs, ns, threshold, floor_for(row["device"])))
+        else:
+            row.update(verdict="noisy", reason="no raw samples to judge")
+        row.update(_memory(base, new, mem_threshold))
+    else:
+        row["verdict"] = verdict
+    row["failing"] = row["verdict"] in FAILING or row.get("mem_verdict") == "memory_growth"
+    return row
+
+
+def geomean_groups(rows: list[dict]) -> list[dict]:
+    """Geometric-mean ratio per (implementation, dtype) over the cases both runs timed and
+    that could be judged (a `noisy` case's ratio is counted, not averaged)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["verdict"] in TIMED and row.get("ratio"):
+            groups.setdefault((row["impl"], row["dtype"]), []).append(row)
+    out = []
+    for (impl, dtype), members in sorted(groups.items()):
+        judged = [r["ratio"] for r in members if r["verdict"] != "noisy"]
+        out.append({"impl": impl, "dtype": dtype, "cases": len(judged),
+                    "noisy": len(members) - len(judged),
+                    "geomean_ratio": float(np.exp(np.log(judged).mean())) if judged else None,
+                    "regressions": sum(r["verdict"] == "regression" for r in members),
+                    "improvements": sum(r["verdict"] == "improvement" for r in members)})
+    return out
+
+
+def compare_records(base: list[dict], new: list[dict], threshold: float = DEFAULT_THRESHOLD,
+                    mem_threshold: float = DEFAULT_MEM_THRESHOLD) -> dict:
+    """Every case of either run judged; the counts; the groups; pass or fail."""
+    by_base = {r["case_id"]: r for r in base}  # a later record of a case wins
+    by_new = {r["case_id"]: r for r in new}
+    ids = list(dict.fromkeys([*by_base, *by_new]))
+    rows = [judge_case(by_base.get(i), by_new.get(i), threshold, mem_threshold) for i in ids]
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICT_ORDER}
+    counts["memory_growth"] = sum(r.get("mem_verdict") == "memory_growth" for r in rows)
+    failing = any(r["failing"] for r in rows)
+    return {"verdict": "fail" if failing else "pass", "threshold": threshold,
+            "mem_threshold": mem_threshold, "alpha": ALPHA, "confidence": CONFIDENCE,
+            "floors_s": {"cpu": HOST_FLOOR_S, "cuda": CUDA_FLOOR_S},
+            "matched": sum(1 for i in ids if i in by_base and i in by_new),
+            "counts": counts, "groups": geomean_groups(rows), "cases": rows}
+
+
+# ---- runs ---------------------------------------------------------------------------------
+
+def read_run(path: str | Path) -> tuple[list[dict], dict]:
+    """A run directory's records and env, or CompareError saying what is wrong with it."""
+    path = Path(path)
+    if not (path / "results.jsonl").is_file():
+        raise CompareError(f"{path}: not a run directory (no results.jsonl): expected a "
+                           "directory written by `attnbench run` or `attnbench ab`")
+    try:
+        records = load_records(path)
+        env = load_env(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CompareError(f"{path}: unreadable run ({exc})") from None
+    if not records:
+        raise CompareError(f"{path}/results.jsonl: no records")
+    if any("case_id" not in r or "status" not in r for r in records):
+        raise CompareError(f"{path}/results.jsonl: records without case_id or status: not an "
+                           "attnbench run")
+    return records, env
+
+
+def fingerprint_differences(base_env: dict, new_env: dict) -> list[tuple[str, object, object]]:
+    """(field, base value, new value) for every fingerprint field that differs."""
+    a, b = fingerprint(base_env), fingerprint(new_env)
+    return [(k, a.get(k), b.get(k)) for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+
+
+def describe_differences(diffs) -> str:
+    return "; ".join(f"{k} {a!r} vs {b!r}" for k, a, b in diffs)
+
+
+def compare_runs(base_dir, new_dir, threshold: float = DEFAULT_THRESHOLD,
+                 mem_threshold: float = DEFAULT_MEM_THRESHOLD, force: bool = False,
+                 check_fingerprint: bool = True) -> dict:
+    """Compare two run directories; refuse runs whose fingerprints differ unless `force`."""
+    base, base_env = read_run(base_dir)
+    new, new_env = read_run(new_dir)
+    diffs = fingerprint_differences(base_env, new_env)
+    if diffs and check_fingerprint and not force:
+        raise CompareError(f"runs are not comparable: {describe_differences(diffs)} (base vs "
+                           "new); pass --force to compare anyway")
+    base_ids = {r["case_id"] for r in base}
+    if not any(r["case_id"] in base_ids for r in new):
+        raise CompareError(f"{base_dir} and {new_dir} have no case in common")
+    result = compare_records(base, new, threshold, mem_threshold)
+    result.update(base=str(base_dir), new=str(new_dir), differences=[list(d) for d in diffs],
+                  forced=bool(diffs and force), base_fingerprint=fingerprint(base_env),
+                  new_fingerprint=fingerprint(new_env))
+    return result
+
+
+def exit_code(result: dict) -> int:
+    return 1 if result["verdict"] == "fail" else 0
+
+
+def _plain(value):
+    """JSON without NaN or Infinity (which strict parsers reject)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def write_json(result: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(_plain(result), indent=1) + "\n")

@@ -1,0 +1,69 @@
+"""The headline numbers of a run, framework-free: the CLI prints them, reports render them."""
+from __future__ import annotations
+
+from collections import Counter
+
+from harness.constants import FAILED_STATUSES, OPTIONAL_AXES, STATUSES
+from harness.units import duration
+
+CELL_FOR_STATUS = {"mismatch": "MISMATCH", "error": "ERROR", "timeout": "TIMEOUT", "oom": "OOM",
+                   "unsupported": "-"}
+
+
+def status_counts(records: list[dict]) -> dict[str, int]:
+    counts = Counter(r["status"] for r in records)
+    return {s: counts.get(s, 0) for s in STATUSES}
+
+
+def failures(records: list[dict]) -> list[dict]:
+    return [r for r in records if r["status"] in FAILED_STATUSES]
+
+
+def not_run(records: list[dict]) -> dict[str, str]:
+    """What never ran, with the first reason given: "impl" when none of its cases ran,
+    "impl (dtype)" when only some dtypes did not."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["impl"], r["dtype"]), []).append(r)
+    dead = {key: rs[0]["reason"] for key, rs in groups.items()
+            if all(r["status"] == "unsupported" for r in rs)}
+    out = {}
+    for impl in dict.fromkeys(key[0] for key in groups):
+        mine = [key for key in groups if key[0] == impl]
+        if all(key in dead for key in mine):
+            out[impl] = dead[mine[0]]
+        else:
+            out.update({f"{impl} ({key[1]})": dead[key] for key in mine if key in dead})
+    return out
+
+
+def cell(record: dict) -> str:
+    """Median in ms, or the status where there is no trustworthy time."""
+    if record["status"] == "ok":
+        return duration(record["median_s"], unit="ms")
+    return CELL_FOR_STATUS.get(record["status"], record["status"])
+
+
+def latency_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Rows: (impl, dtype, mask[, mode, level, device]); columns: seq_len; cells: median ms.
+
+    (impl, dtype) pairs that ran nothing are left out (see `not_run`). Axes with a single value in
+    the run are not shown as columns.
+    """
+    groups: dict[tuple, set] = {}
+    for r in records:
+        groups.setdefault((r["impl"], r["dtype"]), set()).add(r["status"])
+    shown = [r for r in records if groups[(r["impl"], r["dtype"])] != {"unsupported"}]
+    varying = [k for k in OPTIONAL_AXES if len({r[k] for r in shown}) > 1]
+    row_keys = ["impl", "dtype", "causal", *varying]
+    seq_lens = sorted({r["seq_len"] for r in shown})
+    rows: dict[tuple, dict[int, str]] = {}
+    for r in shown:
+        rows.setdefault(tuple(r[k] for k in row_keys), {})[r["seq_len"]] = cell(r)
+    header = ["impl", "dtype", "mask", *varying, *[f"N={n}" for n in seq_lens]]
+    body = []
+    for key in sorted(rows, key=lambda k: tuple(str(x) for x in k)):
+        labels = [str(v) for v in key]
+        labels[2] = "causal" if key[2] else "full"
+        body.append(labels + [rows[key].get(n, "") for n in seq_lens])
+    return header, body

@@ -1,0 +1,32 @@
+"""`attnbench list | run | report | compare | ab | baseline | profile`: the command line.
+
+Thin: each command parses and validates its input, then calls the layers below. User mistakes
+get one line and exit code 2.
+"""
+from __future__ import annotations
+
+import sys
+
+from harness.cli import gate, listing, profile, run
+from harness.cli.args import EXIT_BAD_INPUT, Parser, UsageError
+from harness.spec import SuiteError
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="attnbench", description="Benchmark attention implementations: latency, "
+                    "accuracy against float64, across shapes, dtypes, masks and devices.")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser, required=True)
+    listing.add_parser(sub)
+    run.add_parsers(sub)
+    gate.add_parsers(sub)
+    profile.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except (UsageError, SuiteError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT

@@ -1,0 +1,196 @@
+"""`attnbench run` and `attnbench report`."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+from harness.cli.args import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, RESULTS_DIR, UsageError,
+                              add_filter_options, add_timing_options, filter_cases, filters_of,
+                              split_values, timing_overrides)
+
+
+def _default_out(suite_name: str) -> Path:
+    return RESULTS_DIR / f"{suite_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _latest_run(suite_name: str) -> Path | None:
+    runs = sorted(RESULTS_DIR.glob(f"{suite_name}-*/results.jsonl"))
+    return runs[-1].parent if runs else None
+
+
+def _mem_limit(args) -> int | None:
+    if not args.mem_limit:
+        return None
+    from harness.run.limits import parse_size
+
+    try:
+        return parse_size(args.mem_limit)
+    except ValueError as exc:
+        raise UsageError(f"--mem-limit: {exc}") from None
+
+
+def _out_dir(suite, args) -> Path:
+    if args.out:
+        return Path(args.out)
+    if args.resume:
+        out = _latest_run(suite.name)
+        if out is None:
+            raise UsageError(f"--resume: no earlier run of suite {suite.name!r} under "
+                             f"{RESULTS_DIR}/; pass --out DIR")
+        return out
+    return _default_out(suite.name)
+
+
+def make_plan(args):
+    """The run this command asks for, as data: suite, filters, overrides, settings, cases."""
+    from harness import registry
+    from harness.spec import load_suite
+    from harness.store import Plan, now_iso, physical_cores
+
+    known = {name: adapter.level for name, adapter in registry.adapters().items()}
+    suite = load_suite(args.suite, known)
+    filters = filters_of(args, known)
+    cases = filter_cases(suite.cases(), filters)
+    overrides = timing_overrides(args)
+    timing = dataclasses.replace(suite.timing, **overrides)
+    mem_limit = _mem_limit(args)
+    threads = args.threads or physical_cores()
+    overrides.update(threads=threads, **({"mem_limit_bytes": mem_limit} if mem_limit else {}))
+    return suite, Plan(suite=suite.name, suite_path=str(suite.path) if suite.path else None,
+                       filters=filters, overrides=overrides, timing=timing, cases=tuple(cases),
+                       created_at=now_iso(), extra={"suite_arg": args.suite or suite.name})
+
+
+def _resumed_plan(run_dir, plan):
+    """The plan a resumed run keeps: its own. Another suite, or filters other than the ones it
+    was planned with, make another run; no filters at all mean "the run as it was planned"."""
+    from harness.store import PlanError, read_plan
+
+    try:
+        earlier = read_plan(run_dir.path)
+    except PlanError as exc:
+        raise UsageError(f"--resume: {exc}") from None
+    if earlier is None:
+        return plan
+    if not plan.filters:
+        plan = dataclasses.replace(plan, filters=earlier.filters,
+                                   cases=tuple(c for c in plan.cases
+                                               if c.case_id in set(earlier.case_ids)))
+    differs = earlier.differences(plan)
+    if differs:
+        raise UsageError(f"--resume: {run_dir.path} was planned for another run ("
+                         f"{'; '.join(differs)}); resume it with the same suite and filters, "
+                         "or choose another --out")
+    return earlier
+
+
+def cmd_run(args) -> int:
+    from harness.analysis import scaling
+    from harness.cli.display import RunDisplay
+    from harness.run.runner import Runner
+    from harness.store import RunDir, capture_env, now_iso, write_plan
+
+    suite, plan = make_plan(args)
+    out = _out_dir(suite, args)
+    run_dir = RunDir(out)
+    done = run_dir.recorded_ids() if run_dir.results_path.exists() else set()
+    if done and not args.resume:
+        raise UsageError(f"--out: {out} already holds {len(done)} records; pass --resume to "
+                         "finish that run, or choose another directory")
+    if args.resume:
+        plan = _resumed_plan(run_dir, plan)
+    cases = list(plan.cases)
+    todo = [c for c in cases if c.case_id not in done]
+    threads, mem_limit = plan.overrides["threads"], plan.overrides.get("mem_limit_bytes")
+
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    write_plan(run_dir.path, plan)
+    env = run_dir.read_env() or capture_env(threads, suite.name)
+    if suite.path and not (run_dir.path / "suite.toml").exists():
+        shutil.copyfile(suite.path, run_dir.path / "suite.toml")
+    if done:
+        env.setdefault("resumed_at", []).append(now_iso())
+    if mem_limit:
+        env["mem_limit_bytes"] = mem_limit
+    run_dir.write_env(env)
+
+    def on_worker(family, info):
+        env["workers"][family] = info
+        run_dir.write_env(env)
+
+    display = RunDisplay(total=len(cases), already=len(cases) - len(todo), quiet=args.quiet)
+    display.header(suite, out, len(todo), threads)
+    runner = Runner(run_dir, plan.timing, threads, mem_limit=mem_limit, peaks=env.get("peaks"),
+                    on_start=display.start, on_record=display.record, on_worker=on_worker)
+    try:
+        if "peaks" not in env and todo:
+            display.note("measuring this machine's matmul and bandwidth peaks")
+            env["peaks"] = runner.measure_peaks(todo)
+            run_dir.write_env(env)
+        with display:
+            runner.run(todo)
+    except KeyboardInterrupt:
+        display.console.print(
+            f"[yellow]interrupted[/]: {len(run_dir.recorded_ids())} of {len(cases)} cases recorded "
+            f"in {out}/results.jsonl; finish with: attnbench run {plan.extra['suite_arg']} "
+            f"--out {out} --resume", highlight=False)
+        return EXIT_INTERRUPTED
+
+    wanted = set(plan.case_ids)
+    records = [r for r in run_dir.records() if r["case_id"] in wanted]
+    scaling.write_scaling(out, records)
+    display.summary(records, out, scaling.fits(records),
+                    scaling.crossovers(records, min_ratio=scaling.CROSSOVER_MARGIN))
+    if not args.no_report:
+        from harness.report import write_reports
+        for path in write_reports(out):
+            display.console.print(f"report: {path}", markup=False, highlight=False)
+    from harness.constants import FAILED_STATUSES
+
+    return EXIT_FAILED if any(r["status"] in FAILED_STATUSES for r in records) else EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from harness.report import FORMATS, write_reports
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "results.jsonl").is_file():
+        raise UsageError(f"{run_dir}: not a run directory (no results.jsonl): expected the "
+                         "directory `attnbench run` printed")
+    formats = split_values(args.format) or list(FORMATS)
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise UsageError(f"--format: unknown format {fmt!r}: expected {' or '.join(FORMATS)} "
+                             "(comma list)")
+    for path in write_reports(run_dir, formats, baseline=args.baseline):
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def add_parsers(sub) -> None:
+    p_run = sub.add_parser("run", help="run a suite (default: suites/default.toml)")
+    p_run.add_argument("suite", nargs="?", help="suite file or built-in name (default, smoke, ...)")
+    p_run.add_argument("--out", help="run directory (default: results/<suite>-<timestamp>)")
+    p_run.add_argument("--resume", action="store_true",
+                       help="run only the planned cases that have no record in --out (or the "
+                            "latest run of the suite)")
+    add_filter_options(p_run)
+    add_timing_options(p_run)
+    p_run.add_argument("--mem-limit", metavar="SIZE",
+                       help="cap what one case may allocate (e.g. 512MiB, 2GiB); beyond it the "
+                            "case is recorded as oom and larger seq_len of its configuration skipped")
+    p_run.add_argument("--quiet", action="store_true", help="no progress output")
+    p_run.add_argument("--no-report", action="store_true",
+                       help="do not write report.html and report.md at the end")
+    p_run.set_defaults(func=cmd_run)
+
+    p_report = sub.add_parser("report", help="write RUN_DIR/report.html and report.md from a "
+                              "run directory")
+    p_report.add_argument("run_dir", help="a directory written by `attnbench run`")
+    p_report.add_argument("--format", action="append",
+                          help="html, md or both as a comma list (default: html,md)")
+    p_report.add_argument("--baseline", default="torch.naive", metavar="IMPL",
+                          help="implementation the speedups are relative to (default: torch.naive)")
+    p_report.set_defaults(func=cmd_report)

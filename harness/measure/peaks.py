@@ -1,0 +1,68 @@
+"""What this machine can do at best, measured once per run: matmul TFLOP/s per (device, dtype)
+and memory bandwidth per device. Records report `pct_of_peak` against these, so "40 TFLOP/s"
+reads as "half of what this GPU's matmul reaches" rather than a number without a scale.
+
+Measured with torch (a core dependency) in the torch worker, whatever framework a case uses:
+the peak belongs to the machine, not to a library.
+"""
+from __future__ import annotations
+
+from harness.measure.timer import measure
+from harness.spec import TimingSettings
+
+MATMUL_N = {"cpu": 1024, "cuda": 8192}  # large enough to reach the plateau, small enough to be quick
+COPY_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}
+SETTINGS = TimingSettings(warmup_s=0.1, min_samples=3, max_samples=50, budget_s=0.3)
+
+
+def _sync_for(device: str):
+    import torch
+
+    if device.startswith("cuda"):
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def matmul_tflops(device: str, dtype: str) -> float:
+    """2·n³ / median time of an n×n matmul."""
+    import torch
+
+    n = MATMUL_N[device.split(":")[0]]
+    a = torch.randn(n, n, device=device).to(getattr(torch, dtype))
+    b = torch.randn(n, n, device=device).to(getattr(torch, dtype))
+    out = torch.empty(n, n, device=device, dtype=a.dtype)
+    stats = measure(lambda: torch.mm(a, b, out=out), _sync_for(device), SETTINGS)
+    return 2 * n**3 / stats.median / 1e12
+
+
+def bandwidth_gbs(device: str) -> float:
+    """Bytes read plus bytes written by a large copy into an existing buffer, per second."""
+    import torch
+
+    count = COPY_BYTES[device.split(":")[0]] // 4
+    src = torch.ones(count, device=device)
+    dst = torch.empty_like(src)
+    stats = measure(lambda: dst.copy_(src), _sync_for(device), SETTINGS)
+    return 2 * count * 4 / stats.median / 1e9
+
+
+def measure_peaks(targets: list[tuple[str, str]]) -> dict:
+    """{device: {"matmul_tflops": {dtype: x}, "bandwidth_gbs": y}} for the (device, dtype) pairs."""
+    peaks: dict = {}
+    for device, dtype in sorted(set(targets)):
+        entry = peaks.setdefault(device, {"matmul_tflops": {}, "matmul_n": MATMUL_N[device.split(":")[0]]})
+        try:
+            entry["matmul_tflops"][dtype] = matmul_tflops(device, dtype)
+        except RuntimeError as exc:  # e.g. a dtype the device's matmul lacks
+            entry.setdefault("errors", {})[dtype] = str(exc).splitlines()[0]
+    for device, entry in peaks.items():
+        entry["bandwidth_gbs"] = bandwidth_gbs(device)
+    return peaks
+
+
+def pct_of_peak(record: dict, peaks: dict) -> float | None:
+    """Achieved TFLOP/s as a percentage of the measured matmul peak for the record's device/dtype."""
+    peak = peaks.get(record["device"], {}).get("matmul_tflops", {}).get(record["dtype"])
+    if not peak or not record.get("tflops"):
+        return None
+    return 100.0 * record["tflops"] / peak

@@ -1,0 +1,212 @@
+"""The one timer: every duration attnbench reports comes out of `Timer`'s sampling loop.
+
+Method (the report's "how it was measured" is generated from these constants and the suite's
+TimingSettings):
+1. Warm-up by time: the call (followed by `sync`) runs until `warmup_s` has passed and at least
+   MIN_WARMUP_CALLS calls were made; those calls are discarded. The first of them may be the
+   call whose output the harness checks (`first_call`): the coldest call is never a sample.
+2. Blocks: if the fastest warm-up call was shorter than `min_sample_s`, each sample times a
+   block of calls and divides, so the clock's own cost stays negligible.
+3. Samples until the stop rule holds: the 95% confidence interval of the median
+   (distribution-free, from order statistics) is within ±`target_ci` of the median, or
+   `budget_s` of sampling is spent, or `max_samples` are taken; never fewer than `min_samples`.
+`sync` runs before the clock is read, so device work is inside the sample. The garbage
+collector is paused during warm-up and sampling, as `timeit` does.
+
+A/B (`take`), profiling and the pytest-benchmark path use the same loop with other stop rules.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Callable
+
+import numpy as np
+
+from harness.spec import TimingSettings
+
+MIN_WARMUP_CALLS = 2
+CONFIDENCE = 0.95
+CHECK_EVERY = 0.1  # re-evaluate the stop rule after this fraction more samples (it costs a test)
+
+
+@contextmanager
+def gc_paused():
+    """No garbage collection inside the block: a collection would land inside some sample."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def median_ci(samples, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Distribution-free CI of the median (binomial order statistics, via scipy).
+
+    With fewer than 6 samples no 95% interval exists; [min, max] is returned instead.
+    """
+    from scipy.stats import quantile_test
+
+    x = np.asarray(samples, dtype=np.float64)
+    ci = quantile_test(x, p=0.5).confidence_interval(confidence)
+    low, high = float(ci.low), float(ci.high)
+    if math.isnan(low) or math.isnan(high):
+        return float(x.min()), float(x.max())
+    return low, high
+
+
+def ci_rel(samples) -> float:
+    """Half-width of the median's CI relative to the median: the one precision figure."""
+    median = float(np.median(samples))
+    low, high = median_ci(samples)
+    return (high - low) / 2 / median if median > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Per-call times in seconds and how they were taken; the statistics every record carries."""
+
+    per_call_s: tuple[float, ...]
+    calls_per_sample: int = 1
+    warmup_calls: int = 0
+    timed_s: float = 0.0  # wall seconds inside warm-up and sampling
+    target_ci: float = TimingSettings.target_ci
+
+    @cached_property
+    def array(self) -> np.ndarray:
+        return np.asarray(self.per_call_s, dtype=np.float64)
+
+    @cached_property
+    def median(self) -> float:
+        return float(np.median(self.array))
+
+    @cached_property
+    def ci(self) -> tuple[float, float]:
+        return median_ci(self.array)
+
+    @cached_property
+    def ci_rel(self) -> float:
+        low, high = self.ci
+        return (high - low) / 2 / self.median if self.median > 0 else math.inf
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.ci_rel <= self.target_ci)
+
+    def to_record(self) -> dict:
+        x = self.array
+        q25, q75 = np.percentile(x, [25, 75])
+        low, high = self.ci
+        return {
+            "median_s": self.median, "ci_low_s": low, "ci_high_s": high, "ci_rel": self.ci_rel,
+            "converged": self.converged, "iqr_s": float(q75 - q25), "min_s": float(x.min()),
+            "mean_s": float(x.mean()), "std_s": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
+            "n_samples": int(len(x)), "samples_s": [float(v) for v in x],
+            "calls_per_sample": self.calls_per_sample, "warmup_calls": self.warmup_calls,
+            "timed_s": self.timed_s,
+        }
+
+
+def adaptive_stop(settings: TimingSettings) -> Callable[[list[float], int], bool]:
+    """The run's stop rule: target CI reached, budget spent or max_samples taken (see above)."""
+    state = {"deadline": None, "next_check": settings.min_samples}
+
+    def stop(samples: list[float], now_ns: int) -> bool:
+        if state["deadline"] is None:
+            state["deadline"] = now_ns + settings.budget_s * 1e9
+        n = len(samples)
+        if n >= settings.max_samples:
+            return True
+        if n < settings.min_samples:
+            return False
+        if now_ns >= state["deadline"]:
+            return True
+        if n >= state["next_check"]:
+            if ci_rel(samples) <= settings.target_ci:
+                return True
+            state["next_check"] = n + max(1, int(n * CHECK_EVERY))
+        return False
+
+    return stop
+
+
+class Timer:
+    """Times one prepared call. `measure()` is a whole run's timing; `first_call`, `warm_up`
+    and `take` are its steps, for callers that interleave (A/B) or wrap them (profiling)."""
+
+    def __init__(self, call: Callable[[], Any], sync: Callable[[], None],
+                 settings: TimingSettings, clock: Callable[[], int] = time.perf_counter_ns):
+        self.call, self.sync, self.settings, self.clock = call, sync, settings, clock
+        self.warmup_calls = 0
+        self.fastest_call_s = math.inf
+        self.calls_per_sample = 1
+        self.timed_ns = 0
+
+    def _one_call(self):
+        t0 = self.clock()
+        out = self.call()
+        self.sync()
+        elapsed = self.clock() - t0
+        self.timed_ns += elapsed
+        self.warmup_calls += 1
+        self.fastest_call_s = min(self.fastest_call_s, elapsed / 1e9)
+        return out
+
+    def first_call(self):
+        """The first warm-up call; its output is returned so the caller can check it."""
+        with gc_paused():
+            return self._one_call()
+
+    def warm_up(self) -> int:
+        """Warm up by time, then size the blocks from the fastest warm-up call."""
+        import scipy.stats  # noqa: F401  (the stop rule needs it; its import stays out of samples)
+
+        with gc_paused():
+            start = self.clock() - self.timed_ns
+            while (self.warmup_calls < MIN_WARMUP_CALLS
+                   or self.clock() - start < self.settings.warmup_s * 1e9):
+                self._one_call()
+        fastest = self.fastest_call_s
+        self.calls_per_sample = (max(1, math.ceil(self.settings.min_sample_s / fastest))
+                                 if fastest > 0 else 1)
+        return self.calls_per_sample
+
+    def loop(self, stop: Callable[[list[float], int], bool]) -> list[float]:
+        """The sampling loop: one block per sample until `stop(samples, now_ns)` says enough."""
+        call, sync, clock, cps = self.call, self.sync, self.clock, self.calls_per_sample
+        samples: list[float] = []
+        with gc_paused():
+            while True:
+                t0 = clock()
+                for _ in range(cps):
+                    call()
+                sync()
+                t1 = clock()
+                self.timed_ns += t1 - t0
+                samples.append((t1 - t0) / 1e9 / cps)
+                if stop(samples, t1):
+                    return samples
+
+    def take(self, n: int) -> list[float]:
+        """Exactly `n` samples of the current block size."""
+        return self.loop(lambda samples, now: len(samples) >= n)
+
+    def samples(self, per_call_s) -> Samples:
+        return Samples(tuple(per_call_s), self.calls_per_sample, self.warmup_calls,
+                       self.timed_ns / 1e9, self.settings.target_ci)
+
+    def measure(self) -> Samples:
+        """Warm-up (continuing from `first_call`, if it was made), then adaptive sampling."""
+        self.warm_up()
+        return self.samples(self.loop(adaptive_stop(self.settings)))
+
+
+def measure(call, sync, settings: TimingSettings) -> Samples:
+    """Time `call` followed by `sync` with the full method above."""
+    return Timer(call, sync, settings).measure()

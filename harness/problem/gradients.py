@@ -1,0 +1,73 @@
+"""Reference gradients in NumPy: the backward of attention, by hand, in float64 (the truth) or
+naively in a lower dtype (the bar the tolerance is measured from, as for outputs).
+
+The loss is L = sum(out · G) with a seeded G (`harness.inputs.grad_output`), the same for every
+framework, so dL/d(out) = G and every gradient is non-trivial. NumPy only: this module runs in
+the TensorFlow worker too, which must never import torch. tests/test_fwd_bwd.py checks it
+against torch autograd in float64.
+
+Backward of O = softmax(S) V, S = scale · Q Kᵀ + mask, per query-row chunk (P is recomputed
+from Q and K, so memory stays bounded at long N, as in the forward):
+    dV += Pᵀ dO        dP = dO Vᵀ        dS = P ∘ (dP − rowsum(dO ∘ O))
+    dQ  = scale · dS K                    dK += scale · dSᵀ Q
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from harness.problem.inputs import attention_keep
+from harness.problem.reference import ROW_CHUNK, naive_attention, round_to
+
+
+def work_dtype(dtype: str):
+    """What a naive computation in `dtype` accumulates in: float64 for float64, else float32."""
+    return np.float64 if dtype == "float64" else np.float32
+
+
+def attention_backward(q, k, v, out, dout, causal: bool, dtype: str = "float64",
+                       key_valid=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dq, dk, dv of `naive_attention(q, k, v, causal, dtype, key_valid)` given dL/d(out).
+
+    `out` is that forward's output (it gives rowsum(dO ∘ O) without storing P). Every stored
+    intermediate is rounded to `dtype`, as `naive_attention` does.
+    """
+    work = work_dtype(dtype)
+    q, k, v, out, dout = (round_to(x, dtype).astype(work, copy=False)
+                          for x in (q, k, v, out, dout))
+    scale = work(1.0 / float(np.sqrt(q.shape[-1])))
+    nq, nk = q.shape[-2], k.shape[-2]
+    batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+    dq = np.empty(batch + (nq, q.shape[-1]), dtype=work)
+    dk = np.zeros(batch + k.shape[-2:], dtype=work)
+    dv = np.zeros(batch + v.shape[-2:], dtype=work)
+    kt = np.swapaxes(k, -1, -2)
+    vt = np.swapaxes(v, -1, -2)
+    for start in range(0, nq, ROW_CHUNK):
+        rows = slice(start, min(start + ROW_CHUNK, nq))
+        scores = round_to(q[..., rows, :] @ kt, dtype)
+        scores = round_to(scores * scale, dtype)
+        keep = attention_keep(nq, nk, causal, key_valid, rows)
+        if keep is not None:
+            scores = np.where(keep, scores, -np.inf)
+        scores = scores - scores.max(axis=-1, keepdims=True)
+        p = np.exp(scores)
+        p = round_to(p / p.sum(axis=-1, keepdims=True), dtype)
+        do = dout[..., rows, :]
+        dv += np.swapaxes(p, -1, -2) @ do
+        dp = round_to(do @ vt, dtype)
+        delta = np.sum(do * out[..., rows, :], axis=-1, keepdims=True)
+        ds = round_to(p * (dp - delta), dtype)
+        dq[..., rows, :] = round_to(round_to(ds @ k, dtype) * scale, dtype)
+        dk += np.swapaxes(ds, -1, -2) @ q[..., rows, :]
+    return dq, round_to(round_to(dk, dtype) * scale, dtype), round_to(dv, dtype)
+
+
+def kernel_forward_backward(case, inputs, dtype: str = "float64") -> tuple[np.ndarray, dict]:
+    """Kernel level: the output and {q, k, v} gradients of the case's attention in `dtype`."""
+    from harness.problem.inputs import key_valid_lengths
+
+    q, k, v = inputs["q"], inputs["k"], inputs["v"]
+    valid = key_valid_lengths(case)
+    out = naive_attention(q, k, v, case.causal, dtype, valid)
+    dq, dk, dv = attention_backward(q, k, v, out, inputs["dout"], case.causal, dtype, valid)
+    return out, {"q": dq, "k": dk, "v": dv}

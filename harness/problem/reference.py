@@ -1,0 +1,135 @@
+"""Float64 reference outputs, and the tolerance policy that judges every output against them.
+
+Tolerance policy (the README states it too): an implementation in dtype T is allowed
+`TOLERANCE_FACTOR` times the maximum absolute error that a naive computation in T makes on the
+same inputs (inputs rounded to T, fp32 accumulation, every stored intermediate rounded to T,
+which is how CPU and GPU libraries compute low precision), and never less than an absolute
+floor per dtype. This is the rule the FlashAttention and PyTorch SDPA test suites use: a kernel
+may be as wrong as the textbook formula in its own precision, a small multiple for a different
+summation order, and no more.
+
+Gradients (mode fwd_bwd) follow the same rule, against the naive backward in the same dtype
+(harness.problem.gradients, harness.problem.layers), with the floor scaled by the gradient's magnitude
+(`bound(..., scaled=True)`). Gradients that pass through a ReLU are the exception: they are
+judged on the norm of their error (`norm_bound`, which says why).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from harness.problem.inputs import attention_keep
+
+TOLERANCE_FACTOR = 4.0
+ABS_FLOOR = {"float64": 1e-10, "float32": 1e-5, "float16": 1e-3, "bfloat16": 1e-2}
+# Gradients through a ReLU are judged on their norm (see `norm_bound`), with this floor on
+# ‖error‖ / ‖reference‖: float32 flips measured at N=4096, d_model 256 move it by 3e-4..6e-4.
+REL_FLOOR = {"float64": 1e-9, "float32": 2e-3, "float16": 1e-2, "bfloat16": 3e-2}
+ROW_CHUNK = 512  # query rows per step: bounds the reference's memory at long sequences
+
+
+def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
+    """Round float32/64 values to `dtype` and return them as float32 (float64 stays float64)."""
+    if dtype == "float64":
+        return x.astype(np.float64)
+    if dtype == "float32":
+        return x.astype(np.float32)
+    if dtype == "float16":
+        return x.astype(np.float16).astype(np.float32)
+    if dtype == "bfloat16":
+        bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+        rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)  # round to nearest, ties to even
+        return ((bits + rounding) & np.uint32(0xFFFF0000)).view(np.float32)
+    raise ValueError(f"unknown dtype {dtype!r}")
+
+
+def naive_attention(q, k, v, causal: bool, dtype: str = "float64",
+                    key_valid=None) -> np.ndarray:
+    """softmax(q kᵀ / √d + mask) v, computed naively in `dtype` (see the module docstring).
+
+    q: (B, H, Nq, D); k, v: (B, H, Nk, D). The mask keeps what `causal` and `key_valid` (the
+    unpadded keys per sequence, (B,), or None) allow. Works over query-row chunks so a float64
+    reference at long N stays within memory.
+    """
+    work = np.float64 if dtype == "float64" else np.float32
+    q, k, v = (round_to(x, dtype).astype(work, copy=False) for x in (q, k, v))
+    scale = 1.0 / float(np.sqrt(q.shape[-1]))
+    nq, nk = q.shape[-2], k.shape[-2]
+    out = np.empty(q.shape[:-1] + (v.shape[-1],), dtype=work)
+    kt = np.swapaxes(k, -1, -2)
+    for start in range(0, nq, ROW_CHUNK):
+        rows = slice(start, min(start + ROW_CHUNK, nq))
+        scores = round_to(q[..., rows, :] @ kt, dtype)
+        scores = round_to(scores * work(scale), dtype)
+        keep = attention_keep(nq, nk, causal, key_valid, rows)
+        if keep is not None:
+            scores = np.where(keep, scores, -np.inf)
+        scores = scores - scores.max(axis=-1, keepdims=True)
+        weights = np.exp(scores)
+        weights = round_to(weights / weights.sum(axis=-1, keepdims=True), dtype)
+        out[..., rows, :] = round_to(weights @ v, dtype)
+    return out
+
+
+def reference_output(q, k, v, causal: bool, key_valid=None) -> np.ndarray:
+    """The float64 truth every implementation is compared with."""
+    return naive_attention(q, k, v, causal, "float64", key_valid)
+
+
+def tolerance(q, k, v, causal: bool, dtype: str, reference: np.ndarray, key_valid=None) -> float:
+    """Absolute tolerance on max |out - reference| for an implementation computing in `dtype`."""
+    if dtype == "float64":
+        return ABS_FLOOR["float64"]
+    naive = naive_attention(q, k, v, causal, dtype, key_valid)
+    return bound(naive, reference, dtype)
+
+
+def bound(naive: np.ndarray, reference: np.ndarray, dtype: str, scaled: bool = False) -> float:
+    """The policy in one place: TOLERANCE_FACTOR x the naive same-dtype error, floored.
+
+    `scaled` multiplies the floor by max(1, max |reference|): gradients of weights sum over
+    every token, so their magnitude grows with batch x seq_len and a fixed floor would judge
+    large ones on round-off alone. Outputs keep the plain floor (they are O(1) by design).
+    """
+    floor = ABS_FLOOR[dtype]
+    if scaled and reference.size:
+        floor *= max(1.0, float(np.max(np.abs(reference))))
+    if dtype == "float64":
+        return floor
+    if not naive.size:
+        return floor
+    err = float(np.max(np.abs(np.asarray(naive, dtype=np.float64) - reference)))
+    return max(floor, TOLERANCE_FACTOR * err)
+
+
+def norm_bound(naive: np.ndarray, reference: np.ndarray, dtype: str) -> float:
+    """Tolerance on ‖g − reference‖ (Frobenius) for gradients that pass through a ReLU.
+
+    Why not max |error|: ReLU's derivative jumps at 0, and a pre-activation within rounding of
+    0 lands on either side depending on summation order. With millions of pre-activations
+    (N=4096 tokens x 1024 units) a few always do: a correct float32 gradient then differs from
+    the float64 one by O(1) in a few entries (0.9 in dW1, measured), which no element-wise
+    bound can tell from a bug. In norm such flips are small (3e-4..6e-4 relative, measured)
+    while real bugs (a wrong layout, a missing scale, a detached weight) are O(1). Bound:
+    max(TOLERANCE_FACTOR x the naive same-dtype error's norm, REL_FLOOR x ‖reference‖,
+    ABS_FLOOR x √size) — the last for gradients that are exactly 0 (the key bias's).
+    """
+    ref_norm = float(np.linalg.norm(reference))
+    floor = max(REL_FLOOR[dtype] * ref_norm, ABS_FLOOR[dtype] * float(np.sqrt(reference.size)))
+    if dtype == "float64":
+        return floor
+    err = float(np.linalg.norm(np.asarray(naive, dtype=np.float64) - reference))
+    return max(floor, TOLERANCE_FACTOR * err)
+
+
+def compare(out: np.ndarray, reference: np.ndarray) -> dict:
+    """max_abs_err and rel_err (Frobenius norm of the difference over the reference's)."""
+    out = np.asarray(out, dtype=np.float64)
+    diff = out - reference
+    ref_norm = float(np.linalg.norm(reference))
+    norm_err = float(np.linalg.norm(diff))
+    return {
+        "max_abs_err": float(np.max(np.abs(diff))) if diff.size else 0.0,
+        "rel_err": norm_err / ref_norm if ref_norm > 0 else norm_err,
+        "norm_err": norm_err,
+        "finite": bool(np.all(np.isfinite(out))),
+    }

@@ -1,0 +1,137 @@
+"""What ran and how it was measured: the machine facts from env.json, and the method text,
+generated from the constants the code measures with (the timer's, the tolerance policy's, the
+FLOP model's, the scaling fit's, the memory probes') and the timing settings of the run's plan,
+so the text cannot drift from what the harness does.
+
+The constants are read through their modules when the text is made (`timer.MIN_WARMUP_CALLS`,
+not a copy taken at import), so the text follows them.
+"""
+from __future__ import annotations
+
+from harness.analysis import scaling
+from harness.measure import flops, memory, timer
+from harness.problem import reference
+from harness.report.format import fmt_mib, fmt_tflops, percent
+from harness.units import duration
+
+
+def machine(env: dict) -> list[tuple[str, str]]:
+    git = env.get("git") or {}
+    commit = git.get("commit") or "unknown"
+    if git.get("dirty"):
+        commit += " (with uncommitted changes)"
+    gpus = env.get("gpus") or []
+    rows = [("suite", str(env.get("suite", "?"))),
+            ("started", str(env.get("started_at", "?")))]
+    if env.get("resumed_at"):
+        rows.append(("resumed", ", ".join(map(str, env["resumed_at"]))))
+    rows += [("git commit", commit),
+             ("CPU", f"{env.get('cpu', '?')} ({env.get('physical_cores', '?')} physical cores, "
+                     f"{env.get('logical_cores', '?')} logical)"),
+             ("GPU", "; ".join(f"{g.get('name')} (driver {g.get('driver')}, {g.get('memory')})"
+                               for g in gpus) or "none"),
+             ("threads", f"{env.get('threads', '?')} intra-op threads for every framework")]
+    workers = env.get("workers") or {}
+    if workers:
+        rows.append(("workers", "; ".join(
+            f"{name}: {info.get('threads', '?')} threads" + (
+                f", CUDA {info['cuda']}" if info.get("cuda") else "")
+            for name, info in sorted(workers.items()))))
+    rows.append(("Python", f"{env.get('python', '?')} on {env.get('platform', '?')}"))
+    packages = env.get("packages") or {}
+    rows.append(("packages", ", ".join(f"{k} {v}" for k, v in packages.items() if v) or "?"))
+    missing = [k for k, v in packages.items() if not v]
+    if missing:
+        rows.append(("not installed", ", ".join(missing)))
+    for device, entry in sorted((env.get("peaks") or {}).items()):
+        parts = [f"{dtype} matmul {fmt_tflops(v)} TFLOP/s"
+                 for dtype, v in sorted((entry.get("matmul_tflops") or {}).items())]
+        if entry.get("bandwidth_gbs"):
+            parts.append(f"copy bandwidth {entry['bandwidth_gbs']:.1f} GB/s")
+        parts += [f"{dtype}: {err}" for dtype, err in sorted((entry.get("errors") or {}).items())]
+        rows.append((f"measured peaks ({device})", "; ".join(parts)))
+    if not env.get("peaks"):
+        rows.append(("measured peaks", "not measured in this run"))
+    if env.get("mem_limit_bytes"):
+        rows.append(("memory limit", f"{fmt_mib(env['mem_limit_bytes'])} MiB per case"))
+    if env.get("argv"):
+        rows.append(("command", " ".join(map(str, env["argv"]))))
+    return rows
+
+
+def machine_line(env: dict) -> str:
+    """One line: CPU, threads, GPU."""
+    gpus = env.get("gpus") or []
+    line = f"{env.get('cpu', '?')}, {env.get('threads', '?')} threads"
+    if gpus:
+        line += ", GPU " + ", ".join(g.get("name", "?") for g in gpus)
+    return line
+
+
+def _calls(n: int) -> str:
+    return f"{n} call" + ("" if n == 1 else "s")
+
+
+def memory_methods(records: list[dict]) -> str:
+    """The memory probes the run's records name, each with what it measures."""
+    variants: dict[str, set] = {}
+    for r in records:
+        if r["mem_method"]:
+            base, _, rest = str(r["mem_method"]).partition(" ")
+            variants.setdefault(base, set()).add(rest.strip(" ()"))
+    return "; ".join(
+        f"{base}: {memory.METHODS.get(base, 'as named')}"
+        + "".join(f" ({note})" for note in sorted(notes) if note)
+        for base, notes in sorted(variants.items())) or "no memory was measured in this run"
+
+
+def method(run) -> list[tuple[str, str]]:
+    """How the numbers were measured, from the settings and constants the run used."""
+    t = run.timing
+    confidence = percent(timer.CONFIDENCE)
+    gpu = any(str(r["device"]).startswith("cuda") for r in run.records)
+    layers = any(r["level"] not in (None, "kernel") for r in run.records)
+    floors = ", ".join(f"{d} {v:g}" for d, v in reference.ABS_FLOOR.items())
+    flop_text = (f"4·D per unmasked score entry per (batch, head): 2·D for Q·Kᵀ and 2·D for P·V, "
+                 f"softmax not counted; causal counts only the entries its mask keeps "
+                 f"(N·(N+1)/2, top-left aligned); the attention core's backward is "
+                 f"{flops.BACKWARD_FACTOR:g}× its forward")
+    if layers:
+        flop_text += (f"; the mha and encoder levels add their matrix products (projections, "
+                      f"feed-forward) at 2 FLOPs per multiply-add, whose backward is "
+                      f"{flops.MATMUL_BACKWARD_FACTOR:g}× forward")
+    return [
+        ("timer", "time.perf_counter_ns around each sample, with the device synchronised before "
+                  "the clock is read" + (" (CUDA work included)" if gpu else "")
+                  + "; the garbage collector is paused during warm-up and sampling; each case "
+                    "runs in a worker process of its framework, one at a time"),
+        ("warm-up", f"the call runs for {duration(t.warmup_s)} (at least "
+                    f"{_calls(timer.MIN_WARMUP_CALLS)}) and those calls are discarded; the "
+                    "first of them is the call whose output is checked against the float64 "
+                    "reference, so the coldest call is never a sample"),
+        ("sampling", f"calls shorter than {duration(t.min_sample_s)} are timed in blocks and "
+                     f"divided; samples are taken until the {confidence} confidence interval of "
+                     f"the median (order statistics, distribution-free) is within "
+                     f"±{percent(t.target_ci)} of the median, or {duration(t.budget_s)} of sampling "
+                     f"is spent, or {t.max_samples} samples are taken, never fewer than "
+                     f"{t.min_samples}; a case is killed after {duration(t.timeout_s)}. "
+                     f"Settings from {run.timing_source}."),
+        ("statistics", f"the median of the samples with its {confidence} CI (shown as ±% of the "
+                       "median, the CI's half-width) and the interquartile range; a † marks a "
+                       "case whose interval did not reach the target within its budget"),
+        ("FLOPs", flop_text + ". TFLOP/s = FLOPs / median; percent of peak is over the matmul "
+                              "throughput measured on this machine, per device and dtype"),
+        ("tolerance", f"each output is compared with a float64 reference of the same inputs; "
+                      f"max_abs_err must be at most max(floor, {reference.TOLERANCE_FACTOR:g} × "
+                      f"the error of a naive computation in the case's dtype), floors: {floors}. "
+                      "A wrong shape, a wrong output dtype or NaN/Inf is also a mismatch; "
+                      "rel_err is the Frobenius norm of the difference over the reference's"),
+        ("memory", "a pass of its own after timing: the extra memory one call needs beyond its "
+                   f"inputs (temporaries and output). Methods in this run: "
+                   f"{memory_methods(run.records)}"),
+        ("scaling", f"log(median) and log(peak memory) fitted against log(N) over the largest "
+                    f"{scaling.FIT_POINTS} seq_lens, exponent with its "
+                    f"{percent(scaling.FIT_CONFIDENCE)} CI (Student's t); crossovers interpolated in "
+                    f"log-log space, orders within {percent(scaling.CROSSOVER_MARGIN - 1)} count as "
+                    "ties"),
+    ]

@@ -1,0 +1,107 @@
+"""Run one case in the current process: check support, prepare, check the output, time it.
+
+This is what a worker does for each case; tests call it directly. `execute` turns an
+exception into the case's status (`oom` or `error`) so one failure never costs the run.
+"""
+from __future__ import annotations
+
+import traceback
+from contextlib import contextmanager
+
+from harness.measure.kernels import kernel_pass
+from harness.measure.memory import measure_peak
+from harness.measure.timer import Timer
+from harness.problem.check import check_output
+from harness.problem.truth import problem, tolerance_for
+from harness.run import limits
+from harness.spec import TimingSettings
+
+
+def checked_timer(case, adapter, prepared, settings: TimingSettings) -> tuple[Timer, dict]:
+    """A Timer for the prepared call whose first call (the first warm-up call) was checked
+    against the float64 reference; the check's result. Every path that times a case starts here."""
+    _, ref = problem(case)
+    timer = Timer(prepared.call, prepared.sync, settings)
+    out = timer.first_call()
+    result = check_output(case, prepared, out, ref, tolerance_for(case))
+    del out
+    return timer, result
+
+
+def run_case(case, adapter, settings: TimingSettings, mem_limit: int | None = None) -> dict:
+    """Support check, prepare, one checked call, timing, then the kernel and memory passes.
+
+    In mode fwd_bwd the call is forward and backward (see impls.base.Prepared): its output and
+    its gradients are checked, and the timing, kernel and memory passes measure both.
+
+    Exceptions propagate (see `execute`). With `mem_limit`, what the checked and timed calls
+    allocate beyond what the worker holds after `prepare` is capped. Shared libraries are
+    loaded before the cap: loading one under a tight RLIMIT_DATA can hang (OpenBLAS sizing
+    its buffers), and that is not the case's cost.
+    """
+    reasons = adapter.unsupported(case)
+    if reasons:
+        return {"status": "unsupported", "reason": "; ".join(reasons)}
+    inputs, _ = problem(case)
+    tolerance_for(case)  # computed before the cap and outside the timed calls
+    prepared = adapter.prepare(case, inputs)
+    try:
+        import scipy.stats  # noqa: F401  (see below: never loaded under the cap)
+
+        with memory_cap(case, mem_limit):
+            timer, result = checked_timer(case, adapter, prepared, settings)
+            result.update(timer.measure().to_record())
+        # Instrumentation passes, outside the cap: the profiler's and memray's own memory
+        # (and the modules they load) are not the case's.
+        result.update(kernel_pass(adapter, prepared))
+        result.update(memory_pass(adapter, case, prepared))
+    finally:
+        prepared.close()
+    return result
+
+
+@contextmanager
+def memory_cap(case, mem_limit: int | None):
+    """`--mem-limit` for the duration of the block: RLIMIT_DATA on CPU, a memory fraction on CUDA."""
+    if mem_limit is None:
+        yield
+        return
+    if case.device.startswith("cuda"):
+        def apply(limit):
+            limits.cap_cuda(case.device, limit)
+    else:
+        apply = limits.cap_cpu
+    apply(mem_limit)
+    try:
+        yield
+    finally:
+        apply(None)
+
+
+def memory_pass(adapter, case, prepared) -> dict:
+    """Peak extra memory of one call, measured in a pass of its own."""
+    peak, method, note = measure_peak(prepared, adapter.framework, case.device)
+    return {"peak_mem_bytes": peak, "mem_method": f"{method} ({note})" if note else method}
+
+
+OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory",
+               "resourceexhausted", "oom when allocating", "failed to allocate")
+
+
+def classify_exception(exc: BaseException) -> dict:
+    """status, reason (and the size asked for, for an out-of-memory) of a case that raised."""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    first_line = text.splitlines()[0] if text else type(exc).__name__
+    lowered = text.lower()
+    if isinstance(exc, MemoryError) or any(m in lowered for m in OOM_MARKERS):
+        return {"status": "oom", "reason": first_line[:500], "oom_bytes": limits.requested_bytes(text)}
+    return {"status": "error", "reason": first_line[:500]}
+
+
+def execute(case, adapter, settings: TimingSettings, mem_limit: int | None = None) -> dict:
+    """`run_case` with failures turned into statuses; the traceback goes to the worker's log."""
+    try:
+        return run_case(case, adapter, settings, mem_limit)
+    except Exception as exc:  # one case's failure must not end the run
+        traceback.print_exc()
+        return classify_exception(exc)

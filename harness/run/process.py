@@ -1,0 +1,101 @@
+"""What every worker process shares, whichever side started it (the run's or an A/B side's):
+its environment, its start-up, and how its death is read by the process that started it.
+
+Each family (numpy, torch, tensorflow) gets its own process, so TensorFlow never shares one
+with PyTorch and a crash or hang costs one case.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import sys
+
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                   "TF_NUM_INTRAOP_THREADS")
+
+
+class WorkerGone(Exception):
+    """The worker died or stopped answering; the message says how."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def describe_exit(code: int | None) -> WorkerGone:
+    """What a worker's exit code means for the case it was running."""
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        if -code == signal.SIGKILL:
+            return WorkerGone("oom", f"worker killed by {name} (most likely the system's "
+                                     "out-of-memory killer)")
+        return WorkerGone("error", f"worker crashed with signal {name}")
+    return WorkerGone("error", f"worker exited unexpectedly with code {code}")
+
+
+def worker_env(family: str, threads: int) -> dict[str, str]:
+    """Environment a worker must start with (thread pools are sized at import time)."""
+    env = {var: str(threads) for var in THREAD_ENV_VARS}
+    if family == "tensorflow":
+        env.update(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    return env
+
+
+def set_threads(family: str, threads: int) -> dict:
+    """Give every framework the same intra-op thread count; return what it reports back."""
+    info = {"family": family, "pid": os.getpid(), "python": sys.version.split()[0]}
+    if family == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        info.update(torch=torch.__version__, threads=torch.get_num_threads(),
+                    cuda=torch.version.cuda, cuda_available=torch.cuda.is_available())
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    elif family == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        info.update(tensorflow=tf.__version__,
+                    threads=tf.config.threading.get_intra_op_parallelism_threads())
+    else:
+        import numpy as np
+
+        info.update(numpy=np.__version__, threads=threads)
+    return info
+
+
+def die_with_parent() -> None:
+    """Ask Linux to kill this worker when its parent dies, even mid-case in a hung C call:
+    a killed or timed-out runner must not leave a worker burning the cores."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the worker still exits when its pipe closes between cases
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def redirect_output(log_path: str | None):
+    """The libraries' own output goes to the run's log, not to the user's terminal."""
+    log = open(log_path or os.devnull, "a", buffering=1)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log
+    return log
+
+
+def start_worker(family: str, threads: int) -> dict:
+    """Import the family, size its thread pools, then freeze what the imports made: a later
+    `gc.collect()` between cases walks only the objects made since (a torch import leaves
+    hundreds of thousands, and a full collection of them costs a tenth of a second)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
+    die_with_parent()
+    info = set_threads(family, threads)
+    gc.collect()
+    gc.freeze()
+    return info

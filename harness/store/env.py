@@ -1,0 +1,142 @@
+"""env.json: the machine and software a run measured on, and the fingerprint that decides
+whether two runs' timings may be compared."""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.store.records import SCHEMA_VERSION, now_iso
+
+# ---- environment capture -------------------------------------------------------------
+
+PACKAGES = {"numpy": ("numpy",), "scipy": ("scipy",), "pandas": ("pandas",), "torch": ("torch",),
+            "tensorflow": ("tensorflow", "tensorflow-cpu"), "keras": ("keras",),
+            "xformers": ("xformers",)}
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions from package metadata, without importing anything."""
+    import importlib.metadata as md
+
+    out = {}
+    for name, dists in PACKAGES.items():
+        out[name] = None
+        for dist in dists:
+            try:
+                out[name] = md.version(dist)
+                break
+            except md.PackageNotFoundError:
+                continue
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def physical_cores() -> int:
+    """Physical cores from /proc/cpuinfo (core ids per package), falling back to os.cpu_count()."""
+    try:
+        cores, phys = set(), None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("physical id"):
+                phys = line.split(":")[1].strip()
+            elif line.startswith("core id"):
+                cores.add((phys, line.split(":")[1].strip()))
+        if cores:
+            return len(cores)
+    except OSError:
+        pass
+    return os.cpu_count() or 1
+
+
+def gpus() -> list[dict]:
+    """NVIDIA GPUs as nvidia-smi reports them; empty when there is none."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    rows = [line.split(", ") for line in out.strip().splitlines() if line.strip()]
+    return [{"name": r[0], "driver": r[1], "memory": r[2]} for r in rows if len(r) >= 3]
+
+
+def git_commit(path: Path) -> dict:
+    def git(*args):
+        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True,
+                              timeout=10)
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"commit": None, "dirty": None}
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())
+        return {"commit": head.stdout.strip(), "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def capture_env(threads: int, suite_name: str, argv: list[str] | None = None) -> dict:
+    project = Path(__file__).resolve().parents[2]
+    env = {
+        "schema_version": SCHEMA_VERSION,
+        "suite": suite_name,
+        "started_at": now_iso(),
+        "argv": argv if argv is not None else sys.argv,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical_cores(),
+        "threads": threads,
+        "packages": package_versions(),
+        "gpus": gpus(),
+        "git": git_commit(project),
+        "workers": {},
+    }
+    env["fingerprint"] = fingerprint(env)
+    return env
+
+
+# ---- comparability ----------------------------------------------------------------------
+
+FINGERPRINT_PACKAGES = ("torch", "tensorflow", "keras", "xformers", "numpy")
+_MACHINES = ("x86_64", "amd64", "aarch64", "arm64", "ppc64le", "s390x", "riscv64", "i686")
+
+
+def _machine(platform_string: str | None) -> str | None:
+    """The machine architecture inside `platform.platform()`'s string (x86_64, arm64, ...)."""
+    for token in (platform_string or "").lower().split("-"):
+        if token in _MACHINES:
+            return token
+    return None
+
+
+def fingerprint(env: dict) -> dict:
+    """The fields of an env.json that decide whether two runs' timings may be compared: the
+    CPU model, the GPUs with their driver, Python major.minor, the versions of the frameworks
+    that run the kernels, the thread count and the machine architecture. Computed from the
+    env alone, so runs recorded before it existed get one too."""
+    python = env.get("python") or ""
+    packages = env.get("packages") or {}
+    gpus = ", ".join(f"{g.get('name')} (driver {g.get('driver')})" for g in env.get("gpus") or [])
+    return {
+        "cpu": env.get("cpu"),
+        "gpus": gpus or None,
+        "python": ".".join(python.split(".")[:2]) or None,
+        "machine": _machine(env.get("platform")),
+        "threads": env.get("threads"),
+        **{name: packages.get(name) for name in FINGERPRINT_PACKAGES},
+    }
