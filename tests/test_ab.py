@@ -53,6 +53,24 @@ def test_a_slowed_head_is_reported_as_a_regression_after_remeasuring(run_cli, tm
         "ab"]["env"]
 
 
+def test_a_first_pass_the_second_does_not_confirm_keeps_its_own_verdict(run_cli, tmp_path):
+    once = tmp_path / "slowed-once"
+    once.mkdir()
+    out = tmp_path / "ab"
+    result = run_cli("ab", "smoke", "--impl", "numpy", "--seq-len", "64", "--causal", "false",
+                     "--threads", "1", *SLOW_HEAD, "--head-env", f"ATTNBENCH_TEST_SLOW_ONCE_DIR={once}",
+                     "--out", out)
+    assert "re-measuring 1 flagged case(s)" in result.stdout, result.stdout + result.stderr
+    data = json.loads((out / "compare.json").read_text())
+    (row,) = data["cases"]
+    assert row["first_pass_verdict"] == "regression"  # what the first pass really said
+    assert row["verdict"] != "regression" and row["ratio"] < 1.5  # the second pass decides
+    assert result.returncode == 0 and data["verdict"] == "pass"
+    first = json.loads((out / "head" / "first_pass.jsonl").read_text())
+    assert first["median_s"] > 2 * load_records(out / "head")[0]["median_s"]
+    assert "(re-measured; first pass: regression)" in (out / "compare.md").read_text()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--head-python", "/nonexistent/python"], "not an executable Python interpreter"),
     (["--head-env", "NOEQUALS"], "expected KEY=VALUE"),

@@ -11,8 +11,9 @@ checked against the float64 reference first: a wrong result fails its test inste
 timed. Cases this machine cannot run are skipped with the adapter's reasons; TensorFlow cases are
 skipped because TensorFlow must not share a process with PyTorch (`attnbench run` isolates them).
 
-The timer is right for the device: a warm-up by time first (pytest-benchmark's own is off by
-default); on CPU pytest-benchmark's perf_counter; on CUDA a clock that synchronises the device
+The checked first call and the warm-up by time are the harness's own (`checked_timer`, then
+`Timer.warm_up`, as in `attnbench run`; pytest-benchmark's warm-up is off by default); then the
+timer is right for the device: on CPU pytest-benchmark's perf_counter; on CUDA a clock that synchronises the device
 before it is read, so a round of queued launches is timed to the end of its last kernel, as the
 harness's blocks are (a sync per call would add the sync's latency to every call). The regular
 fixture (not `pedantic`) keeps pytest-benchmark's calibration and its --benchmark-min-rounds,
@@ -25,8 +26,9 @@ import time
 import pytest
 
 from harness import registry
-from harness.run.execute import check_output, problem, tolerance_for
 from harness.measure.flops import case_flops
+from harness.problem.truth import problem
+from harness.run.execute import checked_timer
 from harness.spec import load_suite
 from harness.store import physical_cores
 
@@ -76,19 +78,12 @@ def test_attention(benchmark, case, timing):
     reasons = adapter.unsupported(case)
     if reasons:
         pytest.skip("; ".join(reasons))
-    inputs, ref = problem(case)
+    inputs, _ = problem(case)
     prepared = adapter.prepare(case, inputs)
     try:
-        out = prepared.call()
-        prepared.sync()
-        checked = check_output(case, prepared, out, ref, tolerance_for(case, inputs, ref))
-        del out
+        timer, checked = checked_timer(case, adapter, prepared, timing)
         assert checked["status"] == "ok", f"{case.case_id}: {checked['reason']}"
-        start, calls = time.perf_counter(), 0
-        while calls < 2 or time.perf_counter() - start < timing.warmup_s:
-            prepared.call()
-            prepared.sync()
-            calls += 1
+        timer.warm_up()
         benchmark.extra_info.update(case_id=case.case_id, impl=case.impl, dtype=case.dtype,
                                     device=case.device, seq_len=case.seq_len,
                                     causal=case.causal, flops=case_flops(case), threads=THREADS,

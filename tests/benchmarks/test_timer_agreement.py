@@ -14,7 +14,8 @@ import torch.utils.benchmark as tb
 from harness import registry
 from harness.problem.truth import problem
 from harness.spec import Case
-from harness.measure.timer import TimingSettings, measure
+from harness.measure.timer import measure
+from harness.spec import TimingSettings
 
 pytestmark = pytest.mark.bench
 
@@ -30,7 +31,7 @@ def test_harness_median_agrees_with_torch_benchmark_timer():
                      num_threads=torch.get_num_threads())
     ratios = []
     for round_ in range(3):
-        ours = measure(prepared.call, prepared.sync, SETTINGS)["median_s"]
+        ours = measure(prepared.call, prepared.sync, SETTINGS).median
         theirs = timer.blocked_autorange(min_run_time=2.0).median
         ratios.append(ours / theirs)
         print(f"round {round_}: harness median {ours * 1e3:.3f} ms, "
@@ -43,7 +44,7 @@ def test_harness_median_agrees_with_torch_benchmark_timer():
 
 
 def test_an_empty_call_costs_at_most_two_microseconds():
-    stats = measure(lambda: None, lambda: None, SETTINGS)
+    stats = measure(lambda: None, lambda: None, SETTINGS).to_record()
     print(f"empty call: median {stats['median_s'] * 1e9:.1f} ns over {stats['n_samples']} samples "
           f"of {stats['calls_per_sample']} calls")
     assert stats["median_s"] <= 2e-6

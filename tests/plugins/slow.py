@@ -4,6 +4,9 @@ Loaded through $ATTNBENCH_PLUGINS, this module replaces the two built-in adapter
 names (so case ids match a normal run). With $ATTNBENCH_TEST_SLOWDOWN=F each call busy-waits
 until it has taken (1 + F) times as long as the real call did; unset or 0, nothing changes.
 Give the variables to the head side only (`attnbench ab --head-env ...`) to fake a regression.
+With $ATTNBENCH_TEST_SLOW_ONCE_DIR as well, only the first preparation of each case is slowed
+(a marker file per case in that directory, seen by every worker process): a regression that a
+re-measurement does not confirm.
 """
 from __future__ import annotations
 
@@ -14,6 +17,22 @@ from impls.numpy_ref import NumpyAttention
 from impls.torch_naive import TorchNaive
 
 SLOWDOWN_ENV = "ATTNBENCH_TEST_SLOWDOWN"
+ONCE_ENV = "ATTNBENCH_TEST_SLOW_ONCE_DIR"
+
+
+def _first_time(case) -> bool:
+    """True the first time any process asks about this case (when $ATTNBENCH_TEST_SLOW_ONCE_DIR
+    is set; always True otherwise)."""
+    folder = os.environ.get(ONCE_ENV)
+    if not folder:
+        return True
+    try:
+        fd = os.open(os.path.join(folder, case.case_id.replace("/", "_")),
+                     os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
 
 
 def _slowed(adapter_class):
@@ -23,7 +42,7 @@ def _slowed(adapter_class):
         def prepare(self, case, inputs):
             prepared = super().prepare(case, inputs)
             factor = float(os.environ.get(SLOWDOWN_ENV) or 0)
-            if factor <= 0:
+            if factor <= 0 or not _first_time(case):
                 return prepared
             inner, sync, clock = prepared.call, prepared.sync, time.perf_counter
 
