@@ -131,3 +131,13 @@ def test_timed_seconds_cover_warm_up_and_samples():
                     TimingSettings(warmup_s=0.01, min_samples=5, max_samples=5)).to_record()
     sampled = sum(stats["samples_s"]) * stats["calls_per_sample"]
     assert stats["timed_s"] >= sampled + 0.01
+
+
+def test_median_ci_is_scipys_quantile_test_interval():
+    from scipy.stats import quantile_test
+
+    rng = np.random.default_rng(5)
+    for n in [*range(6, 120), 500, 1000]:
+        x = rng.lognormal(0, 0.3, n)
+        ci = quantile_test(x, p=0.5).confidence_interval(0.95)
+        assert median_ci(x) == (float(ci.low), float(ci.high)), n

@@ -28,17 +28,24 @@ ROW_CHUNK = 512  # query rows per step: bounds the reference's memory at long se
 
 
 def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
-    """Round float32/64 values to `dtype` and return them as float32 (float64 stays float64)."""
+    """Round float32/64 values to `dtype` and return them as float32 (float64 stays float64).
+
+    An array already in that dtype comes back as it is, not copied: callers never write into
+    what they passed."""
     if dtype == "float64":
-        return x.astype(np.float64)
+        return np.asarray(x, dtype=np.float64)
     if dtype == "float32":
-        return x.astype(np.float32)
+        return np.asarray(x, dtype=np.float32)
     if dtype == "float16":
         return x.astype(np.float16).astype(np.float32)
     if dtype == "bfloat16":
-        bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-        rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)  # round to nearest, ties to even
-        return ((bits + rounding) & np.uint32(0xFFFF0000)).view(np.float32)
+        bits = np.array(x, dtype=np.float32, order="C").view(np.uint32)  # a copy: worked in place
+        rounding = bits >> 16  # round to nearest, ties to even
+        rounding &= np.uint32(1)
+        rounding += np.uint32(0x7FFF)
+        bits += rounding
+        bits &= np.uint32(0xFFFF0000)
+        return bits.view(np.float32)
     raise ValueError(f"unknown dtype {dtype!r}")
 
 
@@ -58,14 +65,17 @@ def naive_attention(q, k, v, causal: bool, dtype: str = "float64",
     kt = np.swapaxes(k, -1, -2)
     for start in range(0, nq, ROW_CHUNK):
         rows = slice(start, min(start + ROW_CHUNK, nq))
+        # each step in place on this chunk's own array: the same operations, fewer copies
         scores = round_to(q[..., rows, :] @ kt, dtype)
-        scores = round_to(scores * work(scale), dtype)
+        scores *= work(scale)
+        scores = round_to(scores, dtype)
         keep = attention_keep(nq, nk, causal, key_valid, rows)
         if keep is not None:
             scores = np.where(keep, scores, -np.inf)
-        scores = scores - scores.max(axis=-1, keepdims=True)
-        weights = np.exp(scores)
-        weights = round_to(weights / weights.sum(axis=-1, keepdims=True), dtype)
+        scores -= scores.max(axis=-1, keepdims=True)
+        weights = np.exp(scores, out=scores)
+        weights /= weights.sum(axis=-1, keepdims=True)
+        weights = round_to(weights, dtype)
         out[..., rows, :] = round_to(weights @ v, dtype)
     return out
 

@@ -53,9 +53,11 @@ class Session:
         from harness import registry
         from harness.problem.truth import problem, tolerance_for
         from harness.run.execute import checked_timer
+        from harness.run.process import settle
         from harness.spec import Case, TimingSettings
 
         self.release()
+        settle()
         case = Case.from_dict(message["case"])
         print(f"--- prepare {case.case_id}", flush=True)
         try:

@@ -19,7 +19,8 @@ from harness.run.worker import Worker
 from harness.spec import Case, TimingSettings
 from harness.store import RunDir, now_iso
 
-FAMILY_ORDER = {"numpy": 0, "torch": 1, "tensorflow": 2}
+# torch first: the worker that measured the machine's peaks goes on with the cases
+FAMILY_ORDER = {"torch": 0, "numpy": 1, "tensorflow": 2}
 
 
 def order_cases(cases: list[Case]) -> list[Case]:

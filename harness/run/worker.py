@@ -9,7 +9,8 @@ import multiprocessing
 import os
 from contextlib import contextmanager
 
-from harness.run.process import WorkerGone, describe_exit, redirect_output, start_worker, worker_env
+from harness.run.process import (WorkerGone, describe_exit, redirect_output, settle,
+                                  start_worker, worker_env)
 from harness.spec import Case, TimingSettings
 
 WORKER_START_TIMEOUT_S = 180.0
@@ -41,8 +42,6 @@ def _probe(adapter, case) -> list[str]:
 
 
 def _handle(message: dict):
-    import gc
-
     from harness import registry
     from harness.run.execute import execute
 
@@ -55,7 +54,7 @@ def _handle(message: dict):
     print(f"--- {message['kind']} {case.case_id}", flush=True)
     if message["kind"] == "probe":  # only ask whether the library can run it
         return _probe(adapter, case)
-    gc.collect()  # the last case's garbage; cheap, the imports are frozen (start_worker)
+    settle()
     return execute(case, adapter, TimingSettings(**message["settings"]), message.get("mem_limit"))
 
 

@@ -1,0 +1,44 @@
+"""How much of a run is the harness itself? The default suite, run as a user runs it, and the
+share of its wall time spent outside warm-up and sampling (each record's `timed_s`).
+
+Run: python -m pytest tests/benchmarks/test_overhead.py -m bench -s
+(or ATTNBENCH_OVERHEAD_SUITE=smoke for a quick look). Prints the wall time, the time inside timed
+calls and the overhead; fails when the overhead is above MAX_OVERHEAD. Nothing else may run on
+the machine meanwhile: it measures.
+"""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.store import load_records
+
+pytestmark = pytest.mark.bench
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = os.environ.get("ATTNBENCH_OVERHEAD_SUITE", "default")
+MAX_OVERHEAD = 0.25
+
+
+def overhead(run_dir: Path, wall_s: float) -> dict:
+    records = load_records(run_dir)
+    timed = sum(r.get("timed_s") or 0.0 for r in records)
+    return {"cases": len(records), "ok": sum(r["status"] == "ok" for r in records),
+            "wall_s": wall_s, "timed_s": timed, "outside_s": wall_s - timed,
+            "overhead": (wall_s - timed) / wall_s}
+
+
+def test_the_harness_spends_most_of_a_run_timing(tmp_path):
+    out = tmp_path / "run"
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", SUITE, "--out", str(out),
+                           "--quiet"], cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = overhead(out, wall)
+    print(f"\nattnbench run {SUITE}: {figures['cases']} cases ({figures['ok']} ok), "
+          f"wall {figures['wall_s']:.1f} s, inside warm-up and sampling {figures['timed_s']:.1f} s, "
+          f"outside {figures['outside_s']:.1f} s = {figures['overhead']:.0%} of the wall")
+    assert figures["overhead"] <= MAX_OVERHEAD
