@@ -71,11 +71,15 @@ def median_ci(samples, confidence: float = CONFIDENCE) -> tuple[float, float]:
     return float(x[low]), float(x[high])
 
 
-def ci_rel(samples) -> float:
-    """Half-width of the median's CI relative to the median: the one precision figure."""
-    median = float(np.median(samples))
-    low, high = median_ci(samples)
+def relative_half_width(median: float, ci: tuple[float, float]) -> float:
+    """Half the CI's width over the median: the one precision figure (`ci_rel`)."""
+    low, high = ci
     return (high - low) / 2 / median if median > 0 else math.inf
+
+
+def ci_rel(samples) -> float:
+    """`relative_half_width` of raw samples."""
+    return relative_half_width(float(np.median(samples)), median_ci(samples))
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,7 @@ class Samples:
 
     @cached_property
     def ci_rel(self) -> float:
-        low, high = self.ci
-        return (high - low) / 2 / self.median if self.median > 0 else math.inf
+        return relative_half_width(self.median, self.ci)
 
     @property
     def converged(self) -> bool:

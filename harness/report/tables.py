@@ -13,7 +13,7 @@ from collections import Counter
 from harness.analysis import summary
 from harness.analysis.scaling import sort_key
 from harness.constants import CONFIG_FIELDS, FAILED_STATUSES, STATUSES
-from harness.measure.timer import CONFIDENCE
+from harness.measure.timer import CONFIDENCE, relative_half_width
 from harness.report.format import (finite, fmt_err, fmt_mib, fmt_pct, fmt_ratio, fmt_tflops,
                                    percent, plural)
 from harness.report.run import Run
@@ -131,7 +131,8 @@ def cell(r: dict | None, best: dict | None) -> dict:
         return {"status": r["status"], "text": text, "title": r["reason"] or r["status"]}
     med = finite(r["median_s"])
     low, high = finite(r["ci_low_s"]), finite(r["ci_high_s"])
-    spread = (high - low) / 2 / med * 100 if low is not None and high is not None and med else None
+    spread = (relative_half_width(med, (low, high)) * 100
+              if low is not None and high is not None and med else None)
     rel = med / best["median_s"] if best else None
     title = f"median {duration(med, unit='ms')} ms"
     if low is not None and high is not None:
