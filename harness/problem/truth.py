@@ -27,6 +27,7 @@ _PROBLEMS: OrderedDict = OrderedDict()  # problem_key -> _Problem; a small LRU
 _TOLERANCES: dict = {}
 _CACHE_SIZE = 2
 _CACHE_DIR: Path | None = None
+CACHE_LIMIT_BYTES = 4 * 2**30  # a GPU sweep's float64 references can be gigabytes each
 
 
 def use_cache_dir(path: str | Path | None) -> None:
@@ -35,6 +36,12 @@ def use_cache_dir(path: str | Path | None) -> None:
     _CACHE_DIR = Path(path) if path else None
     if _CACHE_DIR:
         _CACHE_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def clear_caches() -> None:
+    """Forget what this process computed (the disk cache stays): as a fresh worker starts."""
+    _PROBLEMS.clear()
+    _TOLERANCES.clear()
 
 
 def _digest(key) -> str:
@@ -64,9 +71,19 @@ def _load_arrays(kind: str, key) -> dict | None:
 
 
 def _save_arrays(kind: str, key, arrays: dict) -> None:
-    if _CACHE_DIR is not None:
-        _atomic_write(_CACHE_DIR / f"{kind}-{_digest(key)}.npz",
-                      lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+    """Shared unless the cache would outgrow CACHE_LIMIT_BYTES (then the others recompute)."""
+    if _CACHE_DIR is None:
+        return
+    size = sum(a.nbytes for a in arrays.values())
+    held = sum(f.stat().st_size for f in _CACHE_DIR.glob("*.npz"))
+    if held + size > CACHE_LIMIT_BYTES:
+        return
+
+    def write(tmp):
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a name
+            np.savez(fh, **arrays)
+
+    _atomic_write(_CACHE_DIR / f"{kind}-{_digest(key)}.npz", write)
 
 
 @dataclass

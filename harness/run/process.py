@@ -99,10 +99,22 @@ def settle() -> None:
     gc.freeze()
 
 
+def warm_blas() -> None:
+    """One small NumPy matmul: OpenBLAS sizes its buffers on first use, and that must not be the
+    first case's allocation, nor happen under a `--mem-limit` cap (where it fails). Every
+    worker computes or loads the float64 truth with NumPy, so every worker needs it."""
+    import numpy as np
+
+    for dtype in (np.float64, np.float32):  # large enough to take OpenBLAS's threaded path
+        a = np.ones((512, 512), dtype=dtype)
+        a @ a
+
+
 def start_worker(family: str, threads: int) -> dict:
     """Import the family and size its thread pools; the process is then ready for cases."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
     die_with_parent()
     info = set_threads(family, threads)
+    warm_blas()
     settle()
     return info
