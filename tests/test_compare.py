@@ -315,3 +315,23 @@ def test_gpu_workflow_serialises_gpu_jobs_and_runs_the_gate():
     assert any("upload-artifact" in step.get("uses", "") for step in job["steps"])
     cpu = yaml.safe_load((root / "cpu.yml").read_text())
     assert "python -m pytest" in "\n".join(s.get("run", "") for s in cpu["jobs"]["test"]["steps"])
+
+
+def test_the_gate_reads_the_plan_and_says_when_the_new_run_is_incomplete(tmp_path, capsys):
+    from harness.spec import TimingSettings
+    from harness.store import Plan, write_plan
+
+    cases = [Case(impl=impl, seq_len=64) for impl in ("numpy", "torch.naive", "torch.sdpa")]
+    base = write_run(tmp_path / "base", [record(impl=c.impl) for c in cases])
+    new = write_run(tmp_path / "new", [record(impl="numpy", seed=1)])  # interrupted
+    for run in (base, new):
+        write_plan(run, Plan(suite="synthetic", suite_path=None, filters={}, overrides={},
+                             timing=TimingSettings(), cases=tuple(cases)))
+    md = tmp_path / "c.md"
+    assert main(["compare", str(base), str(new), "--md", str(md)]) == 0
+    out = capsys.readouterr().out
+    assert "the new run is incomplete: 2 planned cases have no record" in out
+    assert "torch.naive/kernel" in out and "base run is incomplete" not in out
+    assert "the new run is incomplete" in md.read_text()
+    result = compare.compare_runs(base, new)
+    assert result["unrecorded"] == {"base": [], "new": [c.case_id for c in cases[1:]]}

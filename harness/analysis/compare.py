@@ -29,7 +29,7 @@ import numpy as np
 
 from harness.constants import FAILED_STATUSES
 from harness.measure.timer import ci_rel
-from harness.store import fingerprint, load_env, load_records
+from harness.store import PlanError, fingerprint, load_env, load_records, read_plan
 from harness.units import duration
 
 DEFAULT_THRESHOLD = 0.05
@@ -227,6 +227,18 @@ def describe_differences(diffs) -> str:
     return "; ".join(f"{k} {a!r} vs {b!r}" for k, a, b in diffs)
 
 
+def unrecorded(run_dir, records: list[dict]) -> list[str] | None:
+    """Planned case ids of a run that have no record (an interrupted run); None without a plan."""
+    try:
+        plan = read_plan(run_dir)
+    except PlanError:
+        return None
+    if plan is None:
+        return None
+    recorded = {r["case_id"] for r in records}
+    return [i for i in plan.case_ids if i not in recorded]
+
+
 def compare_runs(base_dir, new_dir, threshold: float = DEFAULT_THRESHOLD,
                  mem_threshold: float = DEFAULT_MEM_THRESHOLD, force: bool = False,
                  check_fingerprint: bool = True) -> dict:
@@ -243,7 +255,8 @@ def compare_runs(base_dir, new_dir, threshold: float = DEFAULT_THRESHOLD,
     result = compare_records(base, new, threshold, mem_threshold)
     result.update(base=str(base_dir), new=str(new_dir), differences=[list(d) for d in diffs],
                   forced=bool(diffs and force), base_fingerprint=fingerprint(base_env),
-                  new_fingerprint=fingerprint(new_env))
+                  new_fingerprint=fingerprint(new_env),
+                  unrecorded={"base": unrecorded(base_dir, base), "new": unrecorded(new_dir, new)})
     return result
 
 

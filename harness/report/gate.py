@@ -54,6 +54,17 @@ def memory_text(row: dict) -> str:
     return text + " (growth)" if row.get("mem_verdict") else text
 
 
+def incomplete_lines(result: dict) -> list[str]:
+    """A run its plan says is incomplete: the gate judged fewer cases than were meant."""
+    lines = []
+    for side, ids in (result.get("unrecorded") or {}).items():
+        if ids:
+            shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+            lines.append(f"the {side} run is incomplete: {len(ids)} planned case"
+                         f"{'s' if len(ids) != 1 else ''} have no record ({shown})")
+    return lines
+
+
 def console_lines(result: dict) -> list[str]:
     """What the command prints: the verdict, then each case that failed or improved."""
     lines = [headline(result) + f" ({result['matched']} cases matched, threshold "
@@ -61,6 +72,7 @@ def console_lines(result: dict) -> list[str]:
     if result.get("forced"):
         lines.append("compared with --force although the runs differ: "
                      + describe_differences(result["differences"]))
+    lines += incomplete_lines(result)
     for row in result["cases"]:
         if row["failing"] or row["verdict"] == "improvement":
             what = label(row["verdict"])
@@ -126,6 +138,9 @@ def render_markdown(result: dict, title: str = "attnbench regression gate") -> s
         how = "compared with --force" if result.get("forced") else "sides of the A/B"
         out += [f"> Runs differ ({how}): "
                 f"{escape_md(describe_differences(result['differences']))}", ""]
+    out += [f"> :warning: {escape_md(line)}" for line in incomplete_lines(result)]
+    if incomplete_lines(result):
+        out.append("")
     summary = count_text(result["counts"], (*VERDICT_ORDER, "memory_growth"))
     again = result.get("remeasured")
     out += [f"**Cases:** {summary}" + (f"; {len(again)} flagged in the first pass and measured "
