@@ -126,6 +126,14 @@ def test_an_interrupted_run_resumes_to_every_case_exactly_once(tmp_path, run_cli
     stdout, _ = proc.communicate(timeout=60)
     partial = ids_of(out)
     assert 2 <= len(partial) < 8
+    # the report reads the plan: it names the planned cases that have no record
+    report = run_cli("report", out, "--format", "md")
+    assert report.returncode == 0, report.stdout + report.stderr
+    planned = json.loads((out / "plan.json").read_text())["case_ids"]
+    missing = [i for i in planned if i not in partial]
+    text = (out / "report.md").read_text()
+    assert f"{len(partial)} of 8 cases recorded, {len(missing)} missing" in text
+    assert all(i in text for i in missing[:5])
     if how == "SIGINT":
         assert proc.returncode == 130
         assert "--resume" in stdout
@@ -254,3 +262,19 @@ timeout_s = 600
     while time.time() < deadline and Path(f"/proc/{pid}").exists():
         time.sleep(0.1)
     assert not Path(f"/proc/{pid}").exists(), "the worker outlived its runner"
+
+
+def test_resuming_a_run_with_another_suite_or_other_filters_is_refused(tmp_path, run_cli):
+    suite = write_suite(tmp_path, '[sweep]\nimpls = ["numpy"]\nseq_len = [8, 16]\nheads = 1\n'
+                                  'head_dim = 4\n[timing]\nbudget_s = 0.01\nwarmup_s = 0.001\n')
+    out = tmp_path / "run"
+    first = run_cli("run", suite, "--out", out, "--seq-len", "8", "--no-report")
+    assert first.returncode == 0, first.stdout + first.stderr
+    other = run_cli("run", "smoke", "--out", out, "--resume")
+    assert other.returncode == 2 and "planned for another run" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
+    wider = run_cli("run", suite, "--out", out, "--resume", "--seq-len", "8,16")
+    assert wider.returncode == 2 and "filters" in wider.stderr
+    same = run_cli("run", suite, "--out", out, "--resume")  # no filters: the run as planned
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert len(ids_of(out)) == 1

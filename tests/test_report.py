@@ -644,3 +644,13 @@ def test_outside_text_prints_as_plain_text_in_markdown():
     assert escape_md("1. not a list") == "1\\. not a list" and escape_md("1.5 ms") == "1.5 ms"
     assert escape_md("- not a list") == "\\- not a list" and escape_md("-") == "-"
     assert code_md("a|b") == "`a\\|b`" and code_md("x`y") == "`` x`y ``"
+
+
+def test_the_report_of_a_complete_smoke_run_says_it_is_complete(smoke):
+    planned = json.loads((smoke / "plan.json").read_text())["case_ids"]
+    recorded = [json.loads(line)["case_id"] for line in (smoke / "results.jsonl").open()]
+    assert sorted(planned) == sorted(recorded) and len(planned) > 0
+    markdown = (smoke / "report.md").read_text()
+    assert f"complete: all {len(planned)} planned cases recorded" in markdown
+    assert "Incomplete" not in markdown
+    assert f"all {len(planned)} planned cases recorded" in (smoke / "report.html").read_text()
