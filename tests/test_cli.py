@@ -275,6 +275,8 @@ def test_resuming_a_run_with_another_suite_or_other_filters_is_refused(tmp_path,
     assert len(other.stderr.strip().splitlines()) == 1
     wider = run_cli("run", suite, "--out", out, "--resume", "--seq-len", "8,16")
     assert wider.returncode == 2 and "filters" in wider.stderr
+    longer = run_cli("run", suite, "--out", out, "--resume", "--budget", "2")
+    assert longer.returncode == 2 and "budget_s 0.01 vs 2.0" in longer.stderr
     same = run_cli("run", suite, "--out", out, "--resume")  # no filters: the run as planned
     assert same.returncode == 0, same.stdout + same.stderr
     assert len(ids_of(out)) == 1

@@ -63,9 +63,19 @@ def make_plan(args):
                        created_at=now_iso(), extra={"suite_arg": args.suite or suite.name})
 
 
-def _resumed_plan(run_dir, plan):
-    """The plan a resumed run keeps: its own. Another suite, or filters other than the ones it
-    was planned with, make another run; no filters at all mean "the run as it was planned"."""
+def _explicit_settings(args, plan) -> dict:
+    """The settings this command line sets itself (not the suite's or the defaults)."""
+    given = dict(timing_overrides(args))
+    if args.threads:
+        given["threads"] = args.threads
+    if args.mem_limit:
+        given["mem_limit_bytes"] = plan.overrides["mem_limit_bytes"]
+    return given
+
+
+def _resumed_plan(run_dir, plan, args):
+    """The plan a resumed run keeps: its own. Another suite, filters or settings than the ones
+    it was planned with make another run; none given mean "the run as it was planned"."""
     from harness.store import PlanError, read_plan
 
     try:
@@ -79,10 +89,14 @@ def _resumed_plan(run_dir, plan):
                                    cases=tuple(c for c in plan.cases
                                                if c.case_id in set(earlier.case_ids)))
     differs = earlier.differences(plan)
+    planned = {**dataclasses.asdict(earlier.timing), **earlier.overrides}
+    differs += [f"{key} {planned.get(key)!r} vs {value!r}"
+                for key, value in _explicit_settings(args, plan).items()
+                if planned.get(key) != value]
     if differs:
         raise UsageError(f"--resume: {run_dir.path} was planned for another run ("
-                         f"{'; '.join(differs)}); resume it with the same suite and filters, "
-                         "or choose another --out")
+                         f"{'; '.join(differs)}); resume it with the same suite, filters and "
+                         "settings (or none), or choose another --out")
     return earlier
 
 
@@ -100,7 +114,7 @@ def cmd_run(args) -> int:
         raise UsageError(f"--out: {out} already holds {len(done)} records; pass --resume to "
                          "finish that run, or choose another directory")
     if args.resume:
-        plan = _resumed_plan(run_dir, plan)
+        plan = _resumed_plan(run_dir, plan, args)
     cases = list(plan.cases)
     todo = [c for c in cases if c.case_id not in done]
     threads, mem_limit = plan.overrides["threads"], plan.overrides.get("mem_limit_bytes")

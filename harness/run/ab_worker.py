@@ -76,7 +76,7 @@ class Session:
             settings = TimingSettings(warmup_s=message.get("warmup_s", TimingSettings.warmup_s),
                                       min_sample_s=message.get("min_sample_s",
                                                                TimingSettings.min_sample_s))
-            self.timer, result = checked_timer(case, adapter, self.prepared, settings)
+            self.timer, result = checked_timer(case, self.prepared, settings)
             self.timer.warm_up()
             result.update(per_call_s=self.timer.fastest_call_s,
                           warmup_calls=self.timer.warmup_calls,

@@ -17,7 +17,7 @@ from harness.run import limits
 from harness.spec import TimingSettings
 
 
-def checked_timer(case, adapter, prepared, settings: TimingSettings) -> tuple[Timer, dict]:
+def checked_timer(case, prepared, settings: TimingSettings) -> tuple[Timer, dict]:
     """A Timer for the prepared call whose first call (the first warm-up call) was checked
     against the float64 reference; the check's result. Every path that times a case starts here."""
     _, ref = problem(case)
@@ -49,7 +49,7 @@ def run_case(case, adapter, settings: TimingSettings, mem_limit: int | None = No
         import scipy.stats  # noqa: F401  (see below: never loaded under the cap)
 
         with memory_cap(case, mem_limit):
-            timer, result = checked_timer(case, adapter, prepared, settings)
+            timer, result = checked_timer(case, prepared, settings)
             result.update(timer.measure().to_record())
         # Instrumentation passes, outside the cap: the profiler's and memray's own memory
         # (and the modules they load) are not the case's.

@@ -81,7 +81,7 @@ def test_attention(benchmark, case, timing):
     inputs, _ = problem(case)
     prepared = adapter.prepare(case, inputs)
     try:
-        timer, checked = checked_timer(case, adapter, prepared, timing)
+        timer, checked = checked_timer(case, prepared, timing)
         assert checked["status"] == "ok", f"{case.case_id}: {checked['reason']}"
         timer.warm_up()
         benchmark.extra_info.update(case_id=case.case_id, impl=case.impl, dtype=case.dtype,
