@@ -9,6 +9,7 @@ from pathlib import Path
 from harness.cli.args import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, RESULTS_DIR, UsageError,
                               add_filter_options, add_timing_options, filter_cases, filters_of,
                               split_values, timing_overrides)
+from harness.constants import FAILED_STATUSES
 
 
 def _default_out(suite_name: str) -> Path:
@@ -161,8 +162,6 @@ def cmd_run(args) -> int:
         from harness.report import write_reports
         for path in write_reports(out):
             display.console.print(f"report: {path}", markup=False, highlight=False)
-    from harness.constants import FAILED_STATUSES
-
     return EXIT_FAILED if any(r["status"] in FAILED_STATUSES for r in records) else EXIT_OK
 
 
