@@ -8,8 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from harness.cli.args import (EXIT_INTERRUPTED, EXIT_OK, RESULTS_DIR, Parser, UsageError,
-                              add_filter_options, add_timing_options, filter_cases, filters_of,
-                              fraction, timing_overrides)
+                              add_filter_options, add_timing_options, fraction)
 
 
 def _write_comparison(result: dict, md_path, json_path, title: str) -> None:
@@ -108,22 +107,18 @@ def _root(path: str | None, option: str) -> Path:
 def cmd_ab(args) -> int:
     import dataclasses
 
-    from harness import registry
     from harness.analysis import compare, scaling
+    from harness.cli.run import make_plan
     from harness.report import gate as gate_text
     from harness.report import write_reports
     from harness.run import ab
-    from harness.spec import load_suite
-    from harness.store import Plan, RunDir, now_iso, physical_cores, write_plan
+    from harness.store import RunDir, write_plan
     from harness.units import duration
 
-    known = {name: adapter.level for name, adapter in registry.adapters().items()}
-    suite = load_suite(args.suite, known)
-    filters = filters_of(args, known)
-    cases = filter_cases(suite.cases(), filters)
-    overrides = timing_overrides(args)
-    settings = ab.ab_settings(dataclasses.replace(suite.timing, **overrides))
-    threads = args.threads or physical_cores()
+    suite, plan = make_plan(args)
+    settings = ab.ab_settings(plan.timing)
+    plan = dataclasses.replace(plan, timing=settings)
+    cases, threads = list(plan.cases), plan.overrides["threads"]
     specs = {"base": ab.SideSpec("base", _python(args.base_python, "--base-python"),
                                  _env_pairs(args.base_env, "--base-env"),
                                  _root(args.base_root, "--base-root")),
@@ -145,10 +140,7 @@ def cmd_ab(args) -> int:
         env["ab"] = {"side": name, "python": specs[name].python, "env": specs[name].env,
                      "root": str(specs[name].root)}
         run_dir.write_env(env)
-        write_plan(run_dir.path, Plan(
-            suite=suite.name, suite_path=str(suite.path) if suite.path else None, filters=filters,
-            overrides={**overrides, "threads": threads}, timing=settings, cases=tuple(cases),
-            created_at=now_iso(), extra={"suite_arg": args.suite or suite.name, "ab_side": name}))
+        write_plan(run_dir.path, dataclasses.replace(plan, extra={**plan.extra, "ab_side": name}))
         if suite.path:
             shutil.copyfile(suite.path, run_dir.path / "suite.toml")
 

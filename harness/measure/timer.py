@@ -126,6 +126,11 @@ class Samples:
         }
 
 
+def calls_per_sample(fastest_call_s: float, min_sample_s: float) -> int:
+    """Calls per sample so that a sample lasts at least `min_sample_s` (step 2 above)."""
+    return max(1, math.ceil(min_sample_s / fastest_call_s)) if fastest_call_s > 0 else 1
+
+
 def adaptive_stop(settings: TimingSettings) -> Callable[[list[float], int], bool]:
     """The run's stop rule: target CI reached, budget spent or max_samples taken (see above)."""
     state = {"deadline": None, "next_check": settings.min_samples}
@@ -172,7 +177,7 @@ class Timer:
         return out
 
     def first_call(self):
-        """The first warm-up call; its output is returned so the caller can check it."""
+        """One warm-up call, its output returned: the first is the call the harness checks."""
         with gc_paused():
             return self._one_call()
 
@@ -185,9 +190,7 @@ class Timer:
             while (self.warmup_calls < MIN_WARMUP_CALLS
                    or self.clock() - start < self.settings.warmup_s * 1e9):
                 self._one_call()
-        fastest = self.fastest_call_s
-        self.calls_per_sample = (max(1, math.ceil(self.settings.min_sample_s / fastest))
-                                 if fastest > 0 else 1)
+        self.calls_per_sample = calls_per_sample(self.fastest_call_s, self.settings.min_sample_s)
         return self.calls_per_sample
 
     def loop(self, stop: Callable[[list[float], int], bool]) -> list[float]:

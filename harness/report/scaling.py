@@ -21,7 +21,7 @@ def load_scaling(path: Path, records: list[dict]) -> tuple[dict, str]:
                 data.setdefault("fit_points", scaling.FIT_POINTS)
                 return data, "scaling.json"
         except (OSError, ValueError, AttributeError):
-            pass
+            pass  # unreadable: computed from the records below, and the report says so
     if not any(r["status"] == "ok" for r in records):
         return {"fit_points": scaling.FIT_POINTS, "fits": [], "crossovers": []}, ""
     return ({"fit_points": scaling.FIT_POINTS, "fits": scaling.fits(records),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import selectors
 import subprocess
@@ -32,7 +31,7 @@ from typing import Callable
 from harness import registry
 from harness.analysis import compare
 from harness.constants import TIMED_STATUSES
-from harness.measure.timer import Samples, ci_rel
+from harness.measure.timer import Samples, calls_per_sample, ci_rel
 from harness.run.ab_worker import PROTOCOL
 from harness.run.process import WorkerGone, describe_exit, worker_env
 from harness.run.record import case_record
@@ -225,7 +224,7 @@ class ABRunner:
         cps = 1
         if timing:
             fastest = min(results[n]["per_call_s"] for n in timing)
-            cps = max(1, math.ceil(self.settings.min_sample_s / fastest)) if fastest > 0 else 1
+            cps = calls_per_sample(fastest, self.settings.min_sample_s)  # both sides alike
         order = list(timing)
         while timing:
             for name in order:
