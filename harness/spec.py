@@ -27,6 +27,7 @@ class TimingSettings:
     budget_s: float = 2.0  # sampling time per case after warm-up
     min_sample_s: float = 5e-5  # calls shorter than this are timed in blocks
     timeout_s: float = 300.0  # whole case (prepare, check, warm-up, sampling), enforced by the runner
+    repeats: int = 1  # fresh worker processes each case is measured in (harness.measure.repeats)
 
 
 class SuiteError(ValueError):

@@ -5,7 +5,9 @@ Only records with status "ok" and a positive, finite value count: a failed or un
 nothing about cost. A configuration is everything held fixed along a seq_len sweep; records whose
 seq_len_kv differs from seq_len are a separate configuration (`kv_equals_seq_len`), since their
 cost grows differently. Several records for one impl, configuration and seq_len (seeds, repeated
-runs) are reduced to their median, so each seq_len weighs the same in a fit.
+runs) are reduced to their median, so each seq_len weighs the same in a fit. An unstable time
+(`stable: false`: measured under contention, or implausible) is left out of the time fits and
+the crossovers, and the fit row says which seq_lens it left out (`left_out`).
 """
 from __future__ import annotations
 
@@ -91,6 +93,8 @@ def _series(records: list[dict], metric: str) -> dict[tuple, dict[str, dict[int,
     field = METRICS[metric]
     raw: dict[tuple, dict[str, dict[int, list[float]]]] = {}
     for r in records:
+        if metric == "time" and r.get("stable") is False:
+            continue
         if r.get("status") == "ok" and _usable(r.get(field)):
             by_n = raw.setdefault(_config(r), {}).setdefault(r["impl"], {})
             by_n.setdefault(int(r["seq_len"]), []).append(float(r[field]))
@@ -119,12 +123,18 @@ def fits(records: list[dict], points: int = FIT_POINTS) -> list[dict]:
     with fewer than 3 seq_lens gets a row whose exponent is None and whose `note` says why.
     """
     rows = []
+    left_out: dict[tuple, list[int]] = {}
+    for r in records:
+        if r.get("status") == "ok" and r.get("stable") is False:
+            left_out.setdefault((_config(r), r["impl"]), []).append(int(r["seq_len"]))
     for metric in METRICS:
         for config, impls in _series(records, metric).items():
             for impl, by_n in impls.items():
                 ns = sorted(by_n)
                 fit = fit_exponent(ns, [by_n[n] for n in ns], points)
-                row = {"impl": impl, **dict(zip(CONFIG_FIELDS, config)), "metric": metric}
+                row = {"impl": impl, **dict(zip(CONFIG_FIELDS, config)), "metric": metric,
+                       "left_out": sorted(left_out.get((config, impl), [])) if metric == "time"
+                       else []}
                 if fit is None:
                     plural = "seq_len" if len(ns) == 1 else "seq_lens"
                     row.update(exponent=None, ci_low=None, ci_high=None, r2=None,
@@ -134,6 +144,9 @@ def fits(records: list[dict], points: int = FIT_POINTS) -> list[dict]:
                     row.update(exponent=fit.exponent, ci_low=fit.ci_low, ci_high=fit.ci_high,
                                r2=fit.r2, n_points=fit.n_points, seq_lens=list(fit.seq_lens),
                                note="")
+                if row["left_out"]:
+                    row["note"] = "; ".join(filter(None, [row["note"], "left out unstable N=" + ", ".join(
+                        map(str, row["left_out"]))]))
                 rows.append(row)
     metric_rank = {m: i for i, m in enumerate(METRICS)}
     rows.sort(key=lambda r: (_config_key(tuple(r[k] for k in CONFIG_FIELDS)),
@@ -240,5 +253,7 @@ def format_fits(fit_rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                 continue
             cells += [f"{r['exponent']:.2f}", f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"]
             points = points or f"{r['seq_lens'][0]}..{r['seq_lens'][-1]}"
+            if r.get("left_out"):
+                points += f" (unstable N={', '.join(map(str, r['left_out']))} left out)"
         body.append(cells + [points])
     return header, body

@@ -37,10 +37,14 @@ def not_run(records: list[dict]) -> dict[str, str]:
     return out
 
 
+UNSTABLE_MARK = "~"  # before a figure measured under contention or contradicting its neighbours
+
+
 def cell(record: dict) -> str:
-    """Median in ms, or the status where there is no trustworthy time."""
+    """Median in ms (marked when unstable), or the status where there is no trustworthy time."""
     if record["status"] == "ok":
-        return duration(record["median_s"], unit="ms")
+        mark = UNSTABLE_MARK if record.get("stable") is False else ""
+        return mark + duration(record["median_s"], unit="ms")
     return CELL_FOR_STATUS.get(record["status"], record["status"])
 
 

@@ -123,7 +123,8 @@ def fraction(text: str) -> float:
 def timing_overrides(args) -> dict:
     """The timing settings the command line changes (the plan records them)."""
     return {k: v for k, v in (("budget_s", args.budget), ("timeout_s", args.timeout),
-                              ("target_ci", args.target_ci)) if v is not None}
+                              ("target_ci", args.target_ci),
+                              ("repeats", getattr(args, "repeats", None))) if v is not None}
 
 
 def add_timing_options(parser, per: str = "case") -> None:

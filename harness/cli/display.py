@@ -9,7 +9,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
-from harness.analysis import summary
+from harness.analysis import stability, summary
 from harness.constants import FAILED_STATUSES
 
 MAX_CROSSOVERS_SHOWN = 8
@@ -39,12 +39,13 @@ class RunDisplay:
         if self.live:
             self.progress.stop()
 
-    def header(self, suite, out, todo: int, threads: int) -> None:
+    def header(self, suite, out, todo: int, threads: int, repeats: int = 1) -> None:
         if self.quiet:
             return
-        resumed = f" ({self.already} already recorded)" if self.already else ""
+        resumed = f" ({self.already} measurements already recorded)" if self.already else ""
+        each = f", each in {repeats} fresh processes" if repeats > 1 else ""
         self.console.print(f"[bold]attnbench[/] suite [cyan]{suite.name}[/]: {todo} cases to run"
-                           f"{resumed}, {threads} threads -> {out}")
+                           f"{each}{resumed}, {threads} threads -> {out}")
         load = os.getloadavg()[0]
         if load > 0.5 * (os.cpu_count() or 1):
             self.console.print(f"[yellow]warning[/]: the machine is busy (load average {load:.1f} "
@@ -60,12 +61,19 @@ class RunDisplay:
 
     def record(self, record: dict) -> None:
         self.done += 1
+        self.total = max(self.total, self.done)  # measuring a figure again adds to the plan
         if self.live:
-            self.progress.update(self.task, completed=self.done)
+            self.progress.update(self.task, completed=self.done, total=self.total)
         if self.quiet:
             return
         status = record["status"]
-        if status in FAILED_STATUSES or not self.live:
+        if stability.is_unstable(record):
+            self.console.print(f"[{self.done:>4}/{self.total}] [yellow]unstable[/]    ",
+                               end="", highlight=False)
+            self.console.print(f"{record['case_id']}  {summary.cell(record)} ms: "
+                               f"{record['instability']}", markup=False, highlight=False,
+                               soft_wrap=True)
+        elif status in FAILED_STATUSES or not self.live:
             style = STATUS_STYLE.get(status, "")
             what = summary.cell(record) + " ms" if status == "ok" else record["reason"]
             self.console.print(f"[{self.done:>4}/{self.total}] [{style}]{status:<11}[/] "
@@ -88,6 +96,10 @@ class RunDisplay:
         counts = summary.status_counts(records)
         parts = [f"{n} {s}" for s, n in counts.items() if n]
         self.console.print(f"{len(records)} cases: {', '.join(parts)}")
+        advice = stability.advice(records)
+        if advice:
+            self.console.print(f"[yellow]unstable[/]: ", end="")
+            self.console.print(advice, markup=False, highlight=False, soft_wrap=True)
         self.console.print(f"run directory: [bold]{out}[/]")
 
     def scaling(self, fit_rows: list[dict], crossings: list[dict]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.cli.args import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, RESULTS_DIR, UsageError,
                               add_filter_options, add_timing_options, filter_cases, filters_of,
-                              split_values, timing_overrides)
+                              positive_int, split_values, timing_overrides)
 from harness.constants import FAILED_STATUSES
 
 
@@ -104,19 +104,20 @@ def _resumed_plan(run_dir, plan, args):
 def cmd_run(args) -> int:
     from harness.analysis import scaling
     from harness.cli.display import RunDisplay
-    from harness.run.runner import Runner
+    from harness.run.runner import Runner, finished, repeats_of
     from harness.store import RunDir, capture_env, now_iso, write_plan
 
     suite, plan = make_plan(args)
     out = _out_dir(suite, args)
     run_dir = RunDir(out)
-    done = run_dir.recorded_ids() if run_dir.results_path.exists() else set()
-    if done and not args.resume:
-        raise UsageError(f"--out: {out} already holds {len(done)} records; pass --resume to "
+    earlier = {r["case_id"]: r for r in run_dir.records()}
+    if earlier and not args.resume:
+        raise UsageError(f"--out: {out} already holds {len(earlier)} records; pass --resume to "
                          "finish that run, or choose another directory")
     if args.resume:
         plan = _resumed_plan(run_dir, plan, args)
     cases = list(plan.cases)
+    done = {i for i, r in earlier.items() if finished(r, plan.timing.repeats)}
     todo = [c for c in cases if c.case_id not in done]
     threads, mem_limit = plan.overrides["threads"], plan.overrides.get("mem_limit_bytes")
 
@@ -125,7 +126,7 @@ def cmd_run(args) -> int:
     env = run_dir.read_env() or capture_env(threads, suite.name)
     if suite.path and not (run_dir.path / "suite.toml").exists():
         shutil.copyfile(suite.path, run_dir.path / "suite.toml")
-    if done:
+    if earlier:
         env.setdefault("resumed_at", []).append(now_iso())
     if mem_limit:
         env["mem_limit_bytes"] = mem_limit
@@ -135,8 +136,10 @@ def cmd_run(args) -> int:
         env["workers"][family] = info
         run_dir.write_env(env)
 
-    display = RunDisplay(total=len(cases), already=len(cases) - len(todo), quiet=args.quiet)
-    display.header(suite, out, len(todo), threads)
+    repeats = plan.timing.repeats
+    measured = sum(repeats if finished(r, repeats) else repeats_of(r) for r in earlier.values())
+    display = RunDisplay(total=len(cases) * repeats, already=measured, quiet=args.quiet)
+    display.header(suite, out, len(todo), threads, repeats)
     runner = Runner(run_dir, plan.timing, threads, mem_limit=mem_limit, peaks=env.get("peaks"),
                     on_start=display.start, on_record=display.record, on_worker=on_worker)
     try:
@@ -145,7 +148,8 @@ def cmd_run(args) -> int:
             env["peaks"] = runner.measure_peaks(todo)
             run_dir.write_env(env)
         with display:
-            runner.run(todo)
+            runner.run(todo, earlier={c.case_id: earlier[c.case_id] for c in todo
+                                      if c.case_id in earlier})
     except KeyboardInterrupt:
         display.console.print(
             f"[yellow]interrupted[/]: {len(run_dir.recorded_ids())} of {len(cases)} cases recorded "
@@ -191,6 +195,10 @@ def add_parsers(sub) -> None:
                             "latest run of the suite)")
     add_filter_options(p_run)
     add_timing_options(p_run)
+    p_run.add_argument("--repeats", type=positive_int,
+                       help="measure each case in this many fresh worker processes, in passes "
+                            "over the suite; the interval then includes process-to-process "
+                            "variance (default: the suite's timing.repeats, else 1)")
     p_run.add_argument("--mem-limit", metavar="SIZE",
                        help="cap what one case may allocate (e.g. 512MiB, 2GiB); beyond it the "
                             "case is recorded as oom and larger seq_len of its configuration skipped")

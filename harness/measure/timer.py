@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from harness.measure import contention
 from harness.spec import TimingSettings
 
 MIN_WARMUP_CALLS = 2
@@ -91,6 +92,7 @@ class Samples:
     warmup_calls: int = 0
     timed_s: float = 0.0  # wall seconds inside warm-up and sampling
     target_ci: float = TimingSettings.target_ci
+    contention: dict | None = None  # harness.measure.contention.signals over warm-up and sampling
 
     @cached_property
     def array(self) -> np.ndarray:
@@ -114,6 +116,7 @@ class Samples:
 
     def to_record(self) -> dict:
         x = self.array
+        instability = contention.verdict(self.contention)
         q25, q75 = np.percentile(x, [25, 75])
         low, high = self.ci
         return {
@@ -122,7 +125,10 @@ class Samples:
             "mean_s": float(x.mean()), "std_s": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
             "n_samples": int(len(x)), "samples_s": [float(v) for v in x],
             "calls_per_sample": self.calls_per_sample, "warmup_calls": self.warmup_calls,
-            "timed_s": self.timed_s,
+            "timed_s": self.timed_s, "contention": self.contention,
+            # unknown (None) where no signals were read: never called stable unwatched
+            "stable": None if self.contention is None else instability is None,
+            "instability": instability,
         }
 
 
@@ -213,14 +219,18 @@ class Timer:
         """Exactly `n` samples of the current block size."""
         return self.loop(lambda samples, now: len(samples) >= n)
 
-    def samples(self, per_call_s) -> Samples:
+    def samples(self, per_call_s, window: dict | None = None) -> Samples:
         return Samples(tuple(per_call_s), self.calls_per_sample, self.warmup_calls,
-                       self.timed_ns / 1e9, self.settings.target_ci)
+                       self.timed_ns / 1e9, self.settings.target_ci, window)
 
     def measure(self) -> Samples:
-        """Warm-up (continuing from `first_call`, if it was made), then adaptive sampling."""
+        """Warm-up (continuing from `first_call`, if it was made), then adaptive sampling,
+        with the contention signals read around both."""
+        before = contention.read()
         self.warm_up()
-        return self.samples(self.loop(adaptive_stop(self.settings)))
+        per_call = self.loop(adaptive_stop(self.settings))
+        window = contention.signals(before, contention.read(), contention.thread_count())
+        return self.samples(per_call, window)
 
 
 def measure(call, sync, settings: TimingSettings) -> Samples:

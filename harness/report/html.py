@@ -91,6 +91,7 @@ def context(run: Run) -> dict:
         if speed else None,
         "numerics": _section(errors, "numerics", lambda: tables.numerics(records)),
         "problems": _section(errors, "problems", lambda: tables.problems(records)),
+        "unstable": _section(errors, "unstable", lambda: tables.unstable_figures(records)),
         "not_run": _section(errors, "not_run", lambda: tables.not_run(records)),
         "method": _section(errors, "method", lambda: method.method(run)),
         "statuses": list(STATUSES),

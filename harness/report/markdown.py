@@ -95,6 +95,18 @@ def _problems(run: Run) -> list[str]:
     return ["## Problems", "", _table(["case", "status", "reason"], body), ""]
 
 
+def _unstable(run: Run) -> list[str]:
+    rows = tables.unstable_figures(run.records)
+    if not rows:
+        return []
+    body = [[code_md(u["case_id"]), u["text"], str(u["remeasured"]), escape_md(u["reason"])]
+            for u in rows]
+    return ["## Unstable figures", "", "Marked ~ in the tables: measured under contention (even "
+            "when measured again) or slower than a larger problem of the same configuration. Left "
+            "out of the scaling fits; `attnbench compare` never judges them.", "",
+            _table(["case", "median (ms)", "measured again", "what was seen"], body), ""]
+
+
 def _not_run(run: Run) -> list[str]:
     groups = tables.not_run(run.records)
     if not groups:
@@ -140,5 +152,6 @@ def render_markdown(run_dir: str | Path | Run, baseline: str | None = None,
         out += _latency(run)
     out += _scaling(run)
     out += _problems(run)
+    out += _unstable(run)
     out += _not_run(run)
     return "\n".join(out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from harness.analysis import summary
+from harness.analysis import stability, summary
 from harness.analysis.scaling import sort_key
 from harness.constants import CONFIG_FIELDS, FAILED_STATUSES, STATUSES
 from harness.measure.timer import CONFIDENCE, relative_half_width
@@ -59,6 +59,9 @@ def verdict(run: Run) -> dict:
         notes.append("The last line of results.jsonl was cut off mid-write and is ignored.")
     if level == "fail" and counts["ok"]:
         notes.append(f"{counts['ok']} cases agree with the float64 reference.")
+    advice = stability.advice(records)
+    if advice:
+        notes.append(advice + " (see Unstable figures).")
     return {"level": level, "headline": headline, "notes": notes, "counts": counts,
             "total": len(records), "complete": run.complete, "coverage": coverage(run)}
 
@@ -143,7 +146,11 @@ def cell(r: dict | None, best: dict | None) -> dict:
     title += f", {r['n_samples']} samples"
     if r["converged"] is False:
         title += "; did not reach the target CI within its budget"
-    return {"status": "ok", "median_s": med, "text": duration(med, unit="ms"),
+    unstable = r.get("stable") is False
+    if unstable:
+        title += f"; UNSTABLE: {r.get('instability') or 'measured under contention'}"
+    return {"status": "ok", "median_s": med, "unstable": unstable,
+            "text": (summary.UNSTABLE_MARK if unstable else "") + duration(med, unit="ms"),
             "spread": spread, "spread_text": "" if spread is None else f"±{spread:.1f}%" if spread < 10
             else f"±{spread:.0f}%",
             "rel": rel, "rel_text": fmt_ratio(rel), "fastest": rel is not None and rel <= 1.0,
@@ -302,6 +309,14 @@ def problems(records: list[dict]) -> list[dict]:
     order = {s: i for i, s in enumerate(FAILED_STATUSES)}
     rows.sort(key=lambda x: (order.get(x["status"], 9), x["impl"], sort_key(x["seq_len"])))
     return rows
+
+
+def unstable_figures(records: list[dict]) -> list[dict]:
+    """The figures the harness could not vouch for, each with what was seen."""
+    return [{"case_id": r["case_id"], "impl": r["impl"], "text": duration(r["median_s"], unit="ms"),
+             "reason": r.get("instability") or "measured under contention",
+             "remeasured": r.get("remeasured") or 0}
+            for r in stability.unstable(records)]
 
 
 # ---- headlines ---------------------------------------------------------------------

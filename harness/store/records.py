@@ -12,6 +12,7 @@ RECORD_FIELDS = (
     "status", "reason", "kernel",
     "median_s", "ci_low_s", "ci_high_s", "ci_rel", "converged", "iqr_s", "min_s", "mean_s",
     "std_s", "n_samples", "calls_per_sample", "warmup_calls", "timed_s", "samples_s",
+    "repeat_medians_s", "repeat_n_samples", "stable", "instability", "contention", "remeasured",
     "max_abs_err", "rel_err", "tolerance", "out_dtype", "grad_errors", "grad_err_ratio",
     "flops", "tflops", "pct_of_peak", "peak_mem_bytes", "mem_method", "oom_bytes", "predicted",
     "threads", "worker", "started_at", "wall_s",

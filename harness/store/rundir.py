@@ -1,7 +1,9 @@
-"""The run directory: plan.json (what the run set out to measure), results.jsonl (one record per
-case, appended and flushed as it exists), env.json (the machine and software), suite.toml (a
+"""The run directory: plan.json (what the run set out to measure), results.jsonl (records,
+appended and flushed as they exist), env.json (the machine and software), suite.toml (a
 copy of what was asked). Loads into pandas.
 
+The file is append-only: a case measured again (a re-measurement after contention, the next
+repeat) gets a new line, and the last line of a case is its record; loading returns that one.
 A killed process can leave half a line at the end of results.jsonl; loading ignores it and
 `RunDir.open_for_append` cuts it off before a resumed run appends.
 """
@@ -68,16 +70,18 @@ def _cut_partial_last_line(path: Path) -> None:
 
 
 def load_records(run_dir: str | Path) -> list[dict]:
-    """All complete records of a run; a half-written last line (killed process) is skipped."""
+    """The record of every case of a run (its last line), in the order cases were first
+    recorded; a half-written last line (killed process) is skipped."""
     path = Path(run_dir) / RESULTS
-    records = []
+    records: dict = {}
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             if not line.endswith("\n"):
                 break  # a write that was cut off; resume removes it
             if line.strip():
-                records.append(json.loads(line))
-    return records
+                record = json.loads(line)
+                records[record.get("case_id", len(records))] = record
+    return list(records.values())
 
 
 def load_dataframe(run_dir: str | Path):

@@ -1,0 +1,61 @@
+"""Figures that cannot be right within their configuration, and the stability of a whole run.
+
+A larger problem is never much faster than a smaller one of the same implementation and
+configuration: attention's work grows with seq_len. A median more than IMPLAUSIBLE_RATIO times
+the median at some larger seq_len was disturbed (a preempted thread waiting out scheduler
+slices gives every sample the same delay, so its own interval looks tight). Such a figure is
+measured again; if it stays implausible it is kept with `stable: false`.
+"""
+from __future__ import annotations
+
+from harness.constants import config_key
+from harness.units import duration
+
+IMPLAUSIBLE_RATIO = 1.5
+
+
+def _timed(record: dict) -> bool:
+    return record.get("status") == "ok" and (record.get("median_s") or 0) > 0
+
+
+def implausible(records: list[dict]) -> dict[str, str]:
+    """case_id -> why its median cannot be right, for every figure slower than a larger N's."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        if _timed(r):
+            groups.setdefault(config_key(r), []).append(r)
+    out = {}
+    for members in groups.values():
+        for r in members:
+            larger = [o for o in members if o["seq_len"] > r["seq_len"]]
+            if not larger:
+                continue
+            fastest = min(larger, key=lambda o: o["median_s"])
+            ratio = r["median_s"] / fastest["median_s"]
+            if ratio > IMPLAUSIBLE_RATIO:
+                out[r["case_id"]] = (
+                    f"its median {duration(r['median_s'])} is {ratio:.1f}x the "
+                    f"{duration(fastest['median_s'])} measured at the larger seq_len "
+                    f"{fastest['seq_len']}: a larger problem cannot be that much faster, so this "
+                    "figure was disturbed; run it again on a quiet machine or with --repeats")
+    return out
+
+
+def is_unstable(record: dict) -> bool:
+    """A timed figure the harness could not vouch for (`stable` false)."""
+    return record.get("status") == "ok" and record.get("stable") is False
+
+
+def unstable(records: list[dict]) -> list[dict]:
+    return [r for r in records if is_unstable(r)]
+
+
+def advice(records: list[dict]) -> str | None:
+    """The end-of-run line about unstable figures, None when there are none."""
+    bad = unstable(records)
+    timed = sum(1 for r in records if r.get("status") == "ok")
+    if not bad:
+        return None
+    return (f"{len(bad)} of {timed} figures are unstable (marked ~): the machine was busy or a "
+            "figure contradicts its neighbours. Close other programs, give the run fewer "
+            "--threads than cores, or measure each case in several processes with --repeats 3")
