@@ -11,7 +11,8 @@ uncertainty (asv and pyperf measure in several processes for this reason). With 
   (sd / √R) and the within-repeat precision (the repeats' median intervals pooled, / √R), so
   R repeats that agree by chance never claim more precision than their samples have;
 - the samples of all repeats are kept, one after another, in `samples_s`, and
-  `repeat_n_samples` says how many each contributed.
+  `repeat_n_samples` says how many each contributed; `contention` holds each figure at its worst
+  over the repeats, and each repeat's own under `per_repeat`.
 
 With R = 1 the record is that repeat's own, with `repeat_medians_s` holding its one median.
 """
@@ -63,7 +64,8 @@ def combine(results: list[dict], target_ci: float) -> dict:
         warmup_calls=sum(r["warmup_calls"] for r in results),
         timed_s=sum(r["timed_s"] or 0.0 for r in results),
         peak_mem_bytes=_max_or_none([r.get("peak_mem_bytes") for r in results]),
-        contention=contention.worst([r.get("contention") for r in results]),
+        contention={**contention.worst([r.get("contention") for r in results]),
+                    "per_repeat": [r.get("contention") for r in results]},
         stable=not unstable,
         instability=(f"{len(unstable)} of {len(results)} repeats: {unstable[0]}" if unstable
                      else None))
@@ -74,21 +76,21 @@ def split(record: dict) -> list[dict]:
     """The repeats of a stored record, as `combine` takes them (a resumed run goes on from them).
 
     Each part keeps the record's check and memory fields; its statistics are recomputed from its
-    own samples, and its contention verdict is the record's.
+    own samples, and its contention figures and verdict are its own.
     """
     from harness.measure.timer import Samples
 
     sizes = record.get("repeat_n_samples") or [record["n_samples"]]
     samples = record["samples_s"]
+    windows = (record.get("contention") or {}).get("per_repeat") or [record.get("contention")]
     parts, start = [], 0
-    for size in sizes:
+    for i, size in enumerate(sizes):
         share = size / sum(sizes)
         own = Samples(tuple(samples[start:start + size]), record["calls_per_sample"],
                       round(record["warmup_calls"] * share), (record["timed_s"] or 0.0) * share,
-                      target_ci=1.0).to_record()
+                      target_ci=1.0, contention=windows[i] if i < len(windows) else None
+                      ).to_record()
         start += size
-        own.update(contention=record.get("contention"), stable=record.get("stable"),
-                   instability=record.get("instability"))
         parts.append({**record, **own})
     return parts
 

@@ -37,6 +37,13 @@ def describe_exit(code: int | None) -> WorkerGone:
 def worker_env(family: str, threads: int) -> dict[str, str]:
     """Environment a worker must start with (thread pools are sized at import time)."""
     env = {var: str(threads) for var in THREAD_ENV_VARS}
+    if family != "numpy":
+        # The harness's own NumPy (float64 references, checks) must not compete with the timed
+        # library: OpenBLAS threads otherwise spin ~0.1 s after each use, and beside a torch or
+        # TensorFlow pool of as many threads as cores that preempts the timed threads (measured:
+        # run-queue wait 0.5-1.0 and medians up to 14x). In NumPy's own worker its spinning is
+        # part of what is timed, so it keeps OpenBLAS's default.
+        env["OPENBLAS_THREAD_TIMEOUT"] = "4"
     if family == "tensorflow":
         env.update(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
     return env
