@@ -1,14 +1,27 @@
 """The regression gate: two runs, matched case by case, judged from the raw samples.
 
-For every case both runs timed, from `samples_s`:
-- the ratio of medians new/base with a 95% percentile-bootstrap interval (2000 seeded resamples);
-- one-sided Mann-Whitney U p-values, "new is slower" and "new is faster";
-- a verdict. `regression` needs all three: p(slower) < 0.001, the interval's lower bound above
-  1 + threshold, and a median slowdown above the floor of the device's timer (20 µs on a host
-  timer, 2 µs on CUDA), so a shift too small to be real on that clock never fails a gate.
-  `improvement` is the mirror (p(faster) < 0.001, upper bound below 1/(1 + threshold), speed-up
-  above the floor). Otherwise `noisy` when either side's own median CI is wider than
-  ±threshold (too spread to judge), else `unchanged`.
+For every case both runs timed, one of three rules (each row's `rule` says which):
+
+- `repeats` (both records measured in R >= 2 processes, `repeat_medians_s`): the ratio of the
+  geometric means of the repeat medians, with Welch's t interval on their logs (each side's
+  standard error as in `harness.measure.repeats`). `regression` when the 95% interval lies above
+  1 + threshold and the slowdown is above the timer's floor (20 µs on a host timer, 2 µs on
+  CUDA); `improvement` the mirror. The repeats carry the run-to-run variance, so the interval is
+  honest about it.
+- `single run` (either side measured in one process): from `samples_s`, the ratio of medians
+  with a 95% percentile-bootstrap interval (2000 seeded resamples) and one-sided Mann-Whitney U
+  p-values. Samples of one process say nothing of the next process's mood, and two such runs of
+  the same code on this 2-core machine differed by up to SINGLE_RUN_MIN_EFFECT; so on a host
+  timer a regression needs p(slower) < 0.001, the interval's lower bound above
+  1 + max(threshold, SINGLE_RUN_MIN_EFFECT) and the floor. `improvement` is the mirror. Use
+  repeats (`--repeats 3`, as the CI suites do) to see smaller changes.
+- `interleaved` (`attnbench ab`: both sides in one job, taking turns): the single-run test with
+  the plain threshold, since drift lands on both sides alike.
+
+Otherwise `noisy` when either side's own median CI is wider than ±threshold (too spread to
+judge), else `unchanged`. A case either run marked unstable (`stable: false`: timed under
+contention, or implausible) is `noisy` whatever its ratio: it is never called a regression or
+an improvement.
 Status changes have verdicts of their own: `new_failure` (ok or unsupported before; mismatch,
 error, timeout or oom now; also a case new to the run that fails), `fixed`, `still_failing`,
 `now_unsupported`, `now_supported`, `unsupported`, and `new` / `missing` for unmatched cases.
@@ -28,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.constants import FAILED_STATUSES
+from harness.measure.repeats import log_interval
 from harness.measure.timer import ci_rel
 from harness.store import PlanError, fingerprint, load_env, load_records, read_plan
 from harness.units import duration
@@ -41,6 +55,9 @@ RESAMPLES = 2000
 # microseconds per sample (tens on a busy CPU); a CUDA synchronise-and-read by about one.
 HOST_FLOOR_S = 20e-6
 CUDA_FLOOR_S = 2e-6
+# Host-timer cases compared across two single-process runs: the smallest slowdown that counts.
+SINGLE_RUN_MIN_EFFECT = 0.5
+RULES = ("repeats", "single run", "interleaved")
 MEM_FLOOR_BYTES = 1 << 20
 
 TIMED = ("regression", "improvement", "unchanged", "noisy")
@@ -77,8 +94,9 @@ def bootstrap_ratio_ci(base, new, resamples: int = RESAMPLES, confidence: float 
 
 
 def judge_samples(base, new, threshold: float = DEFAULT_THRESHOLD,
-                  floor_s: float = HOST_FLOOR_S) -> dict:
-    """Timing verdict and its evidence for two sample sets (seconds per call)."""
+                  floor_s: float = HOST_FLOOR_S, min_effect: float = 0.0) -> dict:
+    """Timing verdict and its evidence for two sample sets (seconds per call); a change must
+    also exceed `min_effect` to be called a regression or an improvement."""
     from scipy.stats import mannwhitneyu
 
     base, new = np.asarray(base, float), np.asarray(new, float)
@@ -88,25 +106,66 @@ def judge_samples(base, new, threshold: float = DEFAULT_THRESHOLD,
     p_faster = float(mannwhitneyu(new, base, alternative="less").pvalue)
     diff = mn - mb
     base_ci_rel, new_ci_rel = ci_rel(base), ci_rel(new)
-    spread = max(base_ci_rel, new_ci_rel)
-    if p_slower < ALPHA and low > 1 + threshold and diff > floor_s:
-        verdict = "regression"
-    elif p_faster < ALPHA and high < 1 / (1 + threshold) and -diff > floor_s:
-        verdict = "improvement"
-    elif spread > threshold:
-        verdict = "noisy"
-    else:
-        verdict = "unchanged"
-    note = ""
-    if verdict in ("unchanged", "noisy") and abs(diff) <= floor_s and (
-            (p_slower < ALPHA and low > 1 + threshold)
-            or (p_faster < ALPHA and high < 1 / (1 + threshold))):
-        note = (f"{'slower' if diff > 0 else 'faster'} by {duration(abs(diff))}: under the "
-                f"{duration(floor_s)} floor of this timer")
+    effect = max(threshold, min_effect)
+    slower = p_slower < ALPHA and low > 1 + threshold
+    faster = p_faster < ALPHA and high < 1 / (1 + threshold)
+    verdict, note = _verdict(slower and low > 1 + effect, faster and high < 1 / (1 + effect),
+                             diff, floor_s, max(base_ci_rel, new_ci_rel), threshold)
+    if verdict in ("unchanged", "noisy") and (slower or faster):
+        if abs(diff) <= floor_s:
+            note = (f"{'slower' if diff > 0 else 'faster'} by {duration(abs(diff))}: under the "
+                    f"{duration(floor_s)} floor of this timer")
+        elif effect > threshold:
+            note = (f"{'slower' if diff > 0 else 'faster'} by {abs(mn / mb - 1):.0%}: within "
+                    f"the {effect:.0%} two single-process runs can differ by")
     return {"verdict": verdict, "note": note, "base_median_s": mb, "new_median_s": mn, "ratio": mn / mb,
             "ci_low": low, "ci_high": high, "p_slower": p_slower, "p_faster": p_faster,
             "diff_s": diff, "floor_s": floor_s, "base_ci_rel": base_ci_rel,
             "new_ci_rel": new_ci_rel, "n_base": int(len(base)), "n_new": int(len(new))}
+
+
+def _verdict(slower: bool, faster: bool, diff: float, floor_s: float, spread: float,
+             threshold: float) -> tuple[str, str]:
+    if slower and diff > floor_s:
+        return "regression", ""
+    if faster and -diff > floor_s:
+        return "improvement", ""
+    return ("noisy" if spread > threshold else "unchanged"), ""
+
+
+def judge_repeats(base: dict, new: dict, threshold: float = DEFAULT_THRESHOLD,
+                  floor_s: float = HOST_FLOOR_S) -> dict:
+    """Timing verdict from two records' repeat medians (Welch's t on their logs)."""
+    from scipy.stats import t
+
+    cb, se_b, dof_b, _ = log_interval(base["repeat_medians_s"], _half_widths(base))
+    cn, se_n, dof_n, _ = log_interval(new["repeat_medians_s"], _half_widths(new))
+    d, se = cn - cb, math.hypot(se_b, se_n)
+    dof = se ** 4 / (se_b ** 4 / dof_b + se_n ** 4 / dof_n) if se > 0 else dof_b + dof_n
+    q = float(t.ppf(0.5 + CONFIDENCE / 2, dof))
+    low, high = math.exp(d - q * se), math.exp(d + q * se)
+    mb, mn = math.exp(cb), math.exp(cn)
+    diff = mn - mb
+    spread = max(base.get("ci_rel") or 0.0, new.get("ci_rel") or 0.0)
+    verdict, note = _verdict(low > 1 + threshold, high < 1 / (1 + threshold), diff, floor_s,
+                             spread, threshold)
+    z = d / se if se > 0 else 0.0
+    return {"verdict": verdict, "note": note, "base_median_s": mb, "new_median_s": mn,
+            "ratio": mn / mb, "ci_low": low, "ci_high": high, "p_slower": float(t.sf(z, dof)),
+            "p_faster": float(t.cdf(z, dof)), "diff_s": diff, "floor_s": floor_s,
+            "base_ci_rel": base.get("ci_rel"), "new_ci_rel": new.get("ci_rel"),
+            "n_base": len(base["repeat_medians_s"]), "n_new": len(new["repeat_medians_s"])}
+
+
+def _half_widths(record: dict) -> list[float]:
+    """Each repeat's own relative CI half-width (from its samples)."""
+    from harness.measure.repeats import split
+
+    return [part["ci_rel"] for part in split(record)]
+
+
+def _repeated(record: dict) -> bool:
+    return len(record.get("repeat_medians_s") or []) >= 2
 
 
 def _status_verdict(base: str | None, new: str | None) -> str | None:
@@ -139,8 +198,9 @@ def _memory(base: dict, new: dict, mem_threshold: float) -> dict:
 
 
 def judge_case(base: dict | None, new: dict | None, threshold: float = DEFAULT_THRESHOLD,
-               mem_threshold: float = DEFAULT_MEM_THRESHOLD) -> dict:
-    """One row of the comparison: the case, both statuses, the verdict and its evidence."""
+               mem_threshold: float = DEFAULT_MEM_THRESHOLD, interleaved: bool = False) -> dict:
+    """One row of the comparison: the case, both statuses, the verdict and its evidence, and
+    the rule that judged it (see the module docstring)."""
     either = new or base
     row = {"case_id": either["case_id"], "impl": either.get("impl"), "dtype": either.get("dtype"),
            "device": either.get("device"), "seq_len": either.get("seq_len"),
@@ -149,15 +209,35 @@ def judge_case(base: dict | None, new: dict | None, threshold: float = DEFAULT_T
            "reason": (new or {}).get("reason") or ""}
     verdict = _status_verdict(row["base_status"], row["new_status"])
     if verdict is None:
-        bs, ns = base.get("samples_s") or [], new.get("samples_s") or []
-        if bs and ns:
-            row.update(judge_samples(bs, ns, threshold, floor_for(row["device"])))
-        else:
-            row.update(verdict="noisy", reason="no raw samples to judge")
+        row.update(_judge_times(base, new, threshold, floor_for(row["device"]), interleaved))
         row.update(_memory(base, new, mem_threshold))
     else:
         row["verdict"] = verdict
     row["failing"] = row["verdict"] in FAILING or row.get("mem_verdict") == "memory_growth"
+    return row
+
+
+def single_run_min_effect(device: str | None) -> float:
+    """The run-to-run allowance of the `single run` rule: host timers only (see the docstring)."""
+    return 0.0 if (device or "").startswith("cuda") else SINGLE_RUN_MIN_EFFECT
+
+
+def _judge_times(base: dict, new: dict, threshold: float, floor_s: float,
+                 interleaved: bool) -> dict:
+    bs, ns = base.get("samples_s") or [], new.get("samples_s") or []
+    if not interleaved and _repeated(base) and _repeated(new):
+        row = {"rule": "repeats", **judge_repeats(base, new, threshold, floor_s)}
+    elif bs and ns:
+        rule = "interleaved" if interleaved else "single run"
+        effect = 0.0 if interleaved else single_run_min_effect(new.get("device"))
+        row = {"rule": rule, **judge_samples(bs, ns, threshold, floor_s, effect)}
+    else:
+        return {"rule": None, "verdict": "noisy", "reason": "no raw samples to judge"}
+    unstable = [(side, r.get("instability") or "measured under contention")
+                for side, r in (("base", base), ("new", new)) if r.get("stable") is False]
+    if unstable:
+        row["verdict"] = "noisy"
+        row["note"] = "; ".join(f"unstable in the {side} run: {why}" for side, why in unstable)
     return row
 
 
@@ -180,12 +260,14 @@ def geomean_groups(rows: list[dict]) -> list[dict]:
 
 
 def compare_records(base: list[dict], new: list[dict], threshold: float = DEFAULT_THRESHOLD,
-                    mem_threshold: float = DEFAULT_MEM_THRESHOLD) -> dict:
+                    mem_threshold: float = DEFAULT_MEM_THRESHOLD,
+                    interleaved: bool = False) -> dict:
     """Every case of either run judged; the counts; the groups; pass or fail."""
     by_base = {r["case_id"]: r for r in base}  # a later record of a case wins
     by_new = {r["case_id"]: r for r in new}
     ids = list(dict.fromkeys([*by_base, *by_new]))
-    rows = [judge_case(by_base.get(i), by_new.get(i), threshold, mem_threshold) for i in ids]
+    rows = [judge_case(by_base.get(i), by_new.get(i), threshold, mem_threshold, interleaved)
+            for i in ids]
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICT_ORDER}
     counts["memory_growth"] = sum(r.get("mem_verdict") == "memory_growth" for r in rows)
     failing = any(r["failing"] for r in rows)
@@ -193,6 +275,8 @@ def compare_records(base: list[dict], new: list[dict], threshold: float = DEFAUL
             "mem_threshold": mem_threshold, "alpha": ALPHA, "confidence": CONFIDENCE,
             "floors_s": {"cpu": HOST_FLOOR_S, "cuda": CUDA_FLOOR_S},
             "matched": sum(1 for i in ids if i in by_base and i in by_new),
+            "single_run_min_effect": SINGLE_RUN_MIN_EFFECT,
+            "rules": {rule: sum(r.get("rule") == rule for r in rows) for rule in RULES},
             "counts": counts, "groups": geomean_groups(rows), "cases": rows}
 
 

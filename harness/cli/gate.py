@@ -145,7 +145,7 @@ def cmd_ab(args) -> int:
             shutil.copyfile(suite.path, run_dir.path / "suite.toml")
 
     def show(case, base, head):
-        row = compare.judge_case(base, head, args.threshold, args.mem_threshold)
+        row = compare.judge_case(base, head, args.threshold, args.mem_threshold, interleaved=True)
         timing = (f"base {duration(row.get('base_median_s'))}, head "
                   f"{duration(row.get('new_median_s'))}, ratio {gate_text.ratio_text(row)}"
                   if row.get("ratio") else f"{row['base_status']} / {row['new_status']}")

@@ -65,10 +65,34 @@ def incomplete_lines(result: dict) -> list[str]:
     return lines
 
 
+def rules_text(result: dict) -> str:
+    """Which rule judged how many cases, in words (see harness.analysis.compare)."""
+    rules = result.get("rules") or {}
+    parts = []
+    if rules.get("repeats"):
+        parts.append(f"{rules['repeats']} by their repeats (Welch's t on the processes' medians, "
+                     f"{percent(result['threshold'])} threshold)")
+    if rules.get("single run"):
+        parts.append(f"{rules['single run']} as single runs (a host-timer change must exceed "
+                     f"{percent(result['single_run_min_effect'])}: two runs of one process each "
+                     "differ by that much; measure with --repeats 3 to see less)")
+    if rules.get("interleaved"):
+        parts.append(f"{rules['interleaved']} interleaved (A/B: both sides took turns, "
+                     f"{percent(result['threshold'])} threshold)")
+    return "judged: " + "; ".join(parts) if parts else ""
+
+
 def console_lines(result: dict) -> list[str]:
-    """What the command prints: the verdict, then each case that failed or improved."""
+    """What the command prints: the verdict, the rules applied, then each case that failed or
+    improved."""
     lines = [headline(result) + f" ({result['matched']} cases matched, threshold "
              f"{percent(result['threshold'])})"]
+    if rules_text(result):
+        lines.append(rules_text(result))
+    unstable = result["counts"].get("noisy", 0)
+    if unstable:
+        lines.append(f"{unstable} noisy: too spread to judge, or unstable in a run (never "
+                     "called a regression)")
     if result.get("forced"):
         lines.append("compared with --force although the runs differ: "
                      + describe_differences(result["differences"]))
@@ -133,7 +157,10 @@ def render_markdown(result: dict, title: str = "attnbench regression gate") -> s
            f"(Mann-Whitney U), the {percent(confidence)} bootstrap interval of the median ratio above"
            f" {1 + result['threshold']:.3g} and a slowdown above "
            f"{duration(floors['cpu'])} (host timer) / {duration(floors['cuda'])} (CUDA); memory "
-           f"growth: > {percent(result['mem_threshold'])} and > {fmt_mib(MEM_FLOOR_BYTES)} MiB.", ""]
+           f"growth: > {percent(result['mem_threshold'])} and > {fmt_mib(MEM_FLOOR_BYTES)} MiB.",
+           ""]
+    if rules_text(result):
+        out += [escape_md(rules_text(result)[0].upper() + rules_text(result)[1:]) + ".", ""]
     if result.get("differences"):
         how = "compared with --force" if result.get("forced") else "sides of the A/B"
         out += [f"> Runs differ ({how}): "

@@ -8,9 +8,10 @@ not a copy taken at import), so the text follows them.
 """
 from __future__ import annotations
 
-from harness.analysis import scaling
-from harness.measure import flops, memory, timer
+from harness.analysis import scaling, stability
+from harness.measure import contention, flops, memory, timer
 from harness.problem import reference
+from harness.run import runner
 from harness.report.format import fmt_mib, fmt_tflops, percent
 from harness.units import duration
 
@@ -85,6 +86,15 @@ def memory_methods(records: list[dict]) -> str:
         for base, notes in sorted(variants.items())) or "no memory was measured in this run"
 
 
+def _repeats_text(repeats: int) -> str:
+    if repeats <= 1:
+        return ("one worker process: the interval says how precise that process's median is, "
+                "not how the next process would measure")
+    return (f"{repeats} fresh worker processes, in passes over the suite; the median is the "
+            f"geometric mean of the {repeats} processes' medians and its interval Student's t on "
+            "their logs, so it includes process-to-process variance")
+
+
 def method(run) -> list[tuple[str, str]]:
     """How the numbers were measured, from the settings and constants the run used."""
     t = run.timing
@@ -119,6 +129,18 @@ def method(run) -> list[tuple[str, str]]:
         ("statistics", f"the median of the samples with its {confidence} CI (shown as ±% of the "
                        "median, the CI's half-width) and the interquartile range; a † marks a "
                        "case whose interval did not reach the target within its budget"),
+        ("stability", "around each case's warm-up and sampling the worker reads the kernel's "
+                      "counters: CPU pressure (/proc/pressure/cpu), its threads' run-queue wait, "
+                      "hypervisor steal, involuntary context switches and CPU time over wall "
+                      "(the contention field of each record). A case is unstable when tasks waited for a "
+                      f"CPU more than {percent(contention.LIMITS['cpu_pressure'])} of the time "
+                      "(run-queue wait where there is no pressure information) or steal exceeded "
+                      f"{percent(contention.LIMITS['steal'])}, or when its median is more than "
+                      f"{stability.IMPLAUSIBLE_RATIO:g}× the median at a larger seq_len of the "
+                      f"same configuration. Unstable cases are measured again after the others, "
+                      f"at most {runner.MAX_REMEASURES}×; those still unstable are kept, marked ~, left "
+                      "out of the scaling fits and never judged by the regression gate"),
+        ("repeats", f"each case was measured in {_repeats_text(t.repeats)}"),
         ("FLOPs", flop_text + ". TFLOP/s = FLOPs / median; percent of peak is over the matmul "
                               "throughput measured on this machine, per device and dtype"),
         ("tolerance", f"each output is compared with a float64 reference of the same inputs; "

@@ -309,7 +309,8 @@ def run_ab(runner: ABRunner, cases: list[Case], threshold: float, mem_threshold:
            note: Callable[[str], None] = print) -> dict:
     """First pass, re-measure what it flags, write both runs and the comparison."""
     first = runner.run(cases)
-    result = compare.compare_records(first["base"], first["head"], threshold, mem_threshold)
+    result = compare.compare_records(first["base"], first["head"], threshold, mem_threshold,
+                                     interleaved=True)
     first_verdicts = {r["case_id"]: r["verdict"] for r in result["cases"]}
     again_ids = flagged(result)
     if again_ids:
@@ -325,7 +326,8 @@ def run_ab(runner: ABRunner, cases: list[Case], threshold: float, mem_threshold:
             newer = {r["case_id"]: r for r in second[name]}
             final[name] = [newer.get(r["case_id"], r) for r in first[name]]
             _rewrite(runner.dirs[name], final[name])
-        result = compare.compare_records(final["base"], final["head"], threshold, mem_threshold)
+        result = compare.compare_records(final["base"], final["head"], threshold, mem_threshold,
+                                         interleaved=True)
     for row in result["cases"]:
         if row["case_id"] in again_ids:
             row["first_pass_verdict"] = first_verdicts[row["case_id"]]

@@ -51,7 +51,7 @@ def _handle(message: dict):
         return measure_peaks([tuple(t) for t in message["targets"]])
     case = Case.from_dict(message["case"])
     adapter = registry.get(case.impl)
-    print(f"--- {message['kind']} {case.case_id}", flush=True)
+    print(f"--- {message['kind']} {case.case_id} (pid {os.getpid()})", flush=True)
     if message["kind"] == "probe":  # only ask whether the library can run it
         return _probe(adapter, case)
     settle()

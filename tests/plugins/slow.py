@@ -6,7 +6,9 @@ until it has taken (1 + F) times as long as the real call did; unset or 0, nothi
 Give the variables to the head side only (`attnbench ab --head-env ...`) to fake a regression.
 With $ATTNBENCH_TEST_SLOW_ONCE_DIR as well, only the first preparation of each case is slowed
 (a marker file per case in that directory, seen by every worker process): a regression that a
-re-measurement does not confirm.
+re-measurement does not confirm. With $ATTNBENCH_TEST_SLOW_SEQ_LEN=N only cases of that seq_len
+are slowed (a figure that contradicts its neighbours); with $ATTNBENCH_TEST_SLOW_IMPL=NAME only
+that implementation.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from impls.torch_naive import TorchNaive
 
 SLOWDOWN_ENV = "ATTNBENCH_TEST_SLOWDOWN"
 ONCE_ENV = "ATTNBENCH_TEST_SLOW_ONCE_DIR"
+SEQ_LEN_ENV = "ATTNBENCH_TEST_SLOW_SEQ_LEN"
+IMPL_ENV = "ATTNBENCH_TEST_SLOW_IMPL"
 
 
 def _first_time(case) -> bool:
@@ -42,7 +46,10 @@ def _slowed(adapter_class):
         def prepare(self, case, inputs):
             prepared = super().prepare(case, inputs)
             factor = float(os.environ.get(SLOWDOWN_ENV) or 0)
-            if factor <= 0 or not _first_time(case):
+            only = os.environ.get(SEQ_LEN_ENV)
+            impl = os.environ.get(IMPL_ENV)
+            if (factor <= 0 or (only and int(only) != case.seq_len)
+                    or (impl and impl != case.impl) or not _first_time(case)):
                 return prepared
             inner, sync, clock = prepared.call, prepared.sync, time.perf_counter
 

@@ -1,0 +1,87 @@
+"""Do figures stay true on a busy machine? A fixed subset measured quietly, then again with one
+busy process per core beside it; per case the quiet and loaded medians, their ratio, and whether
+the loaded figure was called stable.
+
+Run: python -m pytest tests/benchmarks/test_contention.py -m bench -s
+Passes when every loaded figure more than MAX_SHIFT away from its quiet figure is
+`stable: false` (the harness noticed), and at least MIN_QUIET_STABLE of the quiet figures are
+`stable: true` (it does not cry wolf). Nothing else may run on the machine meanwhile.
+"""
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.store import load_records
+
+pytestmark = pytest.mark.bench
+ROOT = Path(__file__).resolve().parents[2]
+MAX_SHIFT = 0.25
+MIN_QUIET_STABLE = 0.80
+SUITE = """
+name = "contention"
+[sweep]
+impls = ["numpy", "torch.naive", "torch.sdpa"]
+dtype = ["float32"]
+batch = 1
+heads = 8
+seq_len = [128, 256, 512, 1024]
+head_dim = 64
+causal = [false]
+[timing]
+warmup_s = 0.05
+budget_s = 0.4
+max_samples = 200
+"""
+
+
+def run(suite: Path, out: Path) -> dict:
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(suite), "--out",
+                           str(out), "--quiet", "--no-report"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {r["case_id"]: r for r in load_records(out) if r["status"] == "ok"}
+
+
+def spin():
+    while True:
+        pass
+
+
+def test_loaded_figures_that_moved_are_called_unstable(tmp_path):
+    base = Path(os.environ.get("ATTNBENCH_BENCH_DIR") or tmp_path)
+    suite = base / "contention.toml"
+    suite.parent.mkdir(parents=True, exist_ok=True)
+    suite.write_text(SUITE)
+    quiet = run(suite, base / "quiet")
+    ctx = multiprocessing.get_context("spawn")
+    busy = [ctx.Process(target=spin, daemon=True) for _ in range(os.cpu_count() or 1)]
+    for p in busy:
+        p.start()
+    try:
+        time.sleep(1)
+        loaded = run(suite, base / "loaded")
+    finally:
+        for p in busy:
+            p.kill()
+            p.join()
+    print(f"\n{'case':<58} {'quiet':>10} {'loaded':>10} {'ratio':>6}  quiet stable  loaded stable")
+    missed = []
+    for case_id, q in quiet.items():
+        lo = loaded[case_id]
+        ratio = lo["median_s"] / q["median_s"]
+        print(f"{case_id:<58} {q['median_s'] * 1e3:9.3f}m {lo['median_s'] * 1e3:9.3f}m "
+              f"{ratio:6.2f}  {q['stable']!s:<12}  {lo['stable']!s}")
+        if abs(ratio - 1) > MAX_SHIFT and lo["stable"] is not False:
+            missed.append(case_id)
+    quiet_stable = sum(q["stable"] is True for q in quiet.values()) / len(quiet)
+    moved = sum(abs(loaded[i]["median_s"] / q["median_s"] - 1) > MAX_SHIFT
+                for i, q in quiet.items())
+    print(f"loaded figures more than {MAX_SHIFT:.0%} off: {moved} of {len(quiet)}, of which "
+          f"called stable: {len(missed)}; quiet figures stable: {quiet_stable:.0%}")
+    assert not missed, f"moved by more than {MAX_SHIFT:.0%} but called stable: {missed}"
+    assert quiet_stable >= MIN_QUIET_STABLE

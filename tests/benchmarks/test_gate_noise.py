@@ -1,0 +1,135 @@
+"""Does the regression gate cry wolf, and does it see a real slowdown? Separate runs of the same
+code on the same machine (A/A) must give no regression verdict, and the ratio's 95% interval must
+contain 1.0 for at least MIN_COVERAGE of the cases; a head slowed by the test plugin
+(tests/plugins/slow.py, one implementation, +10% and +20%) must be seen in that
+implementation's cases and nowhere else.
+
+Run: python -m pytest tests/benchmarks/test_gate_noise.py -m bench -s
+ATTNBENCH_AA_RUNS (default 11) runs of each suite, compared as consecutive pairs (run i against
+run i + 1: 10 comparisons from 11 runs); ATTNBENCH_BENCH_DIR keeps the run directories. About
+30 minutes for ci-cpu, 10 for smoke, 20 for the power checks on a 2-core machine; nothing else
+may run meanwhile.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.analysis.compare import compare_runs
+
+pytestmark = pytest.mark.bench
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = int(os.environ.get("ATTNBENCH_AA_RUNS", "11"))
+MIN_COVERAGE = 0.90
+SLOWED = "torch.naive"
+AB_FILTER = ["--impl", "numpy,torch.naive,torch.sdpa", "--dtype", "float32"]
+
+
+def attnbench(*args, env=None):
+    done = subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    return done
+
+
+def workdir(tmp_path) -> Path:
+    return Path(os.environ.get("ATTNBENCH_BENCH_DIR") or tmp_path)
+
+
+def runs_of(suite: str, base: Path) -> list[Path]:
+    """RUNS run directories of `suite`, reusing those a previous invocation left complete."""
+    dirs = []
+    for i in range(RUNS):
+        out = base / f"{suite}-{i}"
+        if not (out / "scaling.json").exists():
+            attnbench("run", suite, "--out", out, "--quiet", "--no-report")
+        dirs.append(out)
+    return dirs
+
+
+def timed_rows(result: dict) -> list[dict]:
+    return [r for r in result["cases"] if r.get("ratio") is not None]
+
+
+def covered(rows) -> float:
+    return sum(r["ci_low"] <= 1.0 <= r["ci_high"] for r in rows) / max(len(rows), 1)
+
+
+def aa(suite: str, tmp_path) -> tuple[int, float, int]:
+    dirs = runs_of(suite, workdir(tmp_path))
+    regressions, rows = 0, []
+    for a, b in zip(dirs, dirs[1:]):
+        result = compare_runs(a, b)
+        regressions += result["counts"]["regression"]
+        rows += timed_rows(result)
+        print(f"{a.name} vs {b.name}: {result['counts']['regression']} regressions, "
+              f"{result['counts']['noisy']} noisy, rules {result['rules']}, coverage "
+              f"{covered(timed_rows(result)):.0%}")
+    return regressions, covered(rows), len(rows)
+
+
+def test_aa_smoke_runs_without_repeats_raise_no_regression(tmp_path):
+    regressions, coverage, n = aa("smoke", tmp_path)
+    print(f"smoke A/A: {RUNS - 1} comparisons, {n} case comparisons, {regressions} regressions, "
+          f"interval covers 1.0 in {coverage:.0%} (single-run intervals ignore run-to-run "
+          "variance; not required)")
+    assert regressions == 0
+
+
+def test_aa_ci_cpu_runs_with_repeats_raise_no_regression_and_cover_one(tmp_path):
+    regressions, coverage, n = aa("ci-cpu", tmp_path)
+    print(f"ci-cpu A/A: {RUNS - 1} comparisons, {n} case comparisons, {regressions} regressions, "
+          f"interval covers 1.0 in {coverage:.0%}")
+    assert regressions == 0
+    assert coverage >= MIN_COVERAGE
+
+
+def ab(out: Path, slowdown: float | None) -> dict:
+    head = []
+    if slowdown:
+        head = ["--head-env", "ATTNBENCH_PLUGINS=tests.plugins.slow", "--head-env",
+                f"ATTNBENCH_TEST_SLOWDOWN={slowdown}", "--head-env",
+                f"ATTNBENCH_TEST_SLOW_IMPL={SLOWED}"]
+    if not (out / "compare.json").exists():
+        attnbench("ab", "ci-cpu", *AB_FILTER, *head, "--out", out, "--quiet")
+    return json.loads((out / "compare.json").read_text())
+
+
+def rates(result: dict) -> tuple[int, int, int]:
+    """(slowed cases flagged, slowed cases, other cases flagged)."""
+    mine = [r for r in result["cases"] if r["impl"] == SLOWED and r.get("ratio") is not None]
+    hit = sum(r["verdict"] == "regression" for r in mine)
+    others = sum(r["verdict"] in ("regression", "improvement") for r in result["cases"]
+                 if r["impl"] != SLOWED)
+    return hit, len(mine), others
+
+
+def test_ab_of_identical_sides_covers_one(tmp_path):
+    result = ab(workdir(tmp_path) / "ab-aa", None)
+    rows = timed_rows(result)
+    print(f"ab A/A: {len(rows)} cases, {result['counts']['regression']} regressions, interval "
+          f"covers 1.0 in {covered(rows):.0%}")
+    assert result["counts"]["regression"] == 0
+    assert covered(rows) >= MIN_COVERAGE
+
+
+@pytest.mark.parametrize("slowdown", [0.1, 0.2])
+def test_power_of_ab_and_of_repeated_runs(tmp_path, slowdown):
+    base_dir = workdir(tmp_path)
+    hit, n, others = rates(ab(base_dir / f"ab-slow{slowdown}", slowdown))
+    print(f"ab, {SLOWED} +{slowdown:.0%}: {hit} of {n} of its cases flagged, {others} other "
+          "cases flagged")
+    base = runs_of("ci-cpu", base_dir)[-1]
+    new = base_dir / f"ci-cpu-slow{slowdown}"
+    if not (new / "scaling.json").exists():
+        attnbench("run", "ci-cpu", "--out", new, "--quiet", "--no-report",
+                  env={"ATTNBENCH_PLUGINS": "tests.plugins.slow",
+                       "ATTNBENCH_TEST_SLOWDOWN": str(slowdown),
+                       "ATTNBENCH_TEST_SLOW_IMPL": SLOWED})
+    rhit, rn, rothers = rates(compare_runs(base, new, force=True))
+    print(f"ci-cpu with repeats + compare, {SLOWED} +{slowdown:.0%}: {rhit} of {rn} of its cases "
+          f"flagged, {rothers} other cases flagged")
+    assert others == 0 and rothers == 0
