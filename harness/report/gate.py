@@ -153,9 +153,11 @@ def render_markdown(result: dict, title: str = "attnbench regression gate") -> s
     confidence = result.get("confidence", CONFIDENCE)
     out = [f"## {icon} {escape_md(title)}: {headline(result)}", "",
            f"{code_md(result.get('base', 'base'))} → {code_md(result.get('new', 'new'))}: "
-           f"{result['matched']} cases matched. A regression needs p < {result['alpha']:g} "
-           f"(Mann-Whitney U), the {percent(confidence)} bootstrap interval of the median ratio above"
-           f" {1 + result['threshold']:.3g} and a slowdown above "
+           f"{result['matched']} cases matched. A regression needs the {percent(confidence)} "
+           f"interval of the ratio above {1 + result['threshold']:.3g} (Welch's t over the "
+           f"repeats' medians; for single runs the {percent(confidence)} bootstrap interval of "
+           f"the median ratio, p < {result['alpha']:g} by Mann-Whitney U and the run-to-run "
+           f"allowance) and a slowdown above "
            f"{duration(floors['cpu'])} (host timer) / {duration(floors['cuda'])} (CUDA); memory "
            f"growth: > {percent(result['mem_threshold'])} and > {fmt_mib(MEM_FLOOR_BYTES)} MiB.",
            ""]
