@@ -145,8 +145,8 @@ def fits(records: list[dict], points: int = FIT_POINTS) -> list[dict]:
                                r2=fit.r2, n_points=fit.n_points, seq_lens=list(fit.seq_lens),
                                note="")
                 if row["left_out"]:
-                    row["note"] = "; ".join(filter(None, [row["note"], "left out unstable N=" + ", ".join(
-                        map(str, row["left_out"]))]))
+                    left = "left out unstable N=" + ", ".join(map(str, row["left_out"]))
+                    row["note"] = "; ".join(filter(None, [row["note"], left]))
                 rows.append(row)
     metric_rank = {m: i for i, m in enumerate(METRICS)}
     rows.sort(key=lambda r: (_config_key(tuple(r[k] for k in CONFIG_FIELDS)),

@@ -13,6 +13,7 @@ from harness.analysis import stability, summary
 from harness.constants import FAILED_STATUSES
 
 MAX_CROSSOVERS_SHOWN = 8
+MAX_UNSTABLE_SHOWN = 5
 STATUS_STYLE = {"ok": "green", "unsupported": "dim", "mismatch": "bold red", "error": "bold red",
                 "timeout": "red", "oom": "red"}
 
@@ -98,7 +99,14 @@ class RunDisplay:
         self.console.print(f"{len(records)} cases: {', '.join(parts)}")
         advice = stability.advice(records)
         if advice:
-            self.console.print(f"[yellow]unstable[/]: ", end="")
+            bad = stability.unstable(records)
+            for r in bad[:MAX_UNSTABLE_SHOWN]:
+                self.console.print(f"~ {r['case_id']}: {r['instability']}", markup=False,
+                                   highlight=False, soft_wrap=True)
+            if len(bad) > MAX_UNSTABLE_SHOWN:
+                self.console.print(f"~ ... and {len(bad) - MAX_UNSTABLE_SHOWN} more in the report",
+                                   highlight=False)
+            self.console.print("[yellow]unstable[/]: ", end="")
             self.console.print(advice, markup=False, highlight=False, soft_wrap=True)
         self.console.print(f"run directory: [bold]{out}[/]")
 

@@ -97,7 +97,8 @@ def signals(before: Reading, after: Reading, threads: int) -> dict:
     wall = max((after.wall_ns - before.wall_ns) / 1e9, 1e-9)
     figures = {"window_s": round(wall, 6), "run_queue_wait": None, "cpu_pressure": None,
                "steal": None,
-               "involuntary_switches_per_s": round((after.involuntary - before.involuntary) / wall, 2),
+               "involuntary_switches_per_s":
+                   round((after.involuntary - before.involuntary) / wall, 2),
                "cpu_per_thread": round((after.cpu_s - before.cpu_s) / wall / max(threads, 1), 4)}
     if before.wait_ns is not None and after.wait_ns is not None:
         figures["run_queue_wait"] = round(max(after.wait_ns - before.wait_ns, 0) / 1e9 / wall, 4)

@@ -70,12 +70,13 @@ def rules_text(result: dict) -> str:
     rules = result.get("rules") or {}
     parts = []
     if rules.get("repeats"):
-        parts.append(f"{rules['repeats']} by their repeats (Welch's t on the processes' medians, "
-                     f"{percent(result['threshold'])} threshold)")
+        parts.append(f"{rules['repeats']} by their repeats (Welch's t on the processes' medians: "
+                     f"p < {result['alpha']:g} and beyond the {percent(result['threshold'])} "
+                     "threshold)")
     if rules.get("single run"):
         parts.append(f"{rules['single run']} as single runs (a host-timer change must exceed "
-                     f"{percent(result['single_run_min_effect'])}: two runs of one process each "
-                     "differ by that much; measure with --repeats 3 to see less)")
+                     f"{1 + result['single_run_min_effect']:g}x: two runs of one process each "
+                     "differ by up to that much; measure with --repeats 3 to see less)")
     if rules.get("interleaved"):
         parts.append(f"{rules['interleaved']} interleaved (A/B: both sides took turns, "
                      f"{percent(result['threshold'])} threshold)")

@@ -3,8 +3,8 @@
 Cases are grouped by framework family and only one worker exists at a time, so measurements
 never compete for the cores. With repeats, each pass over the cases runs in fresh workers.
 Figures measured under contention, or implausible within their configuration, are measured
-again at the end (harness.analysis.stability). A case that raises, runs out of memory, crashes its worker or
-exceeds its timeout becomes that case's record; a fresh worker takes the next case.
+again at the end (harness.analysis.stability). A case that raises, runs out of memory, crashes
+its worker or exceeds its timeout becomes that case's record; a fresh worker takes the next case.
 """
 from __future__ import annotations
 
@@ -126,15 +126,10 @@ class Runner:
         """One more measurement of `case`, combined with its `earlier` ones into its record."""
         started, t0 = now_iso(), time.perf_counter()
         result = self._result(case, adapter)
-        if result["status"] == "ok" and earlier:
+        if result["status"] == "ok":
             result = combine([*earlier, result], self.settings.target_ci)
-        elif result["status"] == "ok":
-            result = combine([result], self.settings.target_ci)
         return case_record(case, result, threads=self.threads, worker=adapter.framework,
                            started_at=started, wall_s=time.perf_counter() - t0, peaks=self.peaks)
-
-    def run_one(self, case: Case) -> dict:
-        return self._measure(case, registry.adapters()[case.impl], [])
 
     def _keep(self, record: dict) -> None:
         self.run_dir.append(record)
@@ -186,7 +181,8 @@ class Runner:
                 repeats = self._repeats_of(case.case_id)
                 worst = next((i for i, r in enumerate(repeats) if r.get("stable") is False),
                              max(range(len(repeats)), key=lambda i: repeats[i]["median_s"]))
-                new = self._measure(case, adapters[case.impl], repeats[:worst] + repeats[worst + 1:])
+                kept = repeats[:worst] + repeats[worst + 1:]
+                new = self._measure(case, adapters[case.impl], kept)
                 new["remeasured"] = (record.get("remeasured") or 0) + 1
                 self._keep(new)
             self._stop_worker()

@@ -18,7 +18,7 @@ import pytest
 
 from harness.store import load_records
 
-pytestmark = pytest.mark.bench
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(7200)]  # long: runs whole suites
 ROOT = Path(__file__).resolve().parents[2]
 MAX_SHIFT = 0.25
 MIN_QUIET_STABLE = 0.80

@@ -20,7 +20,7 @@ import pytest
 
 from harness.analysis.compare import compare_runs
 
-pytestmark = pytest.mark.bench
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(7200)]  # long: runs whole suites
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = int(os.environ.get("ATTNBENCH_AA_RUNS", "11"))
 MIN_COVERAGE = 0.90
