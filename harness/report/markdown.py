@@ -102,8 +102,9 @@ def _unstable(run: Run) -> list[str]:
     body = [[code_md(u["case_id"]), u["text"], str(u["remeasured"]), escape_md(u["reason"])]
             for u in rows]
     return ["## Unstable figures", "", "Marked ~ in the tables: measured under contention (even "
-            "when measured again) or slower than a larger problem of the same configuration. Left "
-            "out of the scaling fits; `attnbench compare` never judges them.", "",
+            "when measured again), or contradicting their neighbours in the same configuration "
+            "(slower than a larger problem, or grown faster than attention can). Left out of the "
+            "scaling fits; `attnbench compare` never judges them.", "",
             _table(["case", "median (ms)", "measured again", "what was seen"], body), ""]
 
 
