@@ -57,17 +57,20 @@ def test_a_first_pass_the_second_does_not_confirm_keeps_its_own_verdict(run_cli,
     once = tmp_path / "slowed-once"
     once.mkdir()
     out = tmp_path / "ab"
+    # 10x once: two processes of one µs-scale case can differ by 1.7x, which a 3x slowdown
+    # compared with 2x the second pass's median would not survive
     result = run_cli("ab", "smoke", "--impl", "numpy", "--seq-len", "64", "--causal", "false",
-                     "--threads", "1", *SLOW_HEAD, "--head-env", f"ATTNBENCH_TEST_SLOW_ONCE_DIR={once}",
-                     "--out", out)
+                     "--threads", "1", "--head-env", "ATTNBENCH_PLUGINS=tests.plugins.slow",
+                     "--head-env", "ATTNBENCH_TEST_SLOWDOWN=9.0",
+                     "--head-env", f"ATTNBENCH_TEST_SLOW_ONCE_DIR={once}", "--out", out)
     assert "re-measuring 1 flagged case(s)" in result.stdout, result.stdout + result.stderr
     data = json.loads((out / "compare.json").read_text())
     (row,) = data["cases"]
     assert row["first_pass_verdict"] == "regression"  # what the first pass really said
-    assert row["verdict"] != "regression" and row["ratio"] < 1.5  # the second pass decides
+    assert row["verdict"] != "regression" and row["ratio"] < 3  # the second pass decides (not 10x)
     assert result.returncode == 0 and data["verdict"] == "pass"
     first = json.loads((out / "head" / "first_pass.jsonl").read_text())
-    assert first["median_s"] > 2 * load_records(out / "head")[0]["median_s"]
+    assert first["median_s"] > 4 * load_records(out / "head")[0]["median_s"]
     assert "(re-measured; first pass: regression)" in (out / "compare.md").read_text()
 
 
