@@ -168,6 +168,11 @@ def test_repeats_that_agree_by_chance_keep_their_samples_precision():
     assert merged["ci_high_s"] > merged["ci_low_s"] * 1.001
 
 
+def test_repeats_nobody_watched_are_not_called_stable():
+    unwatched = [{**Samples((1e-3,) * 8).to_record(), "peak_mem_bytes": None} for _ in range(2)]
+    assert repeats.combine(unwatched, target_ci=0.02)["stable"] is None
+
+
 def test_split_undoes_combine_with_each_repeats_own_verdict():
     clean = timed([1e-3] * 10)
     busy = {**timed([2e-3] * 12), **Samples((2e-3,) * 12, contention={"cpu_pressure": 0.7})

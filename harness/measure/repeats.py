@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from harness.measure import contention
-from harness.measure.timer import CONFIDENCE, relative_half_width
+from harness.measure.timer import CONFIDENCE, Samples, relative_half_width
 
 Z95 = 1.959964
 
@@ -66,7 +66,9 @@ def combine(results: list[dict], target_ci: float) -> dict:
         peak_mem_bytes=_max_or_none([r.get("peak_mem_bytes") for r in results]),
         contention={**contention.worst([r.get("contention") for r in results]),
                     "per_repeat": [r.get("contention") for r in results]},
-        stable=not unstable,
+        # unknown when a repeat was not watched, as for one repeat (Samples.to_record)
+        stable=False if unstable else (None if any(r.get("stable") is None for r in results)
+                                       else True),
         instability=(f"{len(unstable)} of {len(results)} repeats: {unstable[0]}" if unstable
                      else None))
     return merged
@@ -78,8 +80,6 @@ def split(record: dict) -> list[dict]:
     Each part keeps the record's check and memory fields; its statistics are recomputed from its
     own samples, and its contention figures and verdict are its own.
     """
-    from harness.measure.timer import Samples
-
     sizes = record.get("repeat_n_samples") or [record["n_samples"]]
     samples = record["samples_s"]
     windows = (record.get("contention") or {}).get("per_repeat") or [record.get("contention")]
