@@ -194,7 +194,7 @@ def test_html_numbers_equal_the_records(smoke):
     for r in ok:
         cell = matrix[(r["dtype"], mask(r), str(r["seq_len"]))][f"{r['impl']} (ms)"]
         assert float(cell["attrs"]["data-v"]) == r["median_s"]
-        assert cell["text"].startswith(duration(r["median_s"], unit="ms"))
+        assert cell["text"].startswith(shown(r))
         fastest = min(o["median_s"] for o in ok if (o["dtype"], o["causal"], o["seq_len"])
                       == (r["dtype"], r["causal"], r["seq_len"]))
         assert cell["text"].endswith(fmt_ratio(r["median_s"] / fastest))
@@ -252,6 +252,11 @@ def test_html_numbers_equal_the_records(smoke):
     assert env["git"]["commit"] in what and env["cpu"] in what and "matmul" in what
 
 
+def shown(record: dict) -> str:
+    """A median as the tables show it: marked ~ when the run called it unstable."""
+    return ("~" if record["stable"] is False else "") + duration(record["median_s"], unit="ms")
+
+
 def test_markdown_has_the_same_numbers_as_the_html(smoke):
     records = load_records(smoke)
     markdown = (smoke / "report.md").read_text()
@@ -265,8 +270,8 @@ def test_markdown_has_the_same_numbers_as_the_html(smoke):
     for r in ok:
         md_row = next(row for row in latency if (row["impl"], row["dtype"], row["mask"])
                       == (r["impl"], r["dtype"], mask(r)))
-        md_cell = md_row[f"N={r['seq_len']}"]
-        assert md_cell == duration(r["median_s"], unit="ms")
+        md_cell = md_row[f"N={r['seq_len']}"].replace("\\~", "~")  # Markdown escapes the mark
+        assert md_cell == shown(r)
         html_cell = matrix[(r["dtype"], mask(r), str(r["seq_len"]))][f"{r['impl']} (ms)"]
         assert html_cell["text"].startswith(md_cell + ("†" if not r["converged"] else "") + " ")
     impls = md_table(markdown, "Implementations")

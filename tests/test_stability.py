@@ -286,11 +286,11 @@ def test_a_disturbed_figure_is_measured_again_and_the_clean_one_kept(tmp_path, r
     done = run_cli("run", suite, "--out", out, "--no-report", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     small = [r for r in lines_of(out) if r["seq_len"] == 32]
-    assert len(small) == 2  # the disturbed measurement, then the one that replaced it
-    assert small[0]["median_s"] > 5 * small[1]["median_s"]
+    assert len(small) >= 2  # the disturbed measurement, then the one that replaced it
+    assert small[0]["median_s"] > 5 * small[-1]["median_s"]
     final = {r["seq_len"]: r for r in load_records(out)}
-    assert final[32]["remeasured"] == 1 and final[32]["stable"] is not False
-    assert "unstable" not in done.stdout
+    assert final[32]["remeasured"] >= 1 and final[32] == small[-1]
+    assert "larger seq_len" not in (final[32]["instability"] or "")  # no longer implausible
 
 
 def test_a_figure_that_stays_implausible_is_kept_and_marked(tmp_path, run_cli):
