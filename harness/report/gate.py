@@ -90,10 +90,10 @@ def console_lines(result: dict) -> list[str]:
              f"{percent(result['threshold'])})"]
     if rules_text(result):
         lines.append(rules_text(result))
-    unstable = result["counts"].get("noisy", 0)
-    if unstable:
-        lines.append(f"{unstable} noisy: too spread to judge, or unstable in a run (never "
-                     "called a regression)")
+    noisy = result["counts"].get("noisy", 0)
+    if noisy:
+        lines.append(f"{noisy} noisy: neither a change nor its absence shown, or unstable in a "
+                     "run (never called a regression)")
     if result.get("forced"):
         lines.append("compared with --force although the runs differ: "
                      + describe_differences(result["differences"]))
@@ -156,7 +156,8 @@ def render_markdown(result: dict, title: str = "attnbench regression gate") -> s
            f"{code_md(result.get('base', 'base'))} → {code_md(result.get('new', 'new'))}: "
            f"{result['matched']} cases matched. A regression needs the {percent(confidence)} "
            f"interval of the ratio above {1 + result['threshold']:.3g} (Welch's t over the "
-           f"repeats' medians; for single runs the {percent(confidence)} bootstrap interval of "
+           f"repeats' medians, with p < {result['alpha']:g}; for single runs the "
+           f"{percent(confidence)} bootstrap interval of "
            f"the median ratio, p < {result['alpha']:g} by Mann-Whitney U and the run-to-run "
            f"allowance) and a slowdown above "
            f"{duration(floors['cpu'])} (host timer) / {duration(floors['cuda'])} (CUDA); memory "

@@ -132,14 +132,17 @@ def method(run) -> list[tuple[str, str]]:
         ("stability", "around each case's warm-up and sampling the worker reads the kernel's "
                       "counters: CPU pressure (/proc/pressure/cpu), its threads' run-queue wait, "
                       "hypervisor steal, involuntary context switches and CPU time over wall "
-                      "(the contention field of each record). A case is unstable when tasks waited for a "
-                      f"CPU more than {percent(contention.LIMITS['cpu_pressure'])} of the time "
-                      "(run-queue wait where there is no pressure information) or steal exceeded "
-                      f"{percent(contention.LIMITS['steal'])}, or when its median is more than "
-                      f"{stability.IMPLAUSIBLE_RATIO:g}× the median at a larger seq_len of the "
-                      f"same configuration. Unstable cases are measured again after the others, "
-                      f"at most {runner.MAX_REMEASURES}×; those still unstable are kept, marked ~, left "
-                      "out of the scaling fits and never judged by the regression gate"),
+                      "(the contention field of each record). A case is unstable when tasks "
+                      f"waited for a CPU more than {percent(contention.LIMITS['cpu_pressure'])} "
+                      "of the time (run-queue wait where there is no pressure information) or "
+                      f"steal exceeded {percent(contention.LIMITS['steal'])}, or when its median "
+                      f"is more than {stability.IMPLAUSIBLE_RATIO:g}× the median at a larger "
+                      f"seq_len of the same configuration, or more than "
+                      f"{stability.IMPLAUSIBLE_RATIO:g}·(N/n)^{stability.MAX_GROWTH_EXPONENT}× "
+                      "the median at a smaller n. Unstable cases are measured again after the "
+                      f"others, at most {runner.MAX_REMEASURES}×; those still unstable are kept, "
+                      "marked ~, left out of the scaling fits and never judged by the regression "
+                      "gate"),
         ("repeats", f"each case was measured in {_repeats_text(t.repeats)}"),
         ("FLOPs", flop_text + ". TFLOP/s = FLOPs / median; percent of peak is over the matmul "
                               "throughput measured on this machine, per device and dtype"),
