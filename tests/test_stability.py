@@ -271,20 +271,26 @@ budget_s = 0.05
 """
 
 
+def run_suite(tmp_path, run_cli, *args, env=None):
+    """SUITE run into tmp_path/run with `args`; the run directory (the run must succeed)."""
+    suite = tmp_path / "stab.toml"
+    suite.write_text(SUITE)
+    out = tmp_path / "run"
+    done = run_cli("run", suite, "--out", out, *args, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out, done
+
+
 def lines_of(run_dir):
     return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
 
 
 def test_a_disturbed_figure_is_measured_again_and_the_clean_one_kept(tmp_path, run_cli):
-    suite = tmp_path / "stab.toml"
-    suite.write_text(SUITE)
     (tmp_path / "once").mkdir()
     env = {"ATTNBENCH_PLUGINS": "tests.plugins.slow", "ATTNBENCH_TEST_SLOWDOWN": "40",
            "ATTNBENCH_TEST_SLOW_SEQ_LEN": "32",
            "ATTNBENCH_TEST_SLOW_ONCE_DIR": str(tmp_path / "once")}
-    out = tmp_path / "run"
-    done = run_cli("run", suite, "--out", out, "--no-report", env=env)
-    assert done.returncode == 0, done.stdout + done.stderr
+    out, _ = run_suite(tmp_path, run_cli, "--no-report", env=env)
     small = [r for r in lines_of(out) if r["seq_len"] == 32]
     assert len(small) >= 2  # the disturbed measurement, then the one that replaced it
     assert small[0]["median_s"] > 5 * small[-1]["median_s"]
@@ -294,13 +300,9 @@ def test_a_disturbed_figure_is_measured_again_and_the_clean_one_kept(tmp_path, r
 
 
 def test_a_figure_that_stays_implausible_is_kept_and_marked(tmp_path, run_cli):
-    suite = tmp_path / "stab.toml"
-    suite.write_text(SUITE)
     env = {"ATTNBENCH_PLUGINS": "tests.plugins.slow", "ATTNBENCH_TEST_SLOWDOWN": "40",
            "ATTNBENCH_TEST_SLOW_SEQ_LEN": "32"}
-    out = tmp_path / "run"
-    done = run_cli("run", suite, "--out", out, env=env)
-    assert done.returncode == 0, done.stdout + done.stderr
+    out, done = run_suite(tmp_path, run_cli, env=env)
     final = {r["seq_len"]: r for r in load_records(out)}
     assert final[32]["stable"] is False and "larger seq_len 128" in final[32]["instability"]
     assert final[32]["remeasured"] == 2 and final[128]["stable"] is not False
@@ -313,11 +315,7 @@ def test_a_figure_that_stays_implausible_is_kept_and_marked(tmp_path, run_cli):
 
 
 def test_repeats_measure_each_case_in_fresh_processes(tmp_path, run_cli):
-    suite = tmp_path / "stab.toml"
-    suite.write_text(SUITE)
-    out = tmp_path / "run"
-    done = run_cli("run", suite, "--out", out, "--no-report", "--repeats", "3")
-    assert done.returncode == 0, done.stdout + done.stderr
+    out, _ = run_suite(tmp_path, run_cli, "--no-report", "--repeats", "3")
     records = load_records(out)
     assert all(len(r["repeat_medians_s"]) == 3 for r in records)
     assert all(r["n_samples"] == sum(r["repeat_n_samples"]) for r in records)
@@ -333,19 +331,14 @@ def test_repeats_measure_each_case_in_fresh_processes(tmp_path, run_cli):
 
 
 def test_resume_keeps_the_repeats_already_recorded(tmp_path, run_cli):
-    suite = tmp_path / "stab.toml"
-    suite.write_text(SUITE)
-    out = tmp_path / "run"
-    done = run_cli("run", suite, "--out", out, "--no-report", "--repeats", "2")
-    assert done.returncode == 0, done.stdout + done.stderr
+    out, _ = run_suite(tmp_path, run_cli, "--no-report", "--repeats", "2")
     first_pass = [line for line in (out / "results.jsonl").read_text().splitlines()
                   if len(json.loads(line)["repeat_medians_s"]) == 1]
     (out / "results.jsonl").write_text("\n".join(first_pass) + "\n")  # cut off after pass one
     kept = {json.loads(line)["case_id"]: json.loads(line)["repeat_medians_s"][0]
             for line in first_pass}
     (out / "logs" / "worker-numpy.log").unlink()
-    done = run_cli("run", suite, "--out", out, "--no-report", "--repeats", "2", "--resume")
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_suite(tmp_path, run_cli, "--no-report", "--repeats", "2", "--resume")
     records = load_records(out)
     assert {r["case_id"] for r in records} == set(kept)
     for r in records:
