@@ -27,3 +27,8 @@ def config_key(row) -> tuple:
     get = row.get if isinstance(row, dict) else (lambda name: getattr(row, name))
     square = get("seq_len_kv") in (None, get("seq_len"))
     return (get("impl"), *(get(k) for k in CONFIG_FIELDS + EXTRA_CONFIG_FIELDS), square)
+
+
+def install_command(extra: str) -> str:
+    """How to install an optional framework: the project extra that pins it with the rest."""
+    return f"pip install 'attnbench[{extra}]'"

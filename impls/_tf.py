@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 
+from harness.constants import install_command
 from impls.base import Adapter, Prepared
 
 TO_BNHD = (0, 2, 1, 3)  # (B, H, N, D) <-> (B, N, H, D); the permutation is its own inverse
@@ -138,7 +139,7 @@ class TFAdapter(Adapter):
     devices = ("cpu", "cuda")
     dtypes = ("float64", "float32", "bfloat16", "float16")
     requires = ("tensorflow",)
-    install_hint = "pip install -e .[tf]"
+    install_hint = install_command("tf")
 
     def library_reasons(self, case) -> list[str]:
         return device_reasons(case)

@@ -5,6 +5,7 @@ case, xformers says why for each one; that explanation is the reason we report.
 """
 from __future__ import annotations
 
+from harness.constants import install_command
 from impls._torch import TO_BNHD, TorchAdapter, device_reasons, prepared, to_device
 
 
@@ -30,7 +31,7 @@ class XformersFMHA(TorchAdapter):
     description = "xformers.ops.memory_efficient_attention, operator chosen by xformers' dispatcher."
     dtypes = ("float32", "bfloat16", "float16")  # no xformers operator computes in float64
     requires = ("torch", "xformers")
-    install_hint = "pip install xformers (or the project extra: pip install -e .[xformers])"
+    install_hint = install_command("xformers")
 
     def library_reasons(self, case) -> list[str]:
         """Ask xformers' dispatcher with zeros of the case's device, dtype, lengths and head_dim."""

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FAST = TimingSettings(warmup_s=0.001, min_samples=2, max_samples=3, budget_s=0.01)
 HAVE_TF = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "keras"))
 needs_tf = pytest.mark.skipif(not HAVE_TF, reason="tensorflow and keras not installed "
-                                                   "(pip install -e .[tf])")
+                                                   "(pip install 'attnbench[tf]')")
 # (batch, heads, seq_len, head_dim): ordinary; d_model 96 with 3 heads (odd); one token
 SHAPES = [(2, 4, 16, 16), (1, 3, 23, 32), (1, 2, 1, 16)]
 # (causal, padding): none, causal, key padding, both

@@ -338,7 +338,7 @@ def test_wrong_adapter_is_caught(scratch_registry, wrong, dtype, causal, says):
 
 TF_CASES = contract_cases(kernel_adapters(in_tf_process=True))
 needs_tf = pytest.mark.skipif(not HAVE_TF, reason="tensorflow and keras not installed "
-                                                   "(pip install -e .[tf])")
+                                                   "(pip install 'attnbench[tf]')")
 
 
 @pytest.fixture(scope="module")

@@ -178,7 +178,7 @@ def test_cuda_probes_tell_the_truth():
 
 # TensorFlow: a child process per configuration; torch never meets TensorFlow.
 
-needs_tf = pytest.mark.skipif(not HAVE_TF, reason="tensorflow not installed: pip install -e .[tf]")
+needs_tf = pytest.mark.skipif(not HAVE_TF, reason="tensorflow not installed: pip install 'attnbench[tf]'")
 
 
 @pytest.fixture(scope="module", params=["1", "0"], ids=["onednn", "no-onednn"])

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
 from harness.analysis import stability, summary
+from harness.cli.console import plain_console, styled
 from harness.constants import FAILED_STATUSES
 
 MAX_CROSSOVERS_SHOWN = 8
@@ -20,13 +20,11 @@ STATUS_STYLE = {"ok": "green", "unsupported": "dim", "mismatch": "bold red", "er
 
 class RunDisplay:
     def __init__(self, total: int, already: int = 0, quiet: bool = False):
-        self.console = Console()
-        if not self.console.is_terminal:
-            self.console.width = 160  # CI logs: do not squeeze the table to 80 columns
+        self.console = plain_console()
         self.total, self.already, self.quiet = total, already, quiet
         self.done = already
         self.live = self.console.is_terminal and not quiet
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+        self.progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=self.console, transient=True)
         self.task = self.progress.add_task("starting", total=total, completed=already)
@@ -45,16 +43,18 @@ class RunDisplay:
             return
         resumed = f" ({self.already} measurements already recorded)" if self.already else ""
         each = f", each in {repeats} fresh processes" if repeats > 1 else ""
-        self.console.print(f"[bold]attnbench[/] suite [cyan]{suite.name}[/]: {todo} cases to run"
-                           f"{each}{resumed}, {threads} threads -> {out}")
+        self.console.print(styled(("attnbench", "bold"), " suite ", (suite.name, "cyan"),
+                                  f": {todo} cases to run{each}{resumed}, {threads} threads -> ",
+                                  str(out)))
         load = os.getloadavg()[0]
         if load > 0.5 * (os.cpu_count() or 1):
-            self.console.print(f"[yellow]warning[/]: the machine is busy (load average {load:.1f} "
-                               f"on {os.cpu_count()} cores): timings will be noisy")
+            self.console.print(styled(("warning", "yellow"), f": the machine is busy (load "
+                                      f"average {load:.1f} on {os.cpu_count()} cores): timings "
+                                      "will be noisy"))
 
     def note(self, text: str) -> None:
         if not self.quiet:
-            self.console.print(f"[dim]{text}[/]")
+            self.console.print(styled((text, "dim")))
 
     def start(self, case) -> None:
         if self.live:
@@ -69,16 +69,14 @@ class RunDisplay:
             return
         status = record["status"]
         if stability.is_unstable(record):
-            self.console.print(f"[{self.done:>4}/{self.total}] [yellow]unstable[/]    ",
-                               end="", highlight=False)
-            self.console.print(f"{record['case_id']}  {summary.cell(record)} ms: "
-                               f"{record['instability']}", markup=False, highlight=False,
-                               soft_wrap=True)
+            self.console.print(styled(f"[{self.done:>4}/{self.total}] ", ("unstable", "yellow"),
+                                      f"    {record['case_id']}  {summary.cell(record)} ms: "
+                                      f"{record['instability']}"), soft_wrap=True)
         elif status in FAILED_STATUSES or not self.live:
             style = STATUS_STYLE.get(status, "")
             what = summary.cell(record) + " ms" if status == "ok" else record["reason"]
-            self.console.print(f"[{self.done:>4}/{self.total}] [{style}]{status:<11}[/] "
-                               f"{record['case_id']}  {what}", highlight=False, soft_wrap=True)
+            self.console.print(styled(f"[{self.done:>4}/{self.total}] ", (f"{status:<11}", style),
+                                      f" {record['case_id']}  {what}"), soft_wrap=True)
 
     def summary(self, records: list[dict], out, fit_rows=(), crossings=()) -> None:
         header, rows = summary.latency_table(records)
@@ -87,12 +85,12 @@ class RunDisplay:
             table.add_column(name, justify="right" if name.startswith("N=") else "left",
                              no_wrap=True)
         for row in rows:
-            table.add_row(*[f"[bold red]{c}[/]" if c in ("MISMATCH", "ERROR", "TIMEOUT", "OOM")
+            table.add_row(*[styled((c, "bold red")) if c in ("MISMATCH", "ERROR", "TIMEOUT", "OOM")
                             else c for c in row])
         if rows:
             self.console.print(table)
         for impl, reason in sorted(summary.not_run(records).items()):
-            self.console.print(f"[dim]not run: {impl}: {reason}[/]", soft_wrap=True)
+            self.console.print(styled((f"not run: {impl}: {reason}", "dim")), soft_wrap=True)
         self.scaling(list(fit_rows), list(crossings))
         counts = summary.status_counts(records)
         parts = [f"{n} {s}" for s, n in counts.items() if n]
@@ -101,37 +99,48 @@ class RunDisplay:
         if advice:
             bad = stability.unstable(records)
             for r in bad[:MAX_UNSTABLE_SHOWN]:
-                self.console.print(f"~ {r['case_id']}: {r['instability']}", markup=False,
-                                   highlight=False, soft_wrap=True)
+                self.console.print(f"~ {r['case_id']}: {r['instability']}", soft_wrap=True)
             if len(bad) > MAX_UNSTABLE_SHOWN:
-                self.console.print(f"~ ... and {len(bad) - MAX_UNSTABLE_SHOWN} more in the report",
-                                   highlight=False)
-            self.console.print("[yellow]unstable[/]: ", end="")
-            self.console.print(advice, markup=False, highlight=False, soft_wrap=True)
-        self.console.print(f"run directory: [bold]{out}[/]")
+                self.console.print(f"~ ... and {len(bad) - MAX_UNSTABLE_SHOWN} more in the report")
+            self.console.print(styled(("unstable", "yellow"), ": ", advice), soft_wrap=True)
+        self.console.print(styled("run directory: ", (str(out), "bold")))
 
     def scaling(self, fit_rows: list[dict], crossings: list[dict]) -> None:
-        """The fitted exponents (time and memory against seq_len), and where orders flip."""
-        from harness.analysis.scaling import FIT_POINTS, format_fits
+        """The exponents (one only where the points follow one power law), the local exponents
+        between neighbouring seq_lens, and the significant crossovers, a few per
+        configuration."""
+        from rich.text import Text
+
+        from harness.analysis.crossovers import PER_CONFIG_SHOWN, crossover_text, group
+        from harness.analysis.scaling import (FIT_POINTS, NO_POWER_LAW, format_fits,
+                                              format_local)
 
         if self.quiet:
             return
-        header, rows = format_fits([f for f in fit_rows if f["exponent"] is not None])
-        if rows:
-            table = Table(title=f"scaling: cost ~ N^k, fitted over the largest {FIT_POINTS} "
-                                "seq_lens", title_justify="left")
+        judged = [f for f in fit_rows if f["exponent"] is not None or f.get("power_law") is False]
+        for title, (header, rows) in (
+                (f"scaling: cost ~ N^k, fitted over the largest {FIT_POINTS} seq_lens where "
+                 "they follow one power law", format_fits(judged)),
+                ("local exponents k between neighbouring seq_lens (± its 95% interval)",
+                 format_local([f for f in fit_rows if f.get("local")]))):
+            if not rows:
+                continue
+            table = Table(title=title, title_justify="left")
             for name in header:
                 table.add_column(name, no_wrap=True)
             for row in rows:
-                table.add_row(*row)
+                table.add_row(*[Text(c) for c in row])
             self.console.print(table)
-        shown = crossings[:MAX_CROSSOVERS_SHOWN]
-        for c in shown:
-            self.console.print(f"crossover ({c['metric']}, {c['dtype']}, "
-                               f"{'causal' if c['causal'] else 'full'}): {c['faster_above']} "
-                               f"overtakes {c['faster_below']} near seq_len {c['seq_len']}",
-                               highlight=False)
-        if len(crossings) > len(shown):
-            self.console.print(f"... and {len(crossings) - len(shown)} more crossovers in "
-                               "scaling.json", highlight=False)
-
+        if any(f.get("power_law") is False for f in judged):
+            self.console.print(f"{NO_POWER_LAW}: the points miss one line by more than their "
+                               "intervals allow, or the exponent is known only to more than "
+                               "±0.5; read the local exponents (scaling.json has the test)",
+                               markup=False, highlight=False, soft_wrap=True)
+        picked = [c for _, found in group(crossings) for c in found[:PER_CONFIG_SHOWN]]
+        for c in picked[:MAX_CROSSOVERS_SHOWN]:
+            self.console.print("crossover: " + crossover_text(c), markup=False, highlight=False,
+                               soft_wrap=True)
+        hidden = len(crossings) - len(picked[:MAX_CROSSOVERS_SHOWN])
+        if hidden:
+            self.console.print(f"... and {hidden} more significant crossovers in scaling.json",
+                               markup=False, highlight=False)

@@ -48,15 +48,13 @@ def _probe_all(adapters, devices: list[str]) -> dict[str, str]:
 
 
 def cmd_list(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from harness import registry
+    from harness.cli.console import plain_console, styled
     from harness.measure.devices import available_devices
 
-    console = Console()
-    if not console.is_terminal:
-        console.width = 160
+    console = plain_console()
     devices = available_devices()
     adapters = [a for _, a in sorted(registry.adapters().items())]
     probed = _probe_all(adapters, devices) if args.probe else {}
@@ -72,11 +70,9 @@ def cmd_list(args) -> int:
         status = probed.get(adapter.name, status)
         style = "green" if status.startswith(("yes", "installed")) else "yellow"
         table.add_row(adapter.name, adapter.framework, adapter.level, ", ".join(adapter.devices),
-                      ", ".join(adapter.dtypes), f"[{style}]{status}[/]")
+                      ", ".join(adapter.dtypes), styled((status, style)))
     console.print(table)
     return EXIT_OK
-
-
 
 
 def add_parser(sub) -> None:

@@ -103,6 +103,7 @@ def _resumed_plan(run_dir, plan, args):
 
 def cmd_run(args) -> int:
     from harness.analysis import scaling
+    from harness.cli.console import styled
     from harness.cli.display import RunDisplay
     from harness.run.runner import Runner, finished, repeats_of
     from harness.store import RunDir, capture_env, now_iso, write_plan
@@ -151,10 +152,10 @@ def cmd_run(args) -> int:
             runner.run(todo, earlier={c.case_id: earlier[c.case_id] for c in todo
                                       if c.case_id in earlier})
     except KeyboardInterrupt:
-        display.console.print(
-            f"[yellow]interrupted[/]: {len(run_dir.recorded_ids())} of {len(cases)} cases recorded "
-            f"in {out}/results.jsonl; finish with: attnbench run {plan.extra['suite_arg']} "
-            f"--out {out} --resume", highlight=False)
+        display.console.print(styled(
+            ("interrupted", "yellow"), f": {len(run_dir.recorded_ids())} of {len(cases)} cases "
+            f"recorded in {out}/results.jsonl; finish with: attnbench run "
+            f"{plan.extra['suite_arg']} --out {out} --resume"))
         return EXIT_INTERRUPTED
 
     wanted = set(plan.case_ids)
@@ -165,7 +166,7 @@ def cmd_run(args) -> int:
     if not args.no_report:
         from harness.report import write_reports
         for path in write_reports(out):
-            display.console.print(f"report: {path}", markup=False, highlight=False)
+            display.console.print(f"report: {path}")
     return EXIT_FAILED if any(r["status"] in FAILED_STATUSES for r in records) else EXIT_OK
 
 

@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 
+from harness.constants import install_command
 from harness.measure.timer import gc_paused
 
 MEMRAY_HINT = "memray not installed: pip install memray"
@@ -88,7 +89,7 @@ def _tf_peak(prepared, device: str, workdir: str | None) -> tuple[int | None, st
     try:
         import tensorflow as tf
     except ImportError:
-        return None, "none", "tensorflow not installed: pip install -e .[tf]"
+        return None, "none", f"tensorflow not installed: {install_command('tf')}"
     stats = tf.config.experimental
     dev = _tf_device(device)
     with gc_paused():

@@ -77,7 +77,10 @@ def plural(n: int, word: str) -> str:
 
 # Characters that start Markdown (GitHub-flavoured) markup anywhere in a line: emphasis, code,
 # links and images, raw HTML and entities, strikethrough, math, table cells, and the backslash.
-_MARKUP = re.compile(r"([\\`*\[\]<>&|~$])")
+_MARKUP = re.compile(r"([\\`*\[\]|~$])")
+# HTML as entities, not backslashes: a renderer that passes raw HTML (many do, GitHub does not)
+# shows an entity as the character and never reads it as a tag.
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 # An underscore emphasises only at a word's edge (`_a_`), never inside one (max_abs_err).
 _EDGE_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
 # At the start of a line these make a heading, a list item or a rule ("# a", "- a", "1. a").
@@ -88,6 +91,7 @@ def escape_md(text) -> str:
     """`text` (a reason, a case id, a library's message) as Markdown that prints as the plain
     text it is, in a table cell or a paragraph: on one line, with no markup of its own."""
     text = " ".join(str(text).split())
+    text = "".join(_HTML.get(ch, ch) for ch in text)
     text = _MARKUP.sub(r"\\\1", text)
     text = _EDGE_UNDERSCORE.sub(r"\\_", text)
     match = _LINE_START.match(text)
@@ -99,7 +103,11 @@ def escape_md(text) -> str:
 
 def code_md(text) -> str:
     """`text` as an inline code span that is safe in a table cell: on one line, pipes escaped
-    (GitHub splits cells before it reads code spans), fenced by more backticks than it holds."""
+    (GitHub splits cells before it reads code spans), fenced by more backticks than it holds.
+    Text with HTML characters is escaped instead: inside a code span an entity would show as
+    itself, and a renderer that passes HTML might read the raw characters."""
+    if any(ch in str(text) for ch in _HTML):
+        return escape_md(text)
     text = " ".join(str(text).split()).replace("|", "\\|")
     ticks = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * (ticks + 1)
