@@ -1,26 +1,38 @@
-"""How cost grows with sequence length, framework-free: log-log fits of time and peak memory
-against N (the exponent, with a 95% confidence interval) and where two implementations swap order.
+"""How cost grows with sequence length, framework-free: per implementation and configuration,
+the local exponent between each pair of neighbouring seq_lens, and one fitted exponent only
+where the points are consistent with a single power law.
 
-Only records with status "ok" and a positive, finite value count: a failed or unmeasured case says
-nothing about cost. A configuration is everything held fixed along a seq_len sweep; records whose
-seq_len_kv differs from seq_len are a separate configuration (`kv_equals_seq_len`), since their
-cost grows differently. Several records for one impl, configuration and seq_len (seeds, repeated
-runs) are reduced to their median, so each seq_len weighs the same in a fit. An unstable time
-(`stable: false`: measured under contention, or implausible) is left out of the time fits and
-the crossovers, and the fit row says which seq_lens it left out (`left_out`).
+Local exponent between n1 < n2: log(v2 / v1) / log(n2 / n1), with an interval whose half-widths
+are the two points' log half-widths (`series.Point`) added in quadrature, over log(n2 / n1).
+
+The single exponent: a least-squares line of log(value) on log(N) over the largest FIT_POINTS
+seq_lens, with a Student's t interval. It is reported only when (1) the points are consistent
+with one line given their own intervals: the weighted residuals' chi-square, with n - 2 degrees
+of freedom, is not significant at POWER_LAW_ALPHA; and (2) its interval is no wider than
+±MAX_HALF_WIDTH. Otherwise the row says "no single power law over N=a..b" and why, and the
+local exponents are what the data support.
+
+Series, intervals and the configuration key are `harness.analysis.series`; crossovers are
+`harness.analysis.crossovers`. Unstable times are left out, and the fit row says which
+seq_lens (`left_out`).
 """
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass
-from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from harness.constants import CONFIG_FIELDS as CASE_CONFIG_FIELDS, OPTIONAL_AXES
+from harness.analysis.crossovers import crossovers
+from harness.analysis import series
+from harness.analysis.series import CONFIG_FIELDS, METRICS, Point, config_order, sort_key
+from harness.constants import OPTIONAL_AXES
+
+__all__ = ["crossovers", "fit_exponent", "fits", "format_fits", "format_local", "local_rows",
+           "power_law_test", "sort_key", "write_scaling"]
 
 # The fit uses the largest FIT_POINTS seq_lens with a value: at small N fixed overheads (launch,
 # dispatch, allocation) and linear terms dominate, so the asymptotic exponent is read off the top
@@ -29,9 +41,10 @@ FIT_POINTS = 4
 MIN_POINTS = 3
 FIT_CONFIDENCE = 0.95  # of the exponent's interval (Student's t)
 SCALING = "scaling.json"
-
-METRICS = {"time": "median_s", "memory": "peak_mem_bytes"}
-CONFIG_FIELDS = CASE_CONFIG_FIELDS + ("kv_equals_seq_len",)
+POWER_LAW_ALPHA = 0.01  # chi-square test of the points against one line
+MAX_HALF_WIDTH = 0.5  # an exponent known no better than ±0.5 is not reported as one
+CROSSOVER_MARGIN = 1.1  # and orders closer than 10% are ties, whatever the intervals say
+Z = stats.norm.ppf(0.975)  # a point's 95% half-width over its standard error
 
 
 @dataclass(frozen=True)
@@ -77,128 +90,92 @@ def fit_exponent(seq_lens, values, points: int = FIT_POINTS) -> Fit | None:
                n_points=len(pairs), seq_lens=tuple(int(n) for n, _ in pairs))
 
 
-def _config(record: dict) -> tuple:
-    kv = record.get("seq_len_kv")
-    square = kv is None or kv == record["seq_len"]
-    return tuple(record.get(k) for k in CONFIG_FIELDS[:-1]) + (square,)
+def power_law_test(seq_lens, pts: list[Point]) -> dict:
+    """Are these points one straight line in log-log, given their intervals? Weighted least
+    squares (each point's standard error: its larger log half-width / Z), and the chi-square
+    of the weighted residuals with n - 2 degrees of freedom."""
+    x = np.log(np.asarray(seq_lens, float))
+    y = np.array([p.log for p in pts])
+    se = np.array([max(p.down, p.up) / Z for p in pts])
+    slope, intercept = np.polyfit(x, y, 1, w=1 / se)
+    chi2 = float(np.sum(((y - (intercept + slope * x)) / se) ** 2))
+    dof = len(pts) - 2
+    return {"chi2": chi2, "dof": dof, "p": float(stats.chi2.sf(chi2, dof)),
+            "alpha": POWER_LAW_ALPHA}
 
 
-def _usable(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value) and value > 0
+def local_exponents(by_n: dict[int, Point]) -> list[dict]:
+    """The slope between each pair of neighbouring seq_lens, with its interval."""
+    ns = sorted(by_n)
+    out = []
+    for n1, n2 in zip(ns, ns[1:]):
+        a, b = by_n[n1], by_n[n2]
+        span = math.log(n2 / n1)
+        k = (b.log - a.log) / span
+        out.append({"from_n": n1, "to_n": n2, "exponent": k,
+                    "ci_low": k - math.hypot(a.up, b.down) / span,
+                    "ci_high": k + math.hypot(a.down, b.up) / span})
+    return out
 
 
-def _series(records: list[dict], metric: str) -> dict[tuple, dict[str, dict[int, float]]]:
-    """{config: {impl: {seq_len: median value}}} from the usable records of one metric."""
-    field = METRICS[metric]
-    raw: dict[tuple, dict[str, dict[int, list[float]]]] = {}
-    for r in records:
-        if metric == "time" and r.get("stable") is False:
-            continue
-        if r.get("status") == "ok" and _usable(r.get(field)):
-            by_n = raw.setdefault(_config(r), {}).setdefault(r["impl"], {})
-            by_n.setdefault(int(r["seq_len"]), []).append(float(r[field]))
-    return {config: {impl: {n: float(np.median(vs)) for n, vs in by_n.items()}
-                     for impl, by_n in impls.items()}
-            for config, impls in raw.items()}
-
-
-def sort_key(value) -> tuple:
-    """Sort key that keeps numbers numeric (batch 2 before 16) and tolerates None."""
-    if value is None:
-        return (2, 0, "")
-    if isinstance(value, (int, float)):
-        return (0, value, "")
-    return (1, 0, str(value))
-
-
-def _config_key(config: tuple) -> tuple:
-    return tuple(sort_key(v) for v in config)
+def _verdict(fit: Fit, by_n: dict[int, Point]) -> tuple[bool, dict, str]:
+    """(one power law?, the test, why not) for a fit over its seq_lens."""
+    test = power_law_test(fit.seq_lens, [by_n[n] for n in fit.seq_lens])
+    where = f"no single power law over N={fit.seq_lens[0]}..{fit.seq_lens[-1]}"
+    if test["p"] < POWER_LAW_ALPHA:
+        return False, test, (f"{where}: the points miss one line by more than their intervals "
+                             f"allow (chi-square {test['chi2']:.1f} on {test['dof']} dof, "
+                             f"p = {test['p']:.2g}); see the local exponents")
+    half = (fit.ci_high - fit.ci_low) / 2
+    if half > MAX_HALF_WIDTH:
+        return False, test, (f"{where}: the fitted exponent is known only to ±{half:.2f} "
+                             f"(more than ±{MAX_HALF_WIDTH:g}); see the local exponents")
+    return True, test, ""
 
 
 def fits(records: list[dict], points: int = FIT_POINTS) -> list[dict]:
     """One row per (impl, configuration, metric) that has at least one usable value.
 
-    A metric with no value at all for an impl and configuration (never measured) gets no row; one
-    with fewer than 3 seq_lens gets a row whose exponent is None and whose `note` says why.
+    `local` holds the local exponents. `power_law` is True when the single exponent is reported,
+    False when the points reject one power law (exponent None, `note` says why), None with fewer
+    than 3 seq_lens (exponent None, `note` says so).
     """
     rows = []
-    left_out: dict[tuple, list[int]] = {}
-    for r in records:
-        if r.get("status") == "ok" and r.get("stable") is False:
-            left_out.setdefault((_config(r), r["impl"]), []).append(int(r["seq_len"]))
+    left_out = series.unstable_seq_lens(records)
     for metric in METRICS:
-        for config, impls in _series(records, metric).items():
+        for config, impls in series.points(records, metric).items():
             for impl, by_n in impls.items():
                 ns = sorted(by_n)
-                fit = fit_exponent(ns, [by_n[n] for n in ns], points)
+                fit = fit_exponent(ns, [by_n[n].value for n in ns], points)
                 row = {"impl": impl, **dict(zip(CONFIG_FIELDS, config)), "metric": metric,
-                       "left_out": sorted(left_out.get((config, impl), [])) if metric == "time"
-                       else []}
+                       "left_out": left_out.get((config, impl), []) if metric == "time" else [],
+                       "local": local_exponents(by_n), "power_law": None, "test": None}
                 if fit is None:
                     plural = "seq_len" if len(ns) == 1 else "seq_lens"
                     row.update(exponent=None, ci_low=None, ci_high=None, r2=None,
                                n_points=len(ns), seq_lens=ns,
                                note=f"only {len(ns)} {plural} with a value")
                 else:
-                    row.update(exponent=fit.exponent, ci_low=fit.ci_low, ci_high=fit.ci_high,
-                               r2=fit.r2, n_points=fit.n_points, seq_lens=list(fit.seq_lens),
-                               note="")
+                    one, test, why = _verdict(fit, by_n)
+                    row.update(power_law=one, test=test, r2=fit.r2, n_points=fit.n_points,
+                               seq_lens=list(fit.seq_lens), note=why,
+                               exponent=fit.exponent if one else None,
+                               ci_low=fit.ci_low if one else None,
+                               ci_high=fit.ci_high if one else None)
                 if row["left_out"]:
                     left = "left out unstable N=" + ", ".join(map(str, row["left_out"]))
                     row["note"] = "; ".join(filter(None, [row["note"], left]))
                 rows.append(row)
     metric_rank = {m: i for i, m in enumerate(METRICS)}
-    rows.sort(key=lambda r: (_config_key(tuple(r[k] for k in CONFIG_FIELDS)),
+    rows.sort(key=lambda r: (config_order(tuple(r[k] for k in CONFIG_FIELDS)),
                              metric_rank[r["metric"]], r["impl"]))
     return rows
 
 
-def _crossing(n1: int, d1: float, n2: int, d2: float) -> float:
-    """Where the log ratio, linear in log N between two points, reaches zero."""
-    x1, x2 = math.log(n1), math.log(n2)
-    return math.exp(x1 + d1 / (d1 - d2) * (x2 - x1))
-
-
-CROSSOVER_MARGIN = 1.1  # orders closer than 10% count as ties when crossovers are reported
-
-
-def crossovers(records: list[dict], metric: str = "time", min_ratio: float = 1.0) -> list[dict]:
-    """Where two implementations of one configuration swap order as N grows.
-
-    Over the seq_lens both have, ascending, each change of sign of log(a) - log(b) is a crossover,
-    placed by linear interpolation in log-log space (exact for two power laws). Equal values are
-    not flips: a sign change across a run of ties is one crossover, placed in the middle of the
-    ties (geometrically) and reported between the last strictly ordered seq_lens either side.
-    With `min_ratio` > 1, values within that ratio of each other count as ties, so two equal
-    kernels trading places in the noise are not reported as crossing.
-    """
-    tie = math.log(min_ratio)
-    out = []
-    for config, impls in _series(records, metric).items():
-        for a, b in combinations(sorted(impls), 2):
-            shared = sorted(set(impls[a]) & set(impls[b]))
-            if len(shared) < 2:
-                continue
-            last = None  # (seq_len, log ratio) of the last strictly ordered point
-            ties: list[int] = []
-            for n in shared:
-                d = math.log(impls[a][n]) - math.log(impls[b][n])
-                if abs(d) <= tie:
-                    if last is not None:
-                        ties.append(n)
-                    continue
-                if last is not None and (d > 0) != (last[1] > 0):
-                    n1, d1 = last
-                    where = math.sqrt(ties[0] * ties[-1]) if ties else _crossing(n1, d1, n, d)
-                    out.append({**dict(zip(CONFIG_FIELDS, config)), "metric": metric,
-                                "faster_below": a if d1 < 0 else b,
-                                "faster_above": a if d < 0 else b,
-                                "seq_len": int(round(where)), "between": (n1, n)})
-                last, ties = (n, d), []
-    out.sort(key=lambda r: (_config_key(tuple(r[k] for k in CONFIG_FIELDS)), r["seq_len"],
-                            r["faster_below"], r["faster_above"]))
-    return out
+def local_rows(fit_rows: list[dict]) -> list[dict]:
+    """The local exponents of every fit row, one flat row each (scaling.json's `local`)."""
+    keys = ("impl", *CONFIG_FIELDS, "metric")
+    return [{**{k: r[k] for k in keys}, **seg} for r in fit_rows for seg in r.get("local", [])]
 
 
 def _json_safe(value):
@@ -215,10 +192,14 @@ def _json_safe(value):
 
 
 def write_scaling(run_dir: str | Path, records: list[dict]) -> Path:
-    """Write run_dir/scaling.json (fits and time crossovers); written whole, then renamed."""
+    """Write run_dir/scaling.json (fits, local exponents, time crossovers); written whole, then
+    renamed."""
     path = Path(run_dir) / SCALING
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"fit_points": FIT_POINTS, "crossover_margin": CROSSOVER_MARGIN, "fits": fits(records),
+    rows = fits(records)
+    data = {"fit_points": FIT_POINTS, "power_law_alpha": POWER_LAW_ALPHA,
+            "max_half_width": MAX_HALF_WIDTH, "min_rel_uncertainty": series.MIN_REL_UNCERTAINTY,
+            "crossover_margin": CROSSOVER_MARGIN, "fits": rows, "local": local_rows(rows),
             "crossovers": crossovers(records, min_ratio=CROSSOVER_MARGIN)}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(_json_safe(data), indent=2, allow_nan=False))
@@ -226,34 +207,73 @@ def write_scaling(run_dir: str | Path, records: list[dict]) -> Path:
     return path
 
 
+def _labels(fit_rows: list[dict]) -> tuple[list[str], list[str]]:
+    """(key fields, their column names): axes with a single value among the rows are not
+    shown, as in `summary.latency_table`."""
+    varying = [k for k in (*OPTIONAL_AXES, "kv_equals_seq_len")
+               if len({r.get(k) for r in fit_rows}) > 1]
+    return ["impl", "dtype", "causal", *varying], ["impl", "dtype", "mask", *varying]
+
+
+def _label_cells(key: tuple) -> list[str]:
+    cells = [str(v) for v in key]
+    cells[2] = "causal" if key[2] else "full"
+    return cells
+
+
+NO_POWER_LAW = "no single power law"
+
+
 def format_fits(fit_rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of strings: one row per implementation and configuration, with the time
     and the memory exponent side by side, each with its CI, and the seq_lens fitted.
 
-    Axes with a single value among the rows are not shown, as in `summary.latency_table`;
-    a metric without a fit shows "-" (its note is in the fit rows and scaling.json).
+    A metric whose points reject one power law shows NO_POWER_LAW (the local exponents are in
+    `format_local`); one with too few points shows "-" (its note is in the fit rows).
     """
-    varying = [k for k in (*OPTIONAL_AXES, "kv_equals_seq_len")
-               if len({r.get(k) for r in fit_rows}) > 1]
-    keys = ["impl", "dtype", "causal", *varying]
+    keys, names = _labels(fit_rows)
     grouped: dict[tuple, dict[str, dict]] = {}
     for r in fit_rows:
         grouped.setdefault(tuple(r.get(k) for k in keys), {})[r["metric"]] = r
     ci = f"{FIT_CONFIDENCE:.0%} CI"
-    header = ["impl", "dtype", "mask", *varying, "time k", ci, "memory k", ci, "points"]
+    header = [*names, "time k", ci, "memory k", ci, "points"]
     body = []
     for key, by_metric in grouped.items():
-        cells = [str(v) for v in key]
-        cells[2] = "causal" if key[2] else "full"
+        cells = _label_cells(key)
         points = ""
         for metric in METRICS:
             r = by_metric.get(metric)
-            if r is None or r["exponent"] is None:
+            if r is not None and r.get("power_law") is False:
+                cells += [NO_POWER_LAW, ""]
+            elif r is None or r["exponent"] is None:
                 cells += ["-", ""]
                 continue
-            cells += [f"{r['exponent']:.2f}", f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"]
+            else:
+                cells += [f"{r['exponent']:.2f}", f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"]
             points = points or f"{r['seq_lens'][0]}..{r['seq_lens'][-1]}"
             if r.get("left_out"):
                 points += f" (unstable N={', '.join(map(str, r['left_out']))} left out)"
         body.append(cells + [points])
+    return header, body
+
+
+def local_text(seg: dict) -> str:
+    """"1.93 ±0.05": the local exponent and the larger side of its interval."""
+    half = max(seg["exponent"] - seg["ci_low"], seg["ci_high"] - seg["exponent"])
+    return f"{seg['exponent']:.2f} ±{half:.2f}"
+
+
+def format_local(fit_rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of strings: per implementation, configuration and metric, the local
+    exponent between each pair of neighbouring seq_lens (columns "N a→b")."""
+    keys, names = _labels(fit_rows)
+    spans = sorted({(s["from_n"], s["to_n"]) for r in fit_rows for s in r.get("local", [])})
+    header = [*names, "metric", *[f"N {a}→{b}" for a, b in spans]]
+    body = []
+    for r in fit_rows:
+        if not r.get("local"):
+            continue
+        by_span = {(s["from_n"], s["to_n"]): local_text(s) for s in r["local"]}
+        body.append([*_label_cells(tuple(r.get(k) for k in keys)), r["metric"],
+                     *[by_span.get(span, "") for span in spans]])
     return header, body

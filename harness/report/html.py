@@ -12,11 +12,13 @@ from pathlib import Path
 
 from markupsafe import Markup
 
+from harness.analysis.roofline import TILE
 from harness.analysis.scaling import FIT_CONFIDENCE
 from harness.constants import FAILED_STATUSES, STATUSES
 from harness.measure.timer import CONFIDENCE
 from harness.report import method, plots, scaling, tables
 from harness.report.format import percent
+from harness.report.roofline import roofline_view
 from harness.report.run import Run, load_run
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -67,6 +69,7 @@ def context(run: Run) -> dict:
     errors: dict[str, str] = {}
     records = run.records
     speed = _section(errors, "speedup", lambda: tables.speedup(records, run.baseline))
+    roof = _section(errors, "roofline", lambda: roofline_view(run))
     return {
         "run": run,
         "title": f"attnbench: {run.name}",
@@ -83,6 +86,11 @@ def context(run: Run) -> dict:
         "scaling": _section(errors, "latency", lambda: scaling.scaling_table(run)),
         "scaling_gaps": _section(errors, "latency", lambda: scaling.scaling_gaps(run)),
         "crossovers": _section(errors, "latency", lambda: scaling.crossover_lines(run)),
+        "local": _section(errors, "latency", lambda: scaling.local_table(run)),
+        "power_law_notes": _section(errors, "latency", lambda: scaling.power_law_notes(run)),
+        "roofline": roof,
+        "roofline_svg": _svg(_section(errors, "roofline", lambda: plots.roofline(run, roof)))
+        if roof else None,
         "memory_svg": _svg(_section(errors, "memory", lambda: plots.memory(run))),
         "throughput": _section(errors, "throughput", lambda: tables.throughput(records, run.env)),
         "throughput_svg": _svg(_section(errors, "throughput", lambda: plots.throughput(run))),
@@ -102,6 +110,7 @@ def context(run: Run) -> dict:
         "has_memory": any(r["status"] == "ok" and r["peak_mem_bytes"] for r in records),
         "errors": errors,
         "heatmap_cap": plots.MAX_HEATMAP_ROWS,
+        "roofline_tile": TILE,
     }
 
 

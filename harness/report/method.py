@@ -8,7 +8,7 @@ not a copy taken at import), so the text follows them.
 """
 from __future__ import annotations
 
-from harness.analysis import scaling, stability
+from harness.analysis import scaling, series, stability
 from harness.measure import contention, flops, memory, timer
 from harness.problem import reference
 from harness.run import runner
@@ -154,9 +154,14 @@ def method(run) -> list[tuple[str, str]]:
         ("memory", "a pass of its own after timing: the extra memory one call needs beyond its "
                    f"inputs (temporaries and output). Methods in this run: "
                    f"{memory_methods(run.records)}"),
-        ("scaling", f"log(median) and log(peak memory) fitted against log(N) over the largest "
-                    f"{scaling.FIT_POINTS} seq_lens, exponent with its "
-                    f"{percent(scaling.FIT_CONFIDENCE)} CI (Student's t); crossovers interpolated in "
-                    f"log-log space, orders within {percent(scaling.CROSSOVER_MARGIN - 1)} count as "
-                    "ties"),
+        ("scaling", f"local exponents between neighbouring seq_lens, with intervals from the "
+                    f"medians' {percent(timer.CONFIDENCE)} CIs (none taken as tighter than "
+                    f"±{percent(series.MIN_REL_UNCERTAINTY)}) added in quadrature; one exponent "
+                    f"fitted over the largest {scaling.FIT_POINTS} seq_lens "
+                    f"({percent(scaling.FIT_CONFIDENCE)} CI, Student's t), shown only when the "
+                    "points are consistent with one power law (chi-square of the weighted "
+                    f"residuals, p ≥ {scaling.POWER_LAW_ALPHA:g}) and its interval is within "
+                    f"±{scaling.MAX_HALF_WIDTH:g}; a crossover only where the order is "
+                    "significant on both sides (intervals apart and more than "
+                    f"{percent(scaling.CROSSOVER_MARGIN - 1)} apart), anything closer is a tie"),
     ]

@@ -304,3 +304,47 @@ def speedup_heatmap(speed: dict) -> str | None:
     bar.set_label(f"speedup over {speed['baseline']}")
     fig.tight_layout()
     return to_svg(fig)
+
+
+@_styled
+def roofline(run: Run, view: dict) -> str | None:
+    """Achieved TFLOP/s against arithmetic intensity (FLOP/byte), log-log, under the roof
+    min(matmul peak, intensity × copy bandwidth) measured on this machine; one panel per
+    (device, dtype), one marker per implementation, hollow where the figure is unstable."""
+    if not view["rows"]:
+        return None
+    import numpy as np
+
+    panels: dict[tuple, list[dict]] = {}
+    for p in view["rows"]:
+        panels.setdefault((p["device"], p["dtype"]), []).append(p)
+    fig, axes = _grid(_plt(), len(panels))
+    color = colors(impls_of(run.records))
+    for ax, ((device, dtype), pts) in zip(axes, sorted(panels.items())):
+        roof = next(r for r in view["roofs"] if (r["device"], r["dtype"]) == (device, dtype))
+        xs = [p["intensity"] for p in pts]
+        lo, hi = min(min(xs), roof["ridge"]) / 3, max(max(xs), roof["ridge"]) * 3
+        grid = np.geomspace(lo, hi, 200)
+        ax.plot(grid, np.minimum(roof["peak_tflops"], grid * roof["bandwidth_gbs"] / 1e3),
+                color="0.25", linewidth=1.6,
+                label=f"roof: {fmt_tflops(roof['peak_tflops'])} TFLOP/s, "
+                      f"{roof['bandwidth_gbs']:.3g} GB/s")
+        for impl in sorted({p["impl"] for p in pts}):
+            mine = [p for p in pts if p["impl"] == impl]
+            for hollow in (False, True):
+                some = [p for p in mine if p["unstable"] == hollow]
+                if some:
+                    ax.scatter([p["intensity"] for p in some],
+                               [p["achieved_tflops"] for p in some], s=22,
+                               marker=_marker(color, impl), edgecolors=color[impl],
+                               facecolors="none" if hollow else color[impl],
+                               label=impl + (" (unstable)" if hollow else ""), zorder=3)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_xlabel("arithmetic intensity (FLOP/byte, bytes model in the text)")
+        ax.set_ylabel("achieved TFLOP/s")
+        ax.set_title(f"{device} {dtype}")
+        _legend(ax)
+    fig.tight_layout()
+    return to_svg(fig)

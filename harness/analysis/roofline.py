@@ -1,0 +1,135 @@
+"""Where each measured kernel sits under this machine's roofline: its arithmetic intensity
+(FLOPs of the one FLOP model over the bytes it must move to and from memory), the roof at that
+intensity, min(matmul peak, intensity × copy bandwidth), both measured by the run
+(`harness.measure.peaks`, env.json `peaks`), and the share of that roof it achieved.
+
+The bytes model, per call, in the case's dtype (B·H heads, Nq queries, Nk keys, head size D):
+
+- every kernel reads Q, K, V and writes O: (2·Nq + 2·Nk)·D per head;
+- a *materialising* implementation (the textbook formula: numpy, *.naive, the math backend,
+  Keras and TensorFlow ops) also writes the Nq×Nk score matrix, reads it for the softmax,
+  writes the probabilities and reads them for P·V: 4·Nq·Nk per head, masked or not (it masks
+  a full matrix);
+- a *fused* kernel (flash, memory-efficient, cuDNN, xformers) keeps scores on chip, walking
+  queries in blocks of TILE rows and reading K and V once per block: 2·D times the keys each
+  block sees (all Nk; under a causal mask only those up to the block's last row);
+- fwd_bwd adds a backward: materialising, reads dO, Q, K, V, writes dQ, dK, dV and makes six
+  more passes over Nq×Nk (read P, write and read dP, write dS, read dS for dQ and for dK);
+  fused, walks key blocks of TILE, for each re-reading Q, O and dO and reading and writing dQ
+  for the rows the block serves, and reads K, V and writes dK, dV once.
+
+Traffic that stays in cache is counted as moved: the roof is the DRAM one. A point above it
+says the model overcounts for that case (its working set fit in cache) and is marked so.
+The class comes from the kernel the record says ran (torch SDPA records it), else from the
+implementation's name; one not known to be fused counts as materialising. Layers (mha,
+encoder) have no bytes model here and are left out, with the reason.
+"""
+from __future__ import annotations
+
+import math
+
+ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+TILE = 128  # rows per block of a fused kernel (FlashAttention-2's and torch's usual size)
+FUSED_KERNELS = ("flash_attention", "efficient_attention", "cudnn_attention")
+FUSED_NAMES = ("flash", "efficient", "cudnn", "xformers", "mem_eff", "fused")
+MATERIALISING, FUSED = "materialising", "fused"
+
+
+def impl_class(record: dict) -> tuple[str, str]:
+    """(class, why) of the implementation that produced the record."""
+    kernel = record.get("kernel") or ""
+    if kernel:
+        if any(k in kernel for k in FUSED_KERNELS):
+            return FUSED, f"ran {kernel}"
+        return MATERIALISING, f"ran {kernel}"
+    name = record["impl"].lower()
+    hit = next((word for word in FUSED_NAMES if word in name), None)
+    if hit:
+        return FUSED, f"a {hit} kernel by its name"
+    return MATERIALISING, "not known to be fused"
+
+
+def _keys_seen(nq: int, nk: int, causal: bool, tile: int) -> int:
+    """Keys read summed over query blocks of `tile` rows (top-left causal alignment)."""
+    total = 0
+    for start in range(0, nq, tile):
+        last = min(start + tile, nq) - 1
+        total += min(nk, last + 1) if causal else nk
+    return total
+
+
+def _rows_served(nq: int, nk: int, causal: bool, tile: int) -> int:
+    """Query rows summed over key blocks of `tile` keys (a causal block serves rows >= its
+    first key)."""
+    total = 0
+    for start in range(0, nk, tile):
+        total += max(0, nq - start) if causal else nq
+    return total
+
+
+def bytes_moved(record: dict, cls: str) -> int:
+    """Bytes one call moves by the model above."""
+    nq = record["seq_len"]
+    nk = record.get("seq_len_kv") or nq
+    d, causal = record["head_dim"], bool(record.get("causal"))
+    heads = record["batch"] * record["heads"]
+    backward = record.get("mode") == "fwd_bwd"
+    if cls == MATERIALISING:
+        elements = (2 * nq + 2 * nk) * d + 4 * nq * nk
+        if backward:
+            elements += (2 * nq + 2 * nk) * d + (nq + 2 * nk) * d + 6 * nq * nk
+    else:
+        elements = 2 * nq * d + 2 * d * _keys_seen(nq, nk, causal, TILE)
+        if backward:
+            elements += 5 * d * _rows_served(nq, nk, causal, TILE) + 4 * nk * d
+    return heads * elements * ITEMSIZE[record["dtype"]]
+
+
+def point(record: dict, peaks: dict) -> tuple[dict | None, str]:
+    """(the record on the roofline, "") or (None, why it cannot be placed)."""
+    if record.get("level", "kernel") != "kernel":
+        return None, f"no bytes model for {record.get('level')} layers"
+    if record.get("dtype") not in ITEMSIZE:
+        return None, f"no item size for dtype {record.get('dtype')}"
+    entry = peaks.get(record["device"]) if isinstance(peaks, dict) else None
+    peak = ((entry or {}).get("matmul_tflops") or {}).get(record["dtype"])
+    bandwidth = (entry or {}).get("bandwidth_gbs")
+    if not peak or not bandwidth:
+        return None, f"no measured matmul peak and bandwidth for {record['device']} " \
+                     f"{record['dtype']}"
+    flops, median = record.get("flops"), record.get("median_s")
+    if not flops or not median or not math.isfinite(median) or median <= 0:
+        return None, "no FLOP count or median"
+    cls, why = impl_class(record)
+    moved = bytes_moved(record, cls)
+    intensity = flops / moved
+    achieved = flops / median / 1e12
+    memory_roof = intensity * bandwidth / 1e3  # TFLOP/s: FLOP/B × GB/s / 1000
+    roof = min(peak, memory_roof)
+    return {"case_id": record.get("case_id"), "impl": record["impl"],
+            "device": record["device"], "dtype": record["dtype"], "mode": record.get("mode"),
+            "causal": bool(record.get("causal")), "seq_len": record["seq_len"],
+            "class": cls, "class_why": why, "flops": flops, "bytes": moved,
+            "intensity": intensity, "achieved_tflops": achieved, "peak_tflops": peak,
+            "bandwidth_gbs": bandwidth, "roof_tflops": roof, "pct_of_roof": 100 * achieved / roof,
+            "bound": "memory" if memory_roof < peak else "compute",
+            "above_roof": achieved > roof, "stable": record.get("stable")}, ""
+
+
+def roofline(records: list[dict], peaks: dict) -> dict:
+    """{"points": every ok record placed, "left_out": {why: count}, "roofs": per (device,
+    dtype) peak and bandwidth}."""
+    points, left_out = [], {}
+    for r in records:
+        if r.get("status") != "ok":
+            continue
+        placed, why = point(r, peaks or {})
+        if placed is None:
+            left_out[why] = left_out.get(why, 0) + 1
+        else:
+            points.append(placed)
+    roofs = sorted({(p["device"], p["dtype"], p["peak_tflops"], p["bandwidth_gbs"])
+                    for p in points})
+    return {"points": points, "left_out": left_out,
+            "roofs": [{"device": d, "dtype": t, "peak_tflops": p, "bandwidth_gbs": b,
+                       "ridge": p * 1e3 / b} for d, t, p, b in roofs]}

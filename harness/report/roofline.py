@@ -1,0 +1,32 @@
+"""The roofline view both reports show: every timed kernel with its arithmetic intensity, the
+roof at that intensity and the share of the roof it reached (`harness.analysis.roofline`)."""
+from __future__ import annotations
+
+from harness.analysis.roofline import roofline
+from harness.analysis.scaling import sort_key
+from harness.report.format import fmt_tflops, mask_name
+from harness.report.run import Run
+
+
+def roofline_view(run: Run) -> dict:
+    """{"rows": table rows, "roofs": per (device, dtype), "left_out": why some records are not
+    placed, "above": how many points lie above their roof}."""
+    data = roofline(run.records, run.env.get("peaks") or {})
+    rows = []
+    for p in sorted(data["points"], key=lambda p: tuple(sort_key(v) for v in (
+            p["device"], p["dtype"], p["mode"], p["causal"], p["impl"], p["seq_len"]))):
+        rows.append({**p, "config": " ".join([p["dtype"], mask_name(p["causal"]),
+                                              *([p["mode"]] if p["mode"] != "fwd" else []),
+                                              *([p["device"]] if p["device"] != "cpu" else [])]),
+                     "intensity_text": f"{p['intensity']:.3g}",
+                     "achieved_text": fmt_tflops(p["achieved_tflops"]),
+                     "roof_text": fmt_tflops(p["roof_tflops"]),
+                     "pct_text": f"{p['pct_of_roof']:.3g}%",
+                     "unstable": p["stable"] is False})
+    roofs = [{**r, "text": f"{r['device']} {r['dtype']}: matmul {fmt_tflops(r['peak_tflops'])} "
+                           f"TFLOP/s, copy {r['bandwidth_gbs']:.3g} GB/s, ridge at "
+                           f"{r['ridge']:.3g} FLOP/B"} for r in data["roofs"]]
+    left_out = [f"{count} case{'s' if count != 1 else ''}: {why}"
+                for why, count in sorted(data["left_out"].items())]
+    return {"rows": rows, "roofs": roofs, "left_out": left_out,
+            "above": sum(p["above_roof"] for p in data["points"])}
