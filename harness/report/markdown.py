@@ -65,8 +65,9 @@ def _latency(run: Run) -> list[str]:
 
 def _scaling(run: Run) -> list[str]:
     header, rows = scaling.scaling_table(run)
+    local_header, local = scaling.local_table(run)
     title = f"## Scaling: cost ∝ N^k over the largest {run.scaling.get('fit_points')} seq_lens"
-    if not rows:
+    if not rows and not local:
         gaps = scaling.scaling_gaps(run)
         if not gaps:
             return []
@@ -75,11 +76,24 @@ def _scaling(run: Run) -> list[str]:
     out = [title, ""]
     if run.scaling_source == "computed":
         out += ["_Computed from the records: the run wrote no scaling.json._", ""]
-    out += [_table(header, _cells(rows)), ""]
+    if rows:
+        out += ["An exponent is shown only where the points follow one power law (their "
+                "residuals within their intervals, and the exponent known to ±0.5); otherwise "
+                "_no single power law_, and the local exponents below say how the cost grows.",
+                "", _table(header, _cells(rows)), ""]
+    notes = scaling.power_law_notes(run)
+    if notes:
+        out += ["<details><summary>why no single power law</summary>", ""]
+        out += [f"- {escape_md(n)}" for n in notes]
+        out += ["", "</details>", ""]
+    if local:
+        out += ["**Local exponents** between neighbouring seq_lens (± the 95% interval):", "",
+                _table(local_header, _cells(local), numeric=local_header[4:]), ""]
     crossings = scaling.crossover_lines(run)
     if crossings:  # folded: a sweep can have dozens, and the summary must stay short
         out += [f"<details><summary>{len(crossings)} crossover{'s' if len(crossings) != 1 else ''}"
-                " (where two implementations swap order as N grows)</summary>", ""]
+                " (where one implementation overtakes another, significant on both sides)"
+                "</summary>", ""]
         out += [f"- {escape_md(line)}" for line in crossings]
         out += ["", "</details>", ""]
     return out
