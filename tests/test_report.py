@@ -24,6 +24,7 @@ from harness.units import duration
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("verdict", "what-ran", "summary", "matrix", "scaling", "memory", "throughput",
+            "roofline",
             "speedup", "numerics", "problems", "not-run", "method")
 _SMOKE: dict[str, Path] = {}
 
@@ -165,7 +166,7 @@ def test_html_is_self_contained_with_every_section_and_plot(smoke):
         assert ident in page.ids, f"section #{ident} is missing"
     assert "could not be rendered" not in html
     # every figure is drawn inline: latency, memory, throughput, speedup heatmap
-    for fig in ("fig-latency", "fig-memory", "fig-throughput", "fig-speedup"):
+    for fig in ("fig-latency", "fig-memory", "fig-throughput", "fig-roofline", "fig-speedup"):
         assert fig in page.ids
     assert html.count("<svg") >= 4 and "<?xml" not in html
     figure_ids = re.findall(r'<svg[^>]*>.*?</svg>', html, flags=re.S)
@@ -408,7 +409,7 @@ def test_a_run_with_one_implementation_and_one_seq_len(tmp_path):
     assert "only 1 seq_len with a value" in page.text("scaling")
     assert "The baseline torch.naive is not in this run" in page.text("speedup")
     assert "--baseline IMPL" in page.text("speedup") and "numpy" in page.text("speedup")
-    assert html.count("<svg") == 3  # latency, memory, throughput; no speedup heatmap
+    assert html.count("<svg") == 4  # latency, memory, throughput, roofline; no speedup heatmap
     assert "the only implementation that ran it" in md
     # the baseline is the only implementation: nothing to compare it with, and it says so
     write_reports(run, baseline="numpy")

@@ -1,192 +1,78 @@
-"""report.html in a real browser: headless Chromium opens it from disk, and the Chrome DevTools
-Protocol (over --remote-debugging-pipe, so no websocket library is needed) reports every console
-message, uncaught exception, log entry and network request. The page must load with no console
-error and no request other than itself; a screenshot of what a reader sees first is saved to
-the test's tmp_path and results/artifacts/report-screenshot.png.
+"""report.html in a real browser: Playwright drives the system's headless Chromium (no browser
+download), opens the page from disk and records every console message, uncaught exception and
+network request. The page must load with no console error and no request other than itself;
+its tables sort when a header is clicked; the roofline section is drawn with every point at or
+under its roof. Screenshots of what a reader sees first, of the whole page and of the roofline
+go to the test's tmp_path and results/artifacts/.
 
-Skipped only when Chromium is not installed (.ci/run installs Debian's `chromium`).
+Skipped only when Chromium or Playwright is not installed (.ci/run installs both).
 """
 from __future__ import annotations
 
-import base64
-import json
-import os
-import select
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "results" / "artifacts"
-CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium",
-                             shutil.which("chromium-browser")) if p and Path(p).exists()), None)
+CHROMIUM = "/usr/bin/chromium"
 
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
-                                    "(apt-get install chromium; .ci/run does it)")
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # the dev extra installs it
+    sync_playwright = None
+
+needs_browser = pytest.mark.skipif(
+    sync_playwright is None or not Path(CHROMIUM).exists(),
+    reason="needs playwright (pip install -e '.[dev]') and chromium (apt-get install chromium)")
 
 
-class Browser:
-    """Headless Chromium driven over the DevTools pipe (fd 3: commands in, fd 4: events out)."""
+class Watched:
+    """A page with everything it logs, throws and requests kept."""
 
-    def __init__(self, width=1400, height=1000, timeout=30.0):
-        self.timeout = timeout
-        self.profile = tempfile.mkdtemp(prefix="attnbench-chromium-")
-        to_chrome_r, self._to_chrome = os.pipe()
-        self._from_chrome, from_chrome_w = os.pipe()
-
-        def wire_pipes():  # in the child, before exec: commands on fd 3, replies on fd 4
-            a, b = os.dup(to_chrome_r), os.dup(from_chrome_w)
-            os.dup2(a, 103)
-            os.dup2(b, 104)
-            os.dup2(103, 3)
-            os.dup2(104, 4)
-
-        self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--disable-extensions",
-             "--disable-default-apps", "--mute-audio", "--remote-debugging-pipe",
-             f"--window-size={width},{height}", f"--user-data-dir={self.profile}",
-             "about:blank"],
-            close_fds=False, preexec_fn=wire_pipes,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(to_chrome_r)
-        os.close(from_chrome_w)
-        self._buf = b""
-        self._next = 0
-        self.events: list[dict] = []
-        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        self.session = self.call("Target.attachToTarget",
-                                 {"targetId": target, "flatten": True})["sessionId"]
-        self.width, self.height = width, height
-
-    def _read(self, deadline: float) -> dict:
-        while b"\0" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self._from_chrome], [], [], left)[0]:
-                raise TimeoutError("chromium did not answer in time")
-            chunk = os.read(self._from_chrome, 1 << 20)
-            if not chunk:
-                raise RuntimeError("chromium closed the DevTools pipe")
-            self._buf += chunk
-        message, self._buf = self._buf.split(b"\0", 1)
-        return json.loads(message)
-
-    def call(self, method: str, params: dict | None = None, session: bool | None = None) -> dict:
-        self._next += 1
-        message = {"id": self._next, "method": method, "params": params or {}}
-        if session is None:
-            session = hasattr(self, "session")
-        if session:
-            message["sessionId"] = self.session
-        os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + self.timeout
-        while True:
-            reply = self._read(deadline)
-            if reply.get("id") == self._next:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return reply.get("result", {})
-            self.events.append(reply)
-
-    def wait_for(self, method: str) -> dict:
-        deadline = time.monotonic() + self.timeout
-        for event in self.events:
-            if event.get("method") == method:
-                return event
-        while True:
-            event = self._read(deadline)
-            self.events.append(event)
-            if event.get("method") == method:
-                return event
-
-    def drain(self, seconds: float) -> None:
-        """Collect events for a while (late requests, errors raised after load)."""
-        deadline = time.monotonic() + seconds
-        try:
-            while True:
-                self.events.append(self._read(deadline))
-        except TimeoutError:
-            pass
+    def __init__(self, page):
+        self.page = page
+        self.console: list[str] = []
+        self.exceptions: list[str] = []
+        self.requests: list[str] = []
+        page.on("console", lambda m: self.console.append(m.text)
+                if m.type in ("error", "warning", "assert") else None)
+        page.on("pageerror", lambda e: self.exceptions.append(str(e)))
+        page.on("request", lambda r: self.requests.append(r.url))
 
     def open(self, url: str) -> None:
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.call(f"{domain}.enable")
-        self.call("Emulation.setDeviceMetricsOverride", {
-            "width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False})
-        self.call("Page.navigate", {"url": url})
-        self.wait_for("Page.loadEventFired")
-        self.drain(0.5)
+        self.url = url
+        self.page.goto(url, wait_until="load")
+        self.page.wait_for_timeout(300)  # late errors and requests
 
-    def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
-        return result["result"].get("value")
+    def problems(self) -> dict[str, list[str]]:
+        """Console errors and warnings, uncaught exceptions, and every request for anything
+        but the page itself (data: URLs are inline, not requests)."""
+        return {"console": self.console, "exceptions": self.exceptions,
+                "requests": [u for u in self.requests
+                             if u != self.url and not u.startswith("data:")]}
 
-    def screenshot(self, path: Path, full_page: bool = False) -> Path:
-        params = {"format": "png"}
-        if full_page:
-            size = self.call("Page.getLayoutMetrics")["cssContentSize"]
-            params.update(captureBeyondViewport=True, clip={
-                "x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
-        data = self.call("Page.captureScreenshot", params)["data"]
-        path.write_bytes(base64.b64decode(data))
-        return path
 
-    def problems(self, page_url: str) -> dict[str, list[str]]:
-        """Console errors/warnings, uncaught exceptions, error log entries, and every request
-        for anything but the page itself (data: URLs are inline, not requests)."""
-        out = {"console": [], "exceptions": [], "log": [], "requests": []}
-        for e in self.events:
-            method, p = e.get("method"), e.get("params", {})
-            if method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert",
-                                                                          "warning"):
-                out["console"].append(" ".join(str(a.get("value", a.get("description")))
-                                               for a in p.get("args", [])))
-            elif method == "Runtime.exceptionThrown":
-                details = p.get("exceptionDetails", {})
-                out["exceptions"].append(details.get("exception", {}).get("description")
-                                         or details.get("text", "?"))
-            elif method == "Log.entryAdded" and p["entry"].get("level") in ("error", "warning"):
-                out["log"].append(f"{p['entry'].get('source')}: {p['entry'].get('text')} "
-                                  f"{p['entry'].get('url', '')}")
-            elif method == "Network.requestWillBeSent":
-                url = p["request"]["url"]
-                if url != page_url and not url.startswith("data:"):
-                    out["requests"].append(url)
-        return out
-
-    def close(self) -> None:
+@pytest.fixture(scope="module")
+def chromium():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            self.call("Browser.close", session=False)
-        except Exception:
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for fd in (self._to_chrome, self._from_chrome):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        shutil.rmtree(self.profile, ignore_errors=True)
+            yield browser
+        finally:
+            browser.close()
 
 
 @pytest.fixture
-def browser():
-    b = Browser()
+def page(chromium):
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
     try:
-        yield b
+        yield Watched(context.new_page())
     finally:
-        b.close()
+        context.close()
 
 
 @pytest.fixture(scope="module")
@@ -201,52 +87,93 @@ def smoke_report(tmp_path_factory):
     return out / "report.html"
 
 
-@needs_chromium
-def test_report_loads_in_chromium_without_errors_or_requests(smoke_report, browser, tmp_path):
-    url = smoke_report.resolve().as_uri()
-    browser.open(url)
-    assert browser.evaluate("document.readyState") == "complete"
-    assert browser.evaluate("document.title") == "attnbench: smoke"
-    # everything a reader needs is on the page, drawn: the banner first, then the figures
-    assert "agree with the float64 reference" in browser.evaluate(
-        "document.getElementById('verdict').innerText")
-    banner_top = browser.evaluate("document.getElementById('verdict').getBoundingClientRect().top")
-    assert 0 <= banner_top < browser.height / 3, "the verdict banner is not at the top of the page"
-    widths = browser.evaluate(
-        "Array.from(document.querySelectorAll('.fig svg')).map(s => s.getBoundingClientRect().width)")
-    assert len(widths) >= 3 and all(w > 300 for w in widths), widths
-    # what a reader sees first, and the whole page, kept as artifacts
-    shot = browser.screenshot(tmp_path / "report-screenshot.png")
-    full = browser.screenshot(tmp_path / "report-full.png", full_page=True)
+def keep(path: Path) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, ARTIFACTS / "report-screenshot.png")
-    shutil.copyfile(full, ARTIFACTS / "report-full.png")
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
-    # the sortable tables work (a click re-orders, and raises nothing)
-    n_column = ("Array.from(document.querySelectorAll('#matrix-table th'))"
-                ".find(th => th.innerText.trim().startsWith('N'))")
-    first_n = "document.querySelector('#matrix-table tbody tr').cells[2].innerText"
-    assert browser.evaluate(first_n) == "32"
-    browser.evaluate(f"{n_column}.click(); {n_column}.click()")
-    assert browser.evaluate(f"{n_column}.getAttribute('aria-sort')") == "descending"
-    assert browser.evaluate(first_n) == "64"
-    browser.drain(0.3)
+    shutil.copyfile(path, ARTIFACTS / path.name)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return path
 
 
-    assert browser.problems(url) == {"console": [], "exceptions": [], "log": [], "requests": []}
+def column_values(page, table: str, header: str) -> list[float]:
+    """The data-v numbers of one column of a table, in the order the rows are shown."""
+    return page.evaluate(
+        """([table, header]) => {
+            const t = document.getElementById(table);
+            const i = Array.from(t.tHead.rows[0].cells).findIndex(
+                th => th.innerText.trim().startsWith(header));
+            return Array.from(t.tBodies[0].rows).map(r => parseFloat(r.cells[i].dataset.v));
+        }""", [table, header])
 
 
-@needs_chromium
-def test_the_browser_check_sees_console_errors_and_requests(browser, tmp_path):
-    """The check above can fail: a page that logs an error, throws and fetches is caught."""
-    page = tmp_path / "bad.html"
-    page.write_text("<!DOCTYPE html><title>bad</title><link rel=icon href='data:,'>"
-                    "<img src='http://127.0.0.1:9/x.png'><img src='other.png'>"
-                    "<script>console.error('broken'); undefinedFunction();</script>")
-    url = page.resolve().as_uri()
-    browser.open(url)
-    found = browser.problems(url)
-    assert found["console"] == ["broken"]
+@needs_browser
+def test_report_loads_without_errors_or_requests_and_its_tables_sort(smoke_report, page,
+                                                                     tmp_path):
+    url = smoke_report.resolve().as_uri()
+    page.open(url)
+    p = page.page
+    assert p.title() == "attnbench: smoke"
+    # everything a reader needs is on the page, drawn: the banner first, then the figures
+    verdict = p.locator("#verdict")
+    assert "agree with the float64 reference" in verdict.inner_text()
+    assert 0 <= verdict.bounding_box()["y"] < 1000 / 3, "the verdict banner is not at the top"
+    widths = p.eval_on_selector_all(".fig svg", "s => s.map(x => x.getBoundingClientRect().width)")
+    assert len(widths) >= 4 and all(w > 300 for w in widths), widths
+    p.screenshot(path=str(tmp_path / "report-screenshot.png"))
+    p.screenshot(path=str(tmp_path / "report-full.png"), full_page=True)
+    assert keep(tmp_path / "report-screenshot.png").stat().st_size > 20_000
+    keep(tmp_path / "report-full.png")
+    # clicking a header sorts the table by that column, ascending then descending
+    header = p.locator("#roofline-table th", has_text="% of roof")
+    shown = column_values(p, "roofline-table", "% of roof")
+    assert len(shown) >= 2
+    header.click()
+    assert header.get_attribute("aria-sort") == "ascending"
+    assert column_values(p, "roofline-table", "% of roof") == sorted(shown)
+    header.click()
+    assert header.get_attribute("aria-sort") == "descending"
+    assert column_values(p, "roofline-table", "% of roof") == sorted(shown, reverse=True)
+    n_header = p.locator("#matrix-table th", has_text="N").first
+    n_header.click()
+    n_header.click()
+    first_n = p.locator("#matrix-table tbody tr").first.locator("td").nth(2).inner_text()
+    assert first_n == "64"  # descending: the largest seq_len of the smoke suite first
+    p.wait_for_timeout(200)
+    assert page.problems() == {"console": [], "exceptions": [], "requests": []}
+
+
+@needs_browser
+def test_the_roofline_section_is_drawn_with_every_point_under_its_roof(smoke_report, page,
+                                                                      tmp_path):
+    page.open(smoke_report.resolve().as_uri())
+    p = page.page
+    section = p.locator("#roofline")
+    assert "Roofline" in section.locator("h2").inner_text()
+    assert section.locator("#fig-roofline svg").bounding_box()["width"] > 300
+    section.scroll_into_view_if_needed()
+    section.screenshot(path=str(tmp_path / "report-roofline.png"))
+    keep(tmp_path / "report-roofline.png")
+    achieved = column_values(p, "roofline-table", "achieved TFLOP/s")
+    roof = column_values(p, "roofline-table", "roof TFLOP/s")
+    pct = column_values(p, "roofline-table", "% of roof")
+    assert achieved and len(achieved) == len(roof) == len(pct)
+    over = [(a, r) for a, r in zip(achieved, roof) if a > r]
+    assert not over, f"points above their roof: {over}"
+    assert all(0 < x <= 100 for x in pct)
+    assert section.locator("td.bad").count() == 0  # no cell flagged as above its roof
+    assert page.problems() == {"console": [], "exceptions": [], "requests": []}
+
+
+@needs_browser
+def test_the_browser_check_sees_console_errors_exceptions_and_requests(page, tmp_path):
+    """The checks above can fail: a page that logs an error, throws and fetches is caught."""
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!DOCTYPE html><title>bad</title><link rel=icon href='data:,'>"
+                   "<img src='http://127.0.0.1:9/x.png'><img src='other.png'>"
+                   "<script>console.error('broken'); undefinedFunction();</script>")
+    url = bad.resolve().as_uri()
+    page.open(url)
+    found = page.problems()
+    assert "broken" in found["console"]
     assert found["exceptions"] and "undefinedFunction" in found["exceptions"][0]
     assert "http://127.0.0.1:9/x.png" in found["requests"]
     assert (tmp_path / "other.png").as_uri() in found["requests"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from harness.constants import FAILED_STATUSES, OPTIONAL_AXES, STATUSES
+from harness.constants import FAILED_STATUSES, OPTIONAL_AXES, STATUSES, config_key
 from harness.units import duration
 
 CELL_FOR_STATUS = {"mismatch": "MISMATCH", "error": "ERROR", "timeout": "TIMEOUT", "oom": "OOM",
@@ -71,3 +71,46 @@ def latency_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
         labels[2] = "causal" if key[2] else "full"
         body.append(labels + [rows[key].get(n, "") for n in seq_lens])
     return header, body
+
+
+def shape_of(record: dict) -> tuple:
+    """The problem a record measured: its configuration (without impl) and sequence lengths."""
+    return (*config_key(record)[1:], record["seq_len"], record.get("seq_len_kv"))
+
+
+def matched_shapes(records: list[dict]) -> tuple[set[tuple], list[dict]]:
+    """(the shapes a headline may aggregate over, the shapes left out and why).
+
+    Within a configuration, the implementations compared are those with at least one ok record
+    there. A shape counts only where every one of them has an ok, stable record: a group figure
+    over a set in which some implementation ran out of memory, failed or was disturbed at some
+    N compares different problems, and can move opposite to every case inside it. The keys are
+    `shape_of` values.
+    """
+    configs: dict[tuple, dict[tuple, dict[str, dict]]] = {}
+    for r in records:
+        configs.setdefault(config_key(r)[1:], {}).setdefault(shape_of(r), {})[r["impl"]] = r
+    matched, left_out = set(), []
+    for shapes in configs.values():
+        compared = sorted({impl for by_impl in shapes.values() for impl, r in by_impl.items()
+                           if r["status"] == "ok"})
+        for shape, by_impl in shapes.items():
+            why = []
+            for impl in compared:
+                r = by_impl.get(impl)
+                if r is None:
+                    why.append(f"{impl} not measured")
+                elif r["status"] != "ok":
+                    why.append(f"{impl} {r['status']}")
+                elif r.get("stable") is False:
+                    why.append(f"{impl} unstable")
+            if not compared:
+                continue
+            if why:
+                first = next(iter(by_impl.values()))
+                left_out.append({"shape": shape, "record": first, "seq_len": first["seq_len"],
+                                 "why": ", ".join(why)})
+            else:
+                matched.add(shape)
+    return matched, left_out
+

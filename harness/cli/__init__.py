@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.cli import gate, listing, profile, run
+from harness.cli import gate, listing, profile, recommend, run
 from harness.cli.args import EXIT_BAD_INPUT, Parser, UsageError
 from harness.spec import SuiteError
 
@@ -20,6 +20,7 @@ def build_parser() -> Parser:
     run.add_parsers(sub)
     gate.add_parsers(sub)
     profile.add_parser(sub)
+    recommend.add_parser(sub)
     return parser
 
 

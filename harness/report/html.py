@@ -81,6 +81,7 @@ def context(run: Run) -> dict:
         "summary": _section(errors, "summary", lambda: tables.impl_summary(records)),
         "headlines": _section(errors, "summary", lambda: [
             tables.headline_text(h) for h in tables.headlines(records, run.baseline)]),
+        "left_out": _section(errors, "summary", lambda: tables.left_out(records)),
         "matrix": _section(errors, "matrix", lambda: tables.matrix(records)),
         "latency_svg": _svg(_section(errors, "latency", lambda: plots.latency(run))),
         "scaling": _section(errors, "latency", lambda: scaling.scaling_table(run)),

@@ -51,7 +51,8 @@ def _implementations(run: Run) -> list[str]:
     body = [[code_md(r["impl"]), *[str(r[s]) for s in statuses], tables.fastest_text(r),
              escape_md(r["where"])] for r in rows]
     return ["## Implementations", "", "Cases by status; *fastest in* counts the shapes that at "
-            "least two implementations ran.", "",
+            "least two implementations ran, where every implementation compared in the "
+            "configuration has an ok, stable figure.", "",
             _table(header, body, numeric=(*statuses, "fastest in")), ""]
 
 
@@ -162,6 +163,12 @@ def render_markdown(run_dir: str | Path | Run, baseline: str | None = None,
         out += ["**Fastest at the largest N**", ""]
         out += [f"- {escape_md(tables.headline_text(h))}" for h in heads]
         out.append("")
+    gone = tables.left_out(run.records)
+    if gone:
+        out += ["<details><summary>Left out of the headlines and <i>fastest in</i>: not every "
+                "compared implementation has an ok, stable figure there</summary>", ""]
+        out += [f"- {escape_md(line)}" for line in gone]
+        out += ["", "</details>", ""]
     out += _implementations(run)
     if run.records:
         out += _latency(run)

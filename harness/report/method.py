@@ -162,6 +162,6 @@ def method(run) -> list[tuple[str, str]]:
                     "points are consistent with one power law (chi-square of the weighted "
                     f"residuals, p ≥ {scaling.POWER_LAW_ALPHA:g}) and its interval is within "
                     f"±{scaling.MAX_HALF_WIDTH:g}; a crossover only where the order is "
-                    "significant on both sides (intervals apart and more than "
-                    f"{percent(scaling.CROSSOVER_MARGIN - 1)} apart), anything closer is a tie"),
+                    "significant on both sides (the intervals apart, and not within "
+                    f"{percent(scaling.CROSSOVER_MARGIN - 1)}: anything closer is a tie)"),
     ]

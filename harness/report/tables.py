@@ -89,12 +89,32 @@ def incomplete_note(run: Run) -> str:
     return note
 
 
+def _matched(records: list[dict]) -> list[dict]:
+    """The ok records of the shapes every compared implementation ran, ok and stable
+    (`summary.matched_shapes`): the only ones a headline figure aggregates over."""
+    matched, _ = summary.matched_shapes(records)
+    return [r for r in records if r["status"] == "ok" and summary.shape_of(r) in matched]
+
+
+def left_out(records: list[dict]) -> list[str]:
+    """The shapes the headline figures leave out, and why, one line per configuration."""
+    _, gone = summary.matched_shapes(records)
+    axes = varying(records)
+    lines: dict[str, list[str]] = {}
+    for g in sorted(gone, key=lambda g: shape_order(shape_key(g["record"]))):
+        lines.setdefault(config_label(g["record"], axes), []).append(
+            f"N={g['seq_len']} ({g['why']})")
+    return [f"{cfg}: {'; '.join(items)}" for cfg, items in lines.items()]
+
+
 def impl_summary(records: list[dict]) -> list[dict]:
     """Per implementation: cases by status and where it was the fastest.
 
-    A shape counts as won only when at least two implementations ran it.
+    A shape counts as won only when at least two implementations ran it, and only where every
+    implementation compared in its configuration has an ok, stable record (`left_out` says
+    which shapes that leaves out).
     """
-    best = fastest_by_shape(records)
+    best = fastest_by_shape(_matched(records))
     contested = {k: v for k, v in best.items() if v["n"] > 1}
     axes = varying(records)
     by_key = {shape_key(r): r for r in records}
@@ -323,8 +343,9 @@ def unstable_figures(records: list[dict]) -> list[dict]:
 
 def headlines(records: list[dict], baseline: str) -> list[dict]:
     """Per configuration, at its largest seq_len that something ran: the fastest implementation,
-    its median, and how it compares with the baseline and with the slowest."""
-    ok = [r for r in records if r["status"] == "ok" and (finite(r["median_s"]) or 0) > 0]
+    its median, and how it compares with the baseline and with the slowest. Only shapes every
+    compared implementation ran ok and stable count (`left_out`)."""
+    ok = [r for r in _matched(records) if (finite(r["median_s"]) or 0) > 0]
     axes = varying(ok)
     configs: dict[tuple, list[dict]] = {}
     for r in ok:

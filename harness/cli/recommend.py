@@ -1,0 +1,159 @@
+"""`attnbench recommend`: which implementation to use for one problem, answered from a run
+(`--from RUN`, the nearest measured shape) or from a short measurement of that one problem,
+made by the ordinary runner into a run directory of its own. `--table` prints the answer for
+every shape of a run."""
+from __future__ import annotations
+
+import fnmatch
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from harness.cli.args import EXIT_FAILED, EXIT_OK, RESULTS_DIR, UsageError, split_values
+from harness.constants import DTYPES
+
+# A short focused measurement: a few tenths of a second of samples per implementation.
+QUICK_TIMING = {"warmup_s": 0.05, "min_samples": 5, "max_samples": 300, "budget_s": 0.5,
+                "timeout_s": 120.0}
+SHAPE_OPTIONS = (("batch", "--batch"), ("heads", "--heads"), ("seq_len", "--seq-len"),
+                 ("head_dim", "--head-dim"), ("dtype", "--dtype"), ("device", "--device"))
+
+
+def _problem(args) -> dict:
+    """The problem asked, each value checked by the rule a suite file's key obeys."""
+    from harness.spec import SWEEP_KEYS
+
+    missing = [option for key, option in SHAPE_OPTIONS if getattr(args, key) is None]
+    if missing:
+        raise UsageError(f"recommend: missing {', '.join(missing)}: expected the problem's "
+                         "--batch, --heads, --seq-len, --head-dim, --dtype and --device "
+                         "(or --from RUN --table)")
+    problem = {"causal": bool(args.causal)}
+    for key, option in (*SHAPE_OPTIONS, ("mode", "--mode")):
+        try:
+            problem[key] = SWEEP_KEYS[key].from_text(getattr(args, key), option)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return problem
+
+
+def _budget(args) -> int | None:
+    if not args.mem_budget:
+        return None
+    from harness.units import parse_size
+
+    try:
+        return parse_size(args.mem_budget)
+    except ValueError as exc:
+        raise UsageError(f"--mem-budget: {exc}") from None
+
+
+def _records_from(path: str) -> list[dict]:
+    from harness.store import load_records
+
+    run_dir = Path(path)
+    if not (run_dir / "results.jsonl").is_file():
+        raise UsageError(f"--from: {run_dir} is not a run directory (no results.jsonl): expected "
+                         "a directory written by `attnbench run`")
+    return load_records(run_dir)
+
+
+def _impls(args, records: list[dict] | None) -> list[str]:
+    """The implementations --impl keeps: of the run's, or of every registered kernel."""
+    if records is not None:
+        known = sorted({r["impl"] for r in records})
+    else:
+        from harness import registry
+
+        known = sorted(n for n, a in registry.adapters().items() if a.level == "kernel")
+    patterns = split_values(args.impl)
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in known):
+            raise UsageError(f"--impl: no implementation matches {pattern!r}: expected one of "
+                             f"{', '.join(known)}")
+    return [n for n in known if not patterns or any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+
+def _measure(problem: dict, impls: list[str]) -> tuple[list[dict], Path]:
+    """Measure the one problem with each implementation through the ordinary runner."""
+    from harness.run.runner import Runner
+    from harness.spec import Case, TimingSettings
+    from harness.store import Plan, RunDir, capture_env, now_iso, physical_cores, write_plan
+
+    cases = [Case(impl=i, level="kernel", **problem) for i in impls]
+    out = RESULTS_DIR / f"recommend-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    timing = TimingSettings(**QUICK_TIMING)
+    threads = physical_cores()
+    plan = Plan(suite="recommend", suite_path=None, filters={"impl": impls},
+                overrides={"threads": threads}, timing=timing, cases=tuple(cases),
+                created_at=now_iso(), extra={"recommend": problem})
+    run_dir = RunDir(out)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    write_plan(run_dir.path, plan)
+    run_dir.write_env(capture_env(threads, "recommend"))
+    print(f"measuring {len(cases)} implementations on this problem "
+          f"({timing.budget_s:g} s of samples each) -> {out}", file=sys.stderr)
+    Runner(run_dir, timing, threads).run(cases)
+    return run_dir.records(), out
+
+
+def cmd_recommend(args) -> int:
+    from harness.analysis import recommend as rec
+    from harness.report import recommend as text
+
+    budget = _budget(args)
+    problem = None if args.table else _problem(args)
+    records = _records_from(args.source) if args.source else None
+    if args.table:
+        if records is None:
+            raise UsageError("recommend --table: expected --from RUN (the run whose shapes "
+                             "make the table)")
+        keep = set(_impls(args, records))
+        table = rec.dispatch_table([r for r in records if r["impl"] in keep], budget)
+        if args.json:
+            print(json.dumps(text.plain(table), indent=1))
+        else:
+            for line in text.table_lines(table, args.source):
+                print(line)
+        return EXIT_OK
+    impls = _impls(args, records)
+    source = args.source
+    if records is None:
+        records, out = _measure(problem, impls)
+        source = str(out)
+    try:
+        answer = rec.recommend([r for r in records if r["impl"] in impls], problem, budget)
+    except rec.RecommendError as exc:
+        raise UsageError(f"--from: {source}: {exc}") from None
+    answer["source"], answer["measured_now"] = source, args.source is None
+    if args.json:
+        print(json.dumps(text.plain(answer), indent=1))
+    else:
+        for line in text.answer_lines(answer):
+            print(line)
+    return EXIT_OK if answer["recommended"] else EXIT_FAILED
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("recommend", help="which implementation to use for one problem (from a "
+                       "run, or measured now)")
+    p.add_argument("--from", dest="source", metavar="RUN",
+                   help="answer from this run directory (nearest measured shape) instead of "
+                        "measuring the problem now")
+    p.add_argument("--batch")
+    p.add_argument("--heads")
+    p.add_argument("--seq-len")
+    p.add_argument("--head-dim")
+    p.add_argument("--dtype", help=f"one of {', '.join(DTYPES)}")
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument("--causal", action="store_true", help="a causal mask (default: full)")
+    p.add_argument("--mode", default="fwd", help="fwd (default) or fwd_bwd")
+    p.add_argument("--mem-budget", metavar="SIZE",
+                   help="the most memory one call may need beyond its inputs (e.g. 512MiB)")
+    p.add_argument("--impl", action="append",
+                   help="only these implementations (comma list, globs)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--table", action="store_true",
+                   help="with --from: the answer for every shape of the run (a dispatch table)")
+    p.set_defaults(func=cmd_recommend)
