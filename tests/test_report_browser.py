@@ -149,6 +149,7 @@ def test_the_roofline_section_is_drawn_with_every_point_under_its_roof(smoke_rep
     section = p.locator("#roofline")
     assert "Roofline" in section.locator("h2").inner_text()
     assert section.locator("#fig-roofline svg").bounding_box()["width"] > 300
+    p.evaluate("document.querySelector('nav').style.position = 'static'")  # not over the shot
     section.scroll_into_view_if_needed()
     section.screenshot(path=str(tmp_path / "report-roofline.png"))
     keep(tmp_path / "report-roofline.png")

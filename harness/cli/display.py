@@ -112,8 +112,8 @@ class RunDisplay:
         from rich.text import Text
 
         from harness.analysis.crossovers import PER_CONFIG_SHOWN, crossover_text, group
-        from harness.analysis.scaling import (FIT_POINTS, NO_POWER_LAW, format_fits,
-                                              format_local)
+        from harness.analysis.scaling import (FIT_POINTS, MAX_HALF_WIDTH, NO_POWER_LAW,
+                                              format_fits, format_local)
 
         if self.quiet:
             return
@@ -134,7 +134,8 @@ class RunDisplay:
         if any(f.get("power_law") is False for f in judged):
             self.console.print(f"{NO_POWER_LAW}: the points miss one line by more than their "
                                "intervals allow, or the exponent is known only to more than "
-                               "±0.5; read the local exponents (scaling.json has the test)",
+                               f"±{MAX_HALF_WIDTH:g}; read the local exponents (scaling.json "
+                               "has the test)",
                                markup=False, highlight=False, soft_wrap=True)
         picked = [c for _, found in group(crossings) for c in found[:PER_CONFIG_SHOWN]]
         for c in picked[:MAX_CROSSOVERS_SHOWN]:
