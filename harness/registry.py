@@ -10,6 +10,7 @@ import importlib
 import importlib.metadata
 import os
 
+from harness.values import BadValue
 from impls.base import Adapter
 
 BUILTIN_MODULES = ("impls.numpy_ref", "impls.torch_naive", "impls.torch_sdpa",
@@ -17,6 +18,11 @@ BUILTIN_MODULES = ("impls.numpy_ref", "impls.torch_naive", "impls.torch_sdpa",
                    "impls.keras_encoders")
 ENTRY_POINT_GROUP = "attnbench.impls"
 PLUGINS_ENV = "ATTNBENCH_PLUGINS"
+
+
+class PluginError(BadValue):
+    """A plugin module named in $ATTNBENCH_PLUGINS that cannot be imported."""
+
 
 _REGISTRY: dict[str, Adapter] = {}
 _LOADED = False
@@ -49,8 +55,13 @@ def _load() -> None:
         _register_object(importlib.import_module(module))
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         _register_object(ep.load())
-    for module in filter(None, os.environ.get(PLUGINS_ENV, "").split(",")):
-        _register_object(importlib.import_module(module.strip()))
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            found = importlib.import_module(module)
+        except ImportError as exc:
+            raise PluginError(f"${PLUGINS_ENV}: cannot import {module!r} ({exc}): expected "
+                              "importable module names, comma-separated") from None
+        _register_object(found)
 
 
 def adapters() -> dict[str, Adapter]:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import values
 from harness.constants import DTYPES, LEVELS, MODES, NORMS
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -30,7 +32,7 @@ class TimingSettings:
     repeats: int = 1  # fresh worker processes each case is measured in (harness.measure.repeats)
 
 
-class SuiteError(ValueError):
+class SuiteError(values.BadValue):
     """A suite or filter the user got wrong; str() is the one line to show them."""
 
 
@@ -99,41 +101,30 @@ class Case:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-# Sweep keys: name -> (element type, how to describe a valid value, validator)
-def _positive(v):
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
-
-
-def _non_negative(v):
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _device(v):
-    return isinstance(v, str) and (v == "cpu" or v == "cuda" or
-                                   (v.startswith("cuda:") and v[5:].isdigit()))
-
-
-def _fraction(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
-
-
+# Sweep keys: name -> the kind of value each element must be (harness.values)
 SWEEP_KEYS = {
-    "impls": ("a list of implementation names (see `attnbench list`)", lambda v: isinstance(v, str)),
-    "level": (f"one of {', '.join(LEVELS)}", lambda v: v in LEVELS),
-    "mode": (f"one of {', '.join(MODES)}", lambda v: v in MODES),
-    "device": ("'cpu', 'cuda' or 'cuda:N'", _device),
-    "dtype": (f"one of {', '.join(DTYPES)}", lambda v: v in DTYPES),
-    "batch": ("a positive integer", _positive),
-    "heads": ("a positive integer", _positive),
-    "seq_len": ("a positive integer", _positive),
-    "seq_len_kv": ("a positive integer", _positive),
-    "head_dim": ("a positive integer", _positive),
-    "causal": ("true or false", lambda v: isinstance(v, bool)),
-    "seed": ("a non-negative integer", _non_negative),
-    "padding": ("a fraction of padded keys, at least 0 and below 1", _fraction),
-    "norm": (f"one of {', '.join(NORMS)}", lambda v: v in NORMS),
-    "ffn_mult": ("a positive integer", _positive),
+    "impls": values.Kind("a list of implementation names (see `attnbench list`)",
+                         lambda v: isinstance(v, str)),
+    "level": values.one_of(LEVELS),
+    "mode": values.one_of(MODES),
+    "device": values.DEVICE,
+    "dtype": values.one_of(DTYPES),
+    "batch": values.DIMENSION,
+    "heads": values.DIMENSION,
+    "seq_len": values.DIMENSION,
+    "seq_len_kv": values.DIMENSION,
+    "head_dim": values.DIMENSION,
+    "causal": values.BOOL,
+    "seed": values.SEED,
+    "padding": values.PADDING,
+    "norm": values.one_of(NORMS),
+    "ffn_mult": values.DIMENSION,
 }
+# Timing keys: the kind of each TimingSettings field (the CLI's --budget and friends use these)
+TIMING_KEYS = {"warmup_s": values.SECONDS, "min_samples": values.COUNT,
+               "max_samples": values.COUNT, "target_ci": values.FRACTION,
+               "budget_s": values.SECONDS, "min_sample_s": values.SECONDS,
+               "timeout_s": values.SECONDS, "repeats": values.COUNT}
 SWEEP_DEFAULTS = {"level": ["kernel"], "mode": ["fwd"], "device": ["cpu"], "dtype": ["float32"],
                   "batch": [1], "heads": [8], "head_dim": [64], "causal": [False], "seed": [0],
                   "padding": [0.0], "norm": ["post"], "ffn_mult": [4]}
@@ -178,28 +169,55 @@ def load_suite(name_or_path: str | None, known_impls: set[str] | dict[str, str])
     `known_impls` names the registered implementations; as a {name: level} mapping it also
     lets `impls = "all"` mean every implementation of the suite's levels.
     """
-    path = resolve_suite_path(name_or_path)
+    if name_or_path is not None and (not name_or_path.strip() or "\0" in name_or_path):
+        raise SuiteError(f"suite: expected a suite file or a built-in name, got {name_or_path!r}")
+    try:
+        path = resolve_suite_path(name_or_path)
+        found = path.is_file()
+    except OSError as exc:
+        raise SuiteError(f"{name_or_path}: cannot be read ({exc.strerror})") from None
     where = str(path)
-    if not path.is_file():
+    if not found:
         available = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.toml")))
         raise SuiteError(f"{where}: no such suite file (built-in suites: {available})")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"{where}: not a text file (byte {exc.start} is not UTF-8): expected "
+                         "a TOML suite") from None
+    except OSError as exc:
+        raise SuiteError(f"{where}: cannot be read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"{where}: not valid TOML: {exc}") from None
     for key in data:
         if key not in TOP_KEYS:
             raise SuiteError(f"{where}: unknown key '{key}': expected one of {', '.join(sorted(TOP_KEYS))}")
-    for key in ("name", "description"):
-        if key in data and not isinstance(data[key], str):
-            raise SuiteError(f"{where}: key '{key}': expected a string, got {data[key]!r}")
+    for key, kind in (("name", values.NAME_KIND), ("description", values.TEXT)):
+        if key in data:
+            _checked(kind, data[key], f"{where}: key '{key}'")
     sweep_table = data.get("sweep")
     if not isinstance(sweep_table, dict):
         raise SuiteError(f"{where}: missing table [sweep]: expected at least 'impls' and 'seq_len'")
     sweep = _validate_sweep(where, sweep_table, known_impls)
     timing = _validate_timing(where, data.get("timing", {}))
-    return Suite(name=data.get("name", path.stem), path=path, sweep=sweep, timing=timing,
-                 description=data.get("description", ""))
+    # the run directory is named after the suite, so a name from the file keeps to safe characters
+    name = data.get("name") or re.sub(r"[^A-Za-z0-9._+-]", "-", path.stem).lstrip(".-") or "suite"
+    suite = Suite(name=name, path=path, sweep=sweep, timing=timing,
+                  description=data.get("description", ""))
+    for case in suite.cases():
+        problem = values.shape_problem(case.batch, case.heads, case.seq_len, case.seq_len_kv,
+                                       case.head_dim)
+        if problem:
+            raise SuiteError(f"{where}: key 'sweep': a shape no tensor can have: {problem}")
+    return suite
+
+
+def _checked(kind: values.Kind, value, where: str):
+    """kind.check, raising SuiteError (the suite's own kind of BadValue)."""
+    try:
+        return kind.check(value, where)
+    except values.BadValue as exc:
+        raise SuiteError(str(exc)) from None
 
 
 def _validate_sweep(where: str, table: dict, known_impls) -> dict[str, list]:
@@ -208,27 +226,27 @@ def _validate_sweep(where: str, table: dict, known_impls) -> dict[str, list]:
         if key not in SWEEP_KEYS:
             raise SuiteError(f"{where}: unknown key 'sweep.{key}': expected one of "
                              f"{', '.join(SWEEP_KEYS)}")
-        expected, valid = SWEEP_KEYS[key]
-        values = raw if isinstance(raw, list) else [raw]
+        kind = SWEEP_KEYS[key]
+        items = raw if isinstance(raw, list) else [raw]
         if key == "impls" and raw == "all":
-            values = sorted(known_impls)
-        if not values:
-            raise SuiteError(f"{where}: key 'sweep.{key}': expected {expected} (or a non-empty "
-                             f"list of them), got an empty list")
-        for v in values:
-            if not valid(v):
-                raise SuiteError(f"{where}: key 'sweep.{key}': expected {expected} (or a list of "
-                                 f"them), got {v!r}")
+            items = sorted(known_impls)
+        if not items:
+            raise SuiteError(f"{where}: key 'sweep.{key}': expected {kind.expected} (or a "
+                             f"non-empty list of them), got an empty list")
+        for v in items:
+            if not kind.valid(v):
+                raise SuiteError(f"{where}: key 'sweep.{key}': expected {kind.expected} (or a "
+                                 f"list of them), got {v!r}")
         if key == "impls":
-            unknown = [v for v in values if v not in known_impls]
+            unknown = [v for v in items if v not in known_impls]
             if unknown:
                 raise SuiteError(f"{where}: key 'sweep.impls': unknown implementation "
                                  f"{unknown[0]!r}: expected one of {', '.join(sorted(known_impls))}")
-        sweep[key] = list(dict.fromkeys(values))  # dedupe, keep order
+        sweep[key] = list(dict.fromkeys(items))  # dedupe, keep order
     for required in ("impls", "seq_len"):
         if required not in sweep:
             raise SuiteError(f"{where}: missing key 'sweep.{required}': expected "
-                             f"{SWEEP_KEYS[required][0]}")
+                             f"{SWEEP_KEYS[required].expected}")
     for key, default in SWEEP_DEFAULTS.items():
         sweep.setdefault(key, list(default))
     if table.get("impls") == "all" and isinstance(known_impls, dict):
@@ -242,24 +260,20 @@ def _validate_sweep(where: str, table: dict, known_impls) -> dict[str, list]:
 def _validate_timing(where: str, table) -> TimingSettings:
     if not isinstance(table, dict):
         raise SuiteError(f"{where}: key 'timing': expected a table, got {table!r}")
-    defaults = TimingSettings()
     kwargs = {}
     for key, raw in table.items():
-        if not hasattr(defaults, key):
-            names = ", ".join(f.name for f in dataclasses.fields(TimingSettings))
-            raise SuiteError(f"{where}: unknown key 'timing.{key}': expected one of {names}")
-        default = getattr(defaults, key)
-        if isinstance(default, int):
-            ok = _positive(raw)
-            expected = "a positive integer"
-        else:
-            ok = isinstance(raw, (int, float)) and not isinstance(raw, bool) and raw > 0
-            expected = "a positive number"
-        if not ok:
-            raise SuiteError(f"{where}: key 'timing.{key}': expected {expected}, got {raw!r}")
-        kwargs[key] = type(default)(raw)
-    settings = TimingSettings(**kwargs)
+        if key not in TIMING_KEYS:
+            raise SuiteError(f"{where}: unknown key 'timing.{key}': expected one of "
+                             f"{', '.join(TIMING_KEYS)}")
+        kwargs[key] = _checked(TIMING_KEYS[key], raw, f"{where}: key 'timing.{key}'")
+    settings = timing_settings(kwargs)
     if settings.min_samples > settings.max_samples:
         raise SuiteError(f"{where}: key 'timing.min_samples': expected at most timing.max_samples "
                          f"({settings.max_samples}), got {settings.min_samples}")
     return settings
+
+
+def timing_settings(given: dict, base: TimingSettings | None = None) -> TimingSettings:
+    """TimingSettings from checked values, each as the field's type (a TOML 2 is 2.0 s)."""
+    base = base or TimingSettings()
+    return dataclasses.replace(base, **{k: type(getattr(base, k))(v) for k, v in given.items()})

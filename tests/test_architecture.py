@@ -13,6 +13,7 @@ MAX_LINES = 450
 # Lower layers first; a module may import its own layer or a lower one, never a higher one.
 LAYERS = (
     ("harness.constants", "harness.units"),
+    ("harness.values",),
     ("harness.spec",),
     ("harness.problem", "harness.store", "harness.measure"),
     ("impls", "harness.registry"),

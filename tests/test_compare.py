@@ -182,7 +182,7 @@ def test_the_gate_text_escapes_case_ids_and_reasons():
     for line in rows:  # every row keeps its 8 cells: no pipe from the text splits one
         assert len([c for c in line.split(" | ")]) == 8
     error_row = next(line for line in rows if "numpy" in line)
-    assert ("RuntimeError: \\*boom\\* \\| see \\<b\\>this\\</b\\> \\[link\\](http://x) "
+    assert ("RuntimeError: \\*boom\\* \\| see &lt;b&gt;this&lt;/b&gt; \\[link\\](http://x) "
             "second line") in error_row
     assert "<b>" not in text and "\n" not in error_row
     assert "AMD \\| EPYC" in text and "Intel\\_\\*Xeon\\*" in text
@@ -258,7 +258,7 @@ def test_compare_command_writes_markdown_and_json_and_exits_1_on_a_regression(tm
 @pytest.mark.parametrize("args, message", [
     (["compare", "/nonexistent/run", "/nonexistent/other"], "not a run directory"),
     (["compare", "only-one"], "expected BASE_RUN NEW_RUN"),
-    (["compare", "a", "b", "--threshold", "150%"], "expected a percentage"),
+    (["compare", "a", "b", "--threshold", "150%"], "expected a fraction"),
     (["compare", "--baseline", "nope", "x"], "no baseline 'nope'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys):

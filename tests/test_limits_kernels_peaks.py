@@ -5,7 +5,9 @@ import torch
 
 from harness import registry
 from harness.run.execute import run_case
-from harness.run.limits import cap_cpu, parse_size, requested_bytes
+from harness.run.limits import cap_cpu, requested_bytes
+from harness.units import parse_size
+from harness.values import SIZE, BadValue
 from harness.measure.peaks import measure_peaks, pct_of_peak
 from harness.spec import Case
 from harness.spec import TimingSettings
@@ -16,22 +18,25 @@ FAST = TimingSettings(warmup_s=0.001, min_samples=2, max_samples=3, budget_s=0.0
 
 @pytest.mark.parametrize("text, expected", [
     ("512MiB", 512 * 2**20), ("2GiB", 2 * 2**30), ("1.5G", int(1.5 * 2**30)), ("1000", 1000),
-    ("64 MB", 64 * 10**6),
+    ("64 MB", 64 * 10**6), ("8.00 PiB", 8 * 2**50), ("3EiB", 3 * 2**60),
 ])
 def test_parse_size(text, expected):
     assert parse_size(text) == expected
+    assert SIZE.from_text(text, "--mem-limit") == expected
 
 
-@pytest.mark.parametrize("text", ["", "-5MiB", "12 parsecs", "MiB", "0"])
-def test_parse_size_refuses_nonsense(text):
-    with pytest.raises(ValueError, match="expected a positive size"):
-        parse_size(text)
+@pytest.mark.parametrize("text", ["", "-5MiB", "12 parsecs", "MiB", "0", "8EiB", "nan", "inf"])
+def test_sizes_that_are_not_a_positive_size_are_refused(text):
+    with pytest.raises(BadValue, match="--mem-limit: expected a positive size"):
+        SIZE.from_text(text, "--mem-limit")
 
 
 @pytest.mark.parametrize("message, size", [
     ("DefaultCPUAllocator: can't allocate memory: you tried to allocate 536870912 bytes.", 2**29),
     ("Unable to allocate 512. MiB for an array with shape (67108864,)", 2**29),
     ("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)", 2**31),
+    ("Unable to allocate 8.00 PiB for an array with shape (1, 8, 33554432, 33554432)", 2**53),
+    ("Unable to allocate 2.00 EiB for an array with shape (1, 8, 2**31, 2**31)", 2**61),
     ("OOM when allocating tensor with shape[1,8,4096,4096] and type float on CPU:0", 2**29),
     ("something else went wrong", None),
 ])

@@ -643,9 +643,9 @@ def test_the_method_text_follows_the_constants_the_code_uses(tmp_path, monkeypat
 def test_outside_text_prints_as_plain_text_in_markdown():
     from harness.report.format import code_md, escape_md
 
-    assert escape_md("max_abs_err 0.5 > tolerance 1e-05") == "max_abs_err 0.5 \\> tolerance 1e-05"
+    assert escape_md("max_abs_err 0.5 > tolerance 1e-05") == "max_abs_err 0.5 &gt; tolerance 1e-05"
     assert escape_md("a | b\nc *d* _e_ [f](g) `h` <i> $j$ ~k~ &l;") == (
-        "a \\| b c \\*d\\* \\_e\\_ \\[f\\](g) \\`h\\` \\<i\\> \\$j\\$ \\~k\\~ \\&l;")
+        "a \\| b c \\*d\\* \\_e\\_ \\[f\\](g) \\`h\\` &lt;i&gt; \\$j\\$ \\~k\\~ &amp;l;")
     assert escape_md("# not a heading") == "\\# not a heading"
     assert escape_md("1. not a list") == "1\\. not a list" and escape_md("1.5 ms") == "1.5 ms"
     assert escape_md("- not a list") == "\\- not a list" and escape_md("-") == "-"

@@ -48,7 +48,8 @@ def test_impls_all_expands_to_every_known_implementation(tmp_path):
 @pytest.mark.parametrize("text, expected", [
     ('[sweep]\nimpls = ["numpy"]\nseq_len = 8\nheads_count = 2\n', "unknown key 'sweep.heads_count'"),
     ('[sweep]\nimpls = ["numpy"]\nseq_len = [128, -5]\n',
-     "key 'sweep.seq_len': expected a positive integer (or a list of them), got -5"),
+     "key 'sweep.seq_len': expected a positive integer of at most 2147483647 (or a list of "
+     "them), got -5"),
     ('[sweep]\nimpls = ["numpy"]\nseq_len = "long"\n', "key 'sweep.seq_len': expected a positive integer"),
     ('[sweep]\nimpls = ["numpy"]\nseq_len = 8\ncausal = "yes"\n', "key 'sweep.causal': expected true or false"),
     ('[sweep]\nimpls = ["flashy"]\nseq_len = 8\n', "unknown implementation 'flashy'"),

@@ -6,10 +6,12 @@ get one line and exit code 2.
 from __future__ import annotations
 
 import sys
+import warnings
 
 from harness.cli import gate, listing, profile, recommend, run
 from harness.cli.args import EXIT_BAD_INPUT, Parser, UsageError
-from harness.spec import SuiteError
+from harness.store import DamagedFile
+from harness.values import BadValue
 
 
 def build_parser() -> Parser:
@@ -24,10 +26,25 @@ def build_parser() -> Parser:
     return parser
 
 
+def one_line_warnings():
+    """A `warnings.showwarning` that prints each warning (a skipped damaged record, a library's
+    notice) as one line on stderr, once per command however often the file is read."""
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = f"warning: {message}"
+        if text not in shown:
+            shown.add(text)
+            print(text, file=sys.stderr)
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        return args.func(args)
-    except (UsageError, SuiteError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line_warnings()
+        try:
+            args = build_parser().parse_args(argv)
+            return args.func(args)
+        except (UsageError, BadValue, DamagedFile) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT

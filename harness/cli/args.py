@@ -5,7 +5,9 @@ import argparse
 import fnmatch
 from pathlib import Path
 
+from harness import values
 from harness.constants import DTYPES, MODES
+from harness.spec import TIMING_KEYS
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 RESULTS_DIR = Path("results")
@@ -30,24 +32,23 @@ def split_values(values: list[str] | None) -> list[str]:
     return [v.strip() for group in values or [] for v in group.split(",") if v.strip()]
 
 
-def ints(option: str, values: list[str] | None) -> list[int]:
-    out = []
-    for v in split_values(values):
-        if not v.isdigit() or int(v) <= 0:
-            raise UsageError(f"{option}: expected positive integers separated by commas, got {v!r}")
-        out.append(int(v))
-    return out
+def arg(kind: values.Kind):
+    """An argparse `type` checking text by the same rule as the suite key of that kind."""
+    def parse(text: str):
+        try:
+            return kind.from_text(text)
+        except values.BadValue as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = kind.expected  # argparse names the type in some messages
+    return parse
 
 
-def bools(option: str, values: list[str] | None) -> list[bool]:
-    words = {"true": True, "on": True, "yes": True, "1": True, "causal": True,
-             "false": False, "off": False, "no": False, "0": False, "full": False}
-    out = []
-    for v in split_values(values):
-        if v.lower() not in words:
-            raise UsageError(f"{option}: expected true or false, got {v!r}")
-        out.append(words[v.lower()])
-    return out
+def checked_list(option: str, kind: values.Kind, given: list[str] | None) -> list:
+    """A repeated or comma-list option, each value checked: --seq-len 128,256."""
+    try:
+        return [kind.from_text(v, option) for v in split_values(given)]
+    except values.BadValue as exc:
+        raise UsageError(str(exc)) from None
 
 
 def add_filter_options(parser, with_mode: bool = False) -> None:
@@ -72,9 +73,9 @@ def filters_of(args, known_impls) -> dict[str, list]:
     for m in modes:
         if m not in MODES:
             raise UsageError(f"--mode: unknown mode {m!r}: expected one of {', '.join(MODES)}")
-    found = {"impl": impls, "seq_len": ints("--seq-len", args.seq_len), "dtype": dtypes,
-             "device": split_values(args.device), "causal": bools("--causal", args.causal),
-             "mode": modes}
+    found = {"impl": impls, "seq_len": checked_list("--seq-len", values.DIMENSION, args.seq_len),
+             "dtype": dtypes, "device": checked_list("--device", values.DEVICE, args.device),
+             "causal": checked_list("--causal", values.BOOL, args.causal), "mode": modes}
     return {k: v for k, v in found.items() if v}
 
 
@@ -92,34 +93,6 @@ def filter_cases(cases, filters: dict[str, list]):
     return kept
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
-def fraction(text: str) -> float:
-    """'5%' or '0.05' -> 0.05."""
-    try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        value = -1.0
-    if not (0 < value < 1) or (not text.endswith("%") and float(text) >= 1):
-        raise argparse.ArgumentTypeError(f"expected a percentage like 5% or a fraction like 0.05, "
-                                         f"got {text!r}")
-    return value
-
-
 def timing_overrides(args) -> dict:
     """The timing settings the command line changes (the plan records them)."""
     return {k: v for k, v in (("budget_s", args.budget), ("timeout_s", args.timeout),
@@ -128,10 +101,40 @@ def timing_overrides(args) -> dict:
 
 
 def add_timing_options(parser, per: str = "case") -> None:
-    parser.add_argument("--threads", type=positive_int,
+    parser.add_argument("--threads", type=arg(values.THREADS),
                         help="intra-op threads for every framework (default: physical cores)")
-    parser.add_argument("--budget", type=positive_float, help=f"sampling seconds per {per}")
-    parser.add_argument("--timeout", type=positive_float,
+    parser.add_argument("--budget", type=arg(TIMING_KEYS["budget_s"]),
+                        help=f"sampling seconds per {per}")
+    parser.add_argument("--timeout", type=arg(TIMING_KEYS["timeout_s"]),
                         help=f"seconds before a {per} is killed")
-    parser.add_argument("--target-ci", type=positive_float,
+    parser.add_argument("--target-ci", type=arg(TIMING_KEYS["target_ci"]),
                         help="stop sampling when the median's 95%% CI is within ± this fraction")
+
+
+def output_dir(text: str | None, option: str = "--out") -> Path | None:
+    """--out as a directory attnbench can create or add to (None when not given)."""
+    if text is None:
+        return None
+    try:
+        return values.output_dir(text, option)
+    except values.BadValue as exc:
+        raise UsageError(str(exc)) from None
+
+
+def output_file(text: str | None, option: str) -> Path | None:
+    """--md FILE, --json FILE: a file attnbench can write (None when not given)."""
+    if text is None:
+        return None
+    try:
+        return values.output_file(text, option)
+    except values.BadValue as exc:
+        raise UsageError(str(exc)) from None
+
+
+def make_dir(path: Path, option: str = "--out") -> Path:
+    """Create an output directory; a place the system refuses is the user's to change."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option}: cannot create {path} ({exc.strerror})") from None
+    return path

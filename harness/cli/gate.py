@@ -7,18 +7,23 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from harness import values
 from harness.cli.args import (EXIT_INTERRUPTED, EXIT_OK, RESULTS_DIR, Parser, UsageError,
-                              add_filter_options, add_timing_options, fraction)
+                              add_filter_options, add_timing_options, arg, make_dir,
+                              output_dir, output_file)
 
 
 def _write_comparison(result: dict, md_path, json_path, title: str) -> None:
     from harness.analysis import compare
     from harness.report import gate as gate_text
 
-    if md_path:
-        Path(md_path).write_text(gate_text.render_markdown(result, title))
-    if json_path:
-        compare.write_json(result, json_path)
+    try:
+        if md_path:
+            Path(md_path).write_text(gate_text.render_markdown(result, title), encoding="utf-8")
+        if json_path:
+            compare.write_json(result, json_path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {exc.filename} ({exc.strerror})") from None
     for line in gate_text.console_lines(result):
         print(line)
     for what, path in (("markdown", md_path), ("json", json_path)):
@@ -30,6 +35,8 @@ def cmd_compare(args) -> int:
     from harness.store import baselines
     from harness.analysis import compare
 
+    output_file(args.md, "--md")
+    output_file(args.json, "--json")
     if args.baseline:
         if len(args.runs) != 1:
             raise UsageError("compare --baseline NAME: expected one run (the new one), got "
@@ -115,6 +122,7 @@ def cmd_ab(args) -> int:
     from harness.store import RunDir, write_plan
     from harness.units import duration
 
+    given = output_dir(args.out)
     suite, plan = make_plan(args)
     settings = ab.ab_settings(plan.timing)
     plan = dataclasses.replace(plan, timing=settings)
@@ -125,8 +133,7 @@ def cmd_ab(args) -> int:
              "head": ab.SideSpec("head", _python(args.head_python, "--head-python"),
                                  _env_pairs(args.head_env, "--head-env"),
                                  _root(args.head_root, "--head-root"))}
-    out = Path(args.out) if args.out else RESULTS_DIR / (
-        f"ab-{suite.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    out = given or RESULTS_DIR / f"ab-{suite.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     for name in specs:
         if (out / name / "results.jsonl").exists():
             raise UsageError(f"--out: {out / name} already holds a run; choose another directory")
@@ -135,8 +142,7 @@ def cmd_ab(args) -> int:
     except ab.ABError as exc:
         raise UsageError(str(exc)) from None
     for name, env in envs.items():
-        run_dir = RunDir(out / name)
-        run_dir.path.mkdir(parents=True, exist_ok=True)
+        run_dir = RunDir(make_dir(out / name))
         env["ab"] = {"side": name, "python": specs[name].python, "env": specs[name].env,
                      "root": str(specs[name].root)}
         run_dir.write_env(env)
@@ -193,9 +199,9 @@ def add_parsers(sub) -> None:
     p_cmp.add_argument("--baseline", metavar="NAME", help="compare with results/baselines/NAME")
     p_cmp.add_argument("--baselines-dir", default=str(BASELINES_DIR), metavar="DIR",
                        help=f"where baselines live (default: {BASELINES_DIR})")
-    p_cmp.add_argument("--threshold", type=fraction, default=0.05,
+    p_cmp.add_argument("--threshold", type=arg(values.FRACTION), default=0.05,
                        help="smallest slowdown that counts, e.g. 5%% (default 5%%)")
-    p_cmp.add_argument("--mem-threshold", type=fraction, default=0.10,
+    p_cmp.add_argument("--mem-threshold", type=arg(values.FRACTION), default=0.10,
                        help="smallest peak-memory growth that counts (default 10%%)")
     p_cmp.add_argument("--force", action="store_true",
                        help="compare runs from different machines or software anyway")
@@ -221,8 +227,8 @@ def add_parsers(sub) -> None:
     p_ab.add_argument("--out", help="output directory (default: results/ab-<suite>-<timestamp>)")
     add_filter_options(p_ab)
     add_timing_options(p_ab, per="case and side")
-    p_ab.add_argument("--threshold", type=fraction, default=0.05, help="as for compare")
-    p_ab.add_argument("--mem-threshold", type=fraction, default=0.10, help="as for compare")
+    p_ab.add_argument("--threshold", type=arg(values.FRACTION), default=0.05, help="as for compare")
+    p_ab.add_argument("--mem-threshold", type=arg(values.FRACTION), default=0.10, help="as for compare")
     p_ab.add_argument("--quiet", action="store_true", help="only the verdict")
     p_ab.set_defaults(func=cmd_ab, mem_limit=None)
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 
-from harness.cli.args import (EXIT_OK, RESULTS_DIR, UsageError, add_filter_options,
-                              filter_cases, filters_of, positive_int)
+from harness import values
+from harness.cli.args import (EXIT_OK, RESULTS_DIR, UsageError, add_filter_options, arg,
+                              filter_cases, filters_of, make_dir,
+                              output_dir)
 
 
 def add_parser(subparsers) -> None:
@@ -19,14 +20,15 @@ def add_parser(subparsers) -> None:
     add_filter_options(p, with_mode=True)
     p.add_argument("--out", help="directory; files go to OUT/profile/ (default: "
                                  "results/<suite>-profile-<timestamp>; a run directory is fine)")
-    p.add_argument("--repeats", type=int, default=3,
+    p.add_argument("--repeats", type=arg(values.COUNT), default=3,
                    help="calls recorded per case, at least (default 3)")
-    p.add_argument("--min-time", type=float, default=0.5, metavar="SECONDS",
+    p.add_argument("--min-time", type=arg(values.NON_NEGATIVE_SECONDS), default=0.5,
+                   metavar="SECONDS",
                    help="record calls for at least this long per case (default 0.5)")
-    p.add_argument("--warmup", type=int, default=2, help="calls before recording (default 2)")
-    p.add_argument("--threads", type=positive_int,
+    p.add_argument("--warmup", type=arg(values.NON_NEGATIVE_COUNT), default=2, help="calls before recording (default 2)")
+    p.add_argument("--threads", type=arg(values.THREADS),
                    help="torch intra-op threads (default: physical cores)")
-    p.add_argument("--top", type=int, default=15, help="rows of the top-operators table")
+    p.add_argument("--top", type=arg(values.COUNT), default=15, help="rows of the top-operators table")
     p.set_defaults(func=cmd_profile)
 
 
@@ -63,13 +65,10 @@ def cmd_profile(args) -> int:
     from harness.store import physical_cores
     from harness.units import duration
 
-    if args.repeats < 1 or args.warmup < 0:
-        raise UsageError("--repeats must be at least 1 and --warmup at least 0")
+    given = output_dir(args.out)
     suite, cases, skipped = select_cases(args)
-    out = Path(args.out) if args.out else RESULTS_DIR / (
-        f"{suite.name}-profile-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    folder = out / "profile"
-    folder.mkdir(parents=True, exist_ok=True)
+    out = given or RESULTS_DIR / f"{suite.name}-profile-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    folder = make_dir(out / "profile")
     import torch
 
     torch.set_num_threads(args.threads or physical_cores())

@@ -39,14 +39,14 @@ def _problem(args) -> dict:
 
 
 def _budget(args) -> int | None:
-    if not args.mem_budget:
+    if args.mem_budget is None:
         return None
-    from harness.units import parse_size
+    from harness.values import SIZE
 
     try:
-        return parse_size(args.mem_budget)
+        return SIZE.from_text(args.mem_budget, "--mem-budget")
     except ValueError as exc:
-        raise UsageError(f"--mem-budget: {exc}") from None
+        raise UsageError(str(exc)) from None
 
 
 def _records_from(path: str) -> list[dict]:

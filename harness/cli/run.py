@@ -6,10 +6,12 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
+from harness import values
 from harness.cli.args import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, RESULTS_DIR, UsageError,
-                              add_filter_options, add_timing_options, filter_cases, filters_of,
-                              positive_int, split_values, timing_overrides)
+                              add_filter_options, add_timing_options, arg, filter_cases,
+                              filters_of, make_dir, output_dir, split_values, timing_overrides)
 from harness.constants import FAILED_STATUSES
+from harness.spec import TIMING_KEYS
 
 
 def _default_out(suite_name: str) -> Path:
@@ -22,19 +24,17 @@ def _latest_run(suite_name: str) -> Path | None:
 
 
 def _mem_limit(args) -> int | None:
-    if not args.mem_limit:
+    if args.mem_limit is None:
         return None
-    from harness.run.limits import parse_size
-
     try:
-        return parse_size(args.mem_limit)
-    except ValueError as exc:
-        raise UsageError(f"--mem-limit: {exc}") from None
+        return values.SIZE.from_text(args.mem_limit, "--mem-limit")
+    except values.BadValue as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _out_dir(suite, args) -> Path:
-    if args.out:
-        return Path(args.out)
+    if args.out is not None:
+        return output_dir(args.out)
     if args.resume:
         out = _latest_run(suite.name)
         if out is None:
@@ -47,7 +47,7 @@ def _out_dir(suite, args) -> Path:
 def make_plan(args):
     """The run this command asks for, as data: suite, filters, overrides, settings, cases."""
     from harness import registry
-    from harness.spec import load_suite
+    from harness.spec import load_suite, timing_settings
     from harness.store import Plan, now_iso, physical_cores
 
     known = {name: adapter.level for name, adapter in registry.adapters().items()}
@@ -55,7 +55,7 @@ def make_plan(args):
     filters = filters_of(args, known)
     cases = filter_cases(suite.cases(), filters)
     overrides = timing_overrides(args)
-    timing = dataclasses.replace(suite.timing, **overrides)
+    timing = timing_settings(overrides, suite.timing)
     mem_limit = _mem_limit(args)
     threads = args.threads or physical_cores()
     overrides.update(threads=threads, **({"mem_limit_bytes": mem_limit} if mem_limit else {}))
@@ -69,7 +69,7 @@ def _explicit_settings(args, plan) -> dict:
     given = dict(timing_overrides(args))
     if args.threads:
         given["threads"] = args.threads
-    if args.mem_limit:
+    if args.mem_limit is not None:
         given["mem_limit_bytes"] = plan.overrides["mem_limit_bytes"]
     return given
 
@@ -121,8 +121,14 @@ def cmd_run(args) -> int:
     done = {i for i, r in earlier.items() if finished(r, plan.timing.repeats)}
     todo = [c for c in cases if c.case_id not in done]
     threads, mem_limit = plan.overrides["threads"], plan.overrides.get("mem_limit_bytes")
+    if args.dry_run:
+        for case in todo:
+            print(case.case_id)
+        print(f"{len(todo)} of {len(cases)} planned cases to run, {threads} threads -> {out} "
+              "(dry run: nothing was measured or written)")
+        return EXIT_OK
 
-    run_dir.path.mkdir(parents=True, exist_ok=True)
+    make_dir(run_dir.path)
     write_plan(run_dir.path, plan)
     env = run_dir.read_env() or capture_env(threads, suite.name)
     if suite.path and not (run_dir.path / "suite.toml").exists():
@@ -196,7 +202,7 @@ def add_parsers(sub) -> None:
                             "latest run of the suite)")
     add_filter_options(p_run)
     add_timing_options(p_run)
-    p_run.add_argument("--repeats", type=positive_int,
+    p_run.add_argument("--repeats", type=arg(TIMING_KEYS["repeats"]),
                        help="measure each case in this many fresh worker processes, in passes "
                             "over the suite; the interval then includes process-to-process "
                             "variance (default: the suite's timing.repeats, else 1)")
@@ -204,6 +210,9 @@ def add_parsers(sub) -> None:
                        help="cap what one case may allocate (e.g. 512MiB, 2GiB); beyond it the "
                             "case is recorded as oom and larger seq_len of its configuration skipped")
     p_run.add_argument("--quiet", action="store_true", help="no progress output")
+    p_run.add_argument("--dry-run", action="store_true",
+                       help="check the suite and options and list the cases that would run; "
+                            "measure and write nothing")
     p_run.add_argument("--no-report", action="store_true",
                        help="do not write report.html and report.md at the end")
     p_run.set_defaults(func=cmd_run)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.constants import STATUSES
 from harness.report.scaling import load_scaling
 from harness.spec import TimingSettings
-from harness.store import PlanError, Plan, load_env, load_records, read_plan
+from harness.store import DamagedFile, PlanError, Plan, load_env, load_records, read_plan
 from harness.store.records import complete
 from harness.store.rundir import RESULTS
 
@@ -63,15 +63,12 @@ def load_run(run_dir: str | Path, baseline: str | None = None) -> Run:
     records = [complete(r) for r in load_records(path)] if (path / RESULTS).exists() else []
     for r in records:
         r["reason"] = r["reason"] or ""
-        if r["status"] not in STATUSES:
-            r["status"] = "error"
-            r["reason"] = r["reason"] or "record without a known status"
     try:
-        env = load_env(path) or {}
-    except ValueError:  # a damaged env.json costs the machine facts, not the report
+        env = load_env(path)
+    except DamagedFile as exc:  # a damaged env.json costs the machine facts, not the report
+        warnings.warn(f"{exc}; the report leaves the machine out", stacklevel=2)
         env = {}
-    run = Run(path=path, records=records, env=env if isinstance(env, dict) else {},
-              baseline=baseline or DEFAULT_BASELINE)
+    run = Run(path=path, records=records, env=env, baseline=baseline or DEFAULT_BASELINE)
     raw = (path / RESULTS).read_bytes() if (path / RESULTS).exists() else b""
     run.cut_line = bool(raw) and not raw.endswith(b"\n")
     run.scaling, run.scaling_source = load_scaling(path, records)

@@ -42,8 +42,13 @@ def run_case(case, adapter, settings: TimingSettings, mem_limit: int | None = No
     reasons = adapter.unsupported(case)
     if reasons:
         return {"status": "unsupported", "reason": "; ".join(reasons)}
-    inputs, _ = problem(case)
-    tolerance_for(case)  # computed before the cap and outside the timed calls
+    try:
+        inputs, _ = problem(case)
+        tolerance_for(case)  # computed before the cap and outside the timed calls
+    except MemoryError as exc:  # the harness's float64 truth, not the implementation, ran out
+        return {"status": "oom", "oom_bytes": limits.requested_bytes(str(exc)),
+                "reason": f"the float64 inputs and reference of this problem do not fit in "
+                          f"memory, so no output could be checked: {exc}"[:500]}
     prepared = adapter.prepare(case, inputs)
     try:
         import scipy.stats  # noqa: F401  (see below: never loaded under the cap)

@@ -9,18 +9,7 @@ from __future__ import annotations
 import re
 import resource
 
-UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
-         "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12,
-         "tib": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """'512MiB', '2GiB', '1.5G', '1000000' -> bytes. Raises ValueError with what was expected."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in UNITS or float(match.group(1)) <= 0:
-        raise ValueError(f"expected a positive size such as 512MiB, 2GiB or 1.5G, got {text!r}")
-    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
-
+from harness.units import size_bytes
 
 def _data_in_use() -> int:
     with open("/proc/self/status") as fh:
@@ -50,10 +39,10 @@ def cap_cuda(device: str, limit_bytes: int | None) -> None:
 
 _SIZE_PATTERNS = (
     (re.compile(r"tried to allocate (\d+) bytes", re.I), lambda m: int(m.group(1))),
-    (re.compile(r"tried to allocate ([\d.]+) ?([KMGT]i?B)", re.I),
-     lambda m: int(float(m.group(1)) * UNITS[m.group(2).lower()])),
-    (re.compile(r"unable to allocate ([\d.]+) ?([KMGT]i?B)", re.I),
-     lambda m: int(float(m.group(1)) * UNITS[m.group(2).lower()])),
+    (re.compile(r"tried to allocate ([\d.]+) ?([KMGTPEZY]i?B)", re.I),
+     lambda m: size_bytes(m.group(1), m.group(2))),
+    (re.compile(r"unable to allocate ([\d.]+) ?([KMGTPEZY]i?B)", re.I),
+     lambda m: size_bytes(m.group(1), m.group(2))),
 )
 
 

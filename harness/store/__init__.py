@@ -6,8 +6,9 @@
 from harness.store.env import capture_env, fingerprint, physical_cores
 from harness.store.plan import Plan, PlanError, read_plan, write_plan
 from harness.store.records import RECORD_FIELDS, SCHEMA_VERSION, make_record, now_iso
-from harness.store.rundir import RunDir, load_dataframe, load_env, load_records
+from harness.store.rundir import (DamagedFile, DamagedLineWarning, RunDir, load_dataframe,
+                                  load_env, load_records)
 
-__all__ = ["Plan", "PlanError", "RECORD_FIELDS", "RunDir", "SCHEMA_VERSION", "capture_env",
-           "fingerprint", "load_dataframe", "load_env", "load_records", "make_record", "now_iso",
+__all__ = ["DamagedFile", "DamagedLineWarning", "Plan", "PlanError", "RECORD_FIELDS", "RunDir",
+           "SCHEMA_VERSION", "capture_env", "fingerprint", "load_dataframe", "load_env", "load_records", "make_record", "now_iso",
            "physical_cores", "read_plan", "write_plan"]

@@ -8,15 +8,14 @@ one machine and software stack; the fingerprint check refuses it elsewhere.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
 from harness.store import fingerprint, load_env, load_records, now_iso
+from harness.values import NAME_KIND, BadValue
 
 BASELINES_DIR = Path("results") / "baselines"
 FILES = ("results.jsonl", "env.json", "suite.toml", "scaling.json", "report.md")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class BaselineError(ValueError):
@@ -24,9 +23,10 @@ class BaselineError(ValueError):
 
 
 def _check_name(name: str) -> None:
-    if not NAME.match(name):
-        raise BaselineError(f"baseline name {name!r}: expected letters, digits, '.', '_' or '-' "
-                            "(e.g. ci-h100)")
+    try:
+        NAME_KIND.check(name, "baseline name")
+    except BadValue as exc:
+        raise BaselineError(f"{exc} (e.g. ci-h100)") from None
 
 
 def path_of(name: str, root: str | Path = BASELINES_DIR) -> Path:

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.spec import Case, TimingSettings
+from harness.store.rundir import DamagedFile
 
 PLAN = "plan.json"
 PLAN_VERSION = 1
 
 
-class PlanError(ValueError):
+class PlanError(DamagedFile):
     """A plan.json that cannot be read; str() is one line naming the file."""
 
 
