@@ -14,8 +14,8 @@ from harness.values import BadValue
 from impls.base import Adapter
 
 BUILTIN_MODULES = ("impls.numpy_ref", "impls.torch_naive", "impls.torch_sdpa",
-                   "impls.xformers_fmha", "impls.tf_keras", "impls.encoders",
-                   "impls.keras_encoders")
+                   "impls.torch_compiled", "impls.xformers_fmha", "impls.tf_keras",
+                   "impls.encoders", "impls.keras_encoders", "impls.jax_attn")
 ENTRY_POINT_GROUP = "attnbench.impls"
 PLUGINS_ENV = "ATTNBENCH_PLUGINS"
 

@@ -26,7 +26,9 @@ class Prepared:
     (kernels: batch, heads, seq, head_dim; layers: batch, seq, d_model); `out_dtype` names the
     dtype of an output or gradient ("float32", ...); `close` undoes whatever `prepare` entered
     (a backend context, for instance); `kernel` names the backend the call is pinned to, if any
-    (the harness checks that it really ran).
+    (the harness checks that it really ran); `compiled` says the first call traces and compiles
+    (the harness times it apart, as compile_s); `info` is what the implementation says about
+    itself (a setup step's time, a mask's sparsity), the record's `impl_info`.
 
     Mode fwd_bwd: `call` runs the forward and the backward of the loss sum(out · G) from
     scratch (no gradient accumulated from an earlier call) and returns (output, grads), grads a
@@ -42,6 +44,8 @@ class Prepared:
     close: Callable[[], None] = _nothing
     kernel: str | None = None
     grads_to_numpy: Callable[[dict], dict] | None = None
+    compiled: bool = False
+    info: dict | None = None
 
     def __post_init__(self):
         if self.grads_to_numpy is None:
@@ -58,7 +62,9 @@ class Adapter:
     """
 
     name: ClassVar[str]
-    framework: ClassVar[str]  # worker family: "numpy" | "torch" | "tensorflow"
+    # worker family (harness.run.process.FAMILIES): "numpy", "torch", "tensorflow", "jax",
+    # "keras-jax", "keras-torch"; each runs in processes of its own
+    framework: ClassVar[str]
     level: ClassVar[str] = "kernel"
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
@@ -66,7 +72,8 @@ class Adapter:
     requires: ClassVar[tuple[str, ...]] = ()  # importable module names
     install_hint: ClassVar[str] = ""
     # which kernel ran, asked by the harness (harness.measure.kernels): None, "sdpa" (torch's
-    # SDPA dispatch) or "torch_module" (a torch layer's fast path and its SDPA backend)
+    # SDPA dispatch), "torch_module" (a torch layer's fast path and its SDPA backend) or
+    # "compiled" (whether torch.compile's code really ran)
     kernel_probe: ClassVar[str | None] = None
     labels: ClassVar[bool] = False  # prepare(case, inputs, labels=True) marks profiler regions
     supports_padding: ClassVar[bool] = False  # can it take a key-padding mask (case.padding > 0)

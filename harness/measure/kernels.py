@@ -19,7 +19,9 @@ SDPA_OPERATORS = {
 # the fused operators torch's layer fast path runs instead of its Python modules
 FAST_PATH_OPERATORS = ("aten::_transformer_encoder_layer_fwd",
                        "aten::_native_multi_head_attention")
-PROBES = ("sdpa", "torch_module")
+# what torch.compile's code leaves in a profile: the inductor-generated graph's call
+COMPILED_MARKER = "## Call CompiledFxGraph"
+PROBES = ("sdpa", "torch_module", "compiled")
 
 
 def _operators(prepared) -> list[str]:
@@ -43,6 +45,8 @@ def name_kernel(probe: str, operators: list[str]) -> str | None:
         parts = ["fast_path"] if names & set(FAST_PATH_OPERATORS) else []
         parts += sorted({SDPA_OPERATORS[n] for n in names if n in SDPA_OPERATORS})
         return "+".join(parts) or None
+    if probe == "compiled":  # torch.compile's code, or (eager fallback) none of it
+        return "inductor" if any(n.startswith(COMPILED_MARKER) for n in operators) else None
     raise ValueError(f"unknown kernel probe {probe!r}: expected one of {', '.join(PROBES)}")
 
 
@@ -63,6 +67,9 @@ def kernel_pass(adapter, prepared) -> dict:
         return {"kernel": prepared.kernel}
     ran = kernel_that_ran(prepared, adapter.kernel_probe) or "unknown"
     if prepared.kernel and ran != prepared.kernel:
-        return {"kernel": ran, "status": "error",
-                "reason": f"pinned {prepared.kernel}, but the profiler saw {ran} run"}
+        said = (f"pinned {prepared.kernel}, but the profiler saw {ran} run"
+                if adapter.kernel_probe != "compiled" else
+                "compiled by torch.compile, but the profiler saw no compiled graph run "
+                "(an eager fallback)")
+        return {"kernel": ran, "status": "error", "reason": said}
     return {"kernel": ran}

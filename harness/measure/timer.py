@@ -12,6 +12,9 @@ TimingSettings):
    `budget_s` of sampling is spent, or `max_samples` are taken; never fewer than `min_samples`.
 `sync` runs before the clock is read, so device work is inside the sample. The garbage
 collector is paused during warm-up and sampling, as `timeit` does.
+0. Compiled or jitted calls: the very first call (tracing, compilation, autotuning, one run) is
+   timed alone as `compile_s` (`compile_call`), before step 1; it is no warm-up call, no sample
+   and sizes no block.
 
 A/B (`take`), profiling and the pytest-benchmark path use the same loop with other stop rules.
 """
@@ -171,6 +174,7 @@ class Timer:
         self.fastest_call_s = math.inf
         self.calls_per_sample = 1
         self.timed_ns = 0
+        self.compile_s: float | None = None  # None: nothing was compiled (eager)
 
     def _one_call(self):
         t0 = self.clock()
@@ -181,6 +185,17 @@ class Timer:
         self.warmup_calls += 1
         self.fastest_call_s = min(self.fastest_call_s, elapsed / 1e9)
         return out
+
+    def compile_call(self) -> float:
+        """Step 0: the first call of compiled code, timed alone; its output is dropped (the
+        checked call comes next). Nothing about it enters the warm-up or the samples."""
+        with gc_paused():
+            t0 = self.clock()
+            out = self.call()
+            self.sync()
+            self.compile_s = (self.clock() - t0) / 1e9
+        del out
+        return self.compile_s
 
     def first_call(self):
         """One warm-up call, its output returned: the first is the call the harness checks."""
@@ -231,6 +246,15 @@ class Timer:
         per_call = self.loop(adaptive_stop(self.settings))
         window = contention.signals(before, contention.read(), contention.thread_count())
         return self.samples(per_call, window)
+
+
+def time_once(step: Callable[[], Any], sync: Callable[[], None]) -> tuple[Any, float]:
+    """A setup step an adapter makes in `prepare` (a block mask, say), run once by the harness's
+    clock and `sync`: (its result, its seconds). Never part of a timed call."""
+    t0 = time.perf_counter_ns()
+    result = step()
+    sync()
+    return result, (time.perf_counter_ns() - t0) / 1e9
 
 
 def measure(call, sync, settings: TimingSettings) -> Samples:

@@ -17,14 +17,26 @@ from harness.run import limits
 from harness.spec import TimingSettings
 
 
-def checked_timer(case, prepared, settings: TimingSettings) -> tuple[Timer, dict]:
-    """A Timer for the prepared call whose first call (the first warm-up call) was checked
-    against the float64 reference; the check's result. Every path that times a case starts here."""
-    _, ref = problem(case)
+def compiled_timer(prepared, settings: TimingSettings) -> Timer:
+    """A Timer for the prepared call; for compiled or jitted code its first call (tracing,
+    compilation, autotuning) already made and timed apart as compile_s."""
     timer = Timer(prepared.call, prepared.sync, settings)
+    if prepared.compiled:
+        timer.compile_call()
+    return timer
+
+
+def checked_timer(case, prepared, settings: TimingSettings,
+                  timer: Timer | None = None) -> tuple[Timer, dict]:
+    """A Timer for the prepared call whose first call after any compilation (the first warm-up
+    call) was checked against the float64 reference; the check's result, with compile_s and
+    the implementation's own `impl_info`. Every path that times a case starts here."""
+    _, ref = problem(case)
+    timer = timer or compiled_timer(prepared, settings)
     out = timer.first_call()
     result = check_output(case, prepared, out, ref, tolerance_for(case))
     del out
+    result.update(compile_s=timer.compile_s, impl_info=prepared.info or None)
     return timer, result
 
 
@@ -53,8 +65,11 @@ def run_case(case, adapter, settings: TimingSettings, mem_limit: int | None = No
     try:
         import scipy.stats  # noqa: F401  (see below: never loaded under the cap)
 
+        # Compilation is outside the cap: a compiler's own memory (and the processes it
+        # starts, which inherit the limit) is not the call's.
+        timer = compiled_timer(prepared, settings)
         with memory_cap(case, mem_limit):
-            timer, result = checked_timer(case, prepared, settings)
+            timer, result = checked_timer(case, prepared, settings, timer)
             result.update(timer.measure().to_record())
         # Instrumentation passes, outside the cap: the profiler's and memray's own memory
         # (and the modules they load) are not the case's.

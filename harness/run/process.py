@@ -1,8 +1,9 @@
 """What every worker process shares, whichever side started it (the run's or an A/B side's):
 its environment, its start-up, and how its death is read by the process that started it.
 
-Each family (numpy, torch, tensorflow) gets its own process, so TensorFlow never shares one
-with PyTorch and a crash or hang costs one case.
+Each family (FAMILIES) gets its own process, so TensorFlow, JAX and PyTorch never share one,
+Keras' backend (fixed when keras is first imported) is the family's, and a crash or hang costs
+one case.
 """
 from __future__ import annotations
 
@@ -13,6 +14,23 @@ import sys
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                    "TF_NUM_INTRAOP_THREADS")
+# JAX: no preallocation of 75% of a GPU's memory at start; float64 cases really float64
+_JAX_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "JAX_ENABLE_X64": "true"}
+# family -> (the library whose thread pool it sizes, the environment it starts with)
+FAMILIES = {
+    "numpy": ("numpy", {}),
+    "torch": ("torch", {}),
+    "tensorflow": ("tensorflow", {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}),
+    "jax": ("jax", dict(_JAX_ENV)),
+    "keras-jax": ("jax", {"KERAS_BACKEND": "jax", **_JAX_ENV}),
+    "keras-torch": ("torch", {"KERAS_BACKEND": "torch"}),
+}
+
+
+def family_library(family: str) -> str:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown worker family {family!r}: expected one of {', '.join(FAMILIES)}")
+    return FAMILIES[family][0]
 
 
 class WorkerGone(Exception):
@@ -44,15 +62,25 @@ def worker_env(family: str, threads: int) -> dict[str, str]:
         # run-queue wait 0.5-1.0 and medians up to 14x). In NumPy's own worker its spinning is
         # part of what is timed, so it keeps OpenBLAS's default.
         env["OPENBLAS_THREAD_TIMEOUT"] = "4"
-    if family == "tensorflow":
-        env.update(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    family_library(family)
+    env.update(FAMILIES[family][1])
     return env
+
+
+def pin_cpus(threads: int) -> int:
+    """XLA sizes its CPU thread pool from the CPUs the process may run on and has no knob for
+    it: with fewer threads than CPUs, the process is pinned to that many (before jax loads)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if 0 < threads < len(allowed):
+        os.sched_setaffinity(0, allowed[:threads])
+    return len(os.sched_getaffinity(0))
 
 
 def set_threads(family: str, threads: int) -> dict:
     """Give every framework the same intra-op thread count; return what it reports back."""
     info = {"family": family, "pid": os.getpid(), "python": sys.version.split()[0]}
-    if family == "torch":
+    library = family_library(family)
+    if library == "torch":
         import torch
 
         torch.set_num_threads(threads)
@@ -60,16 +88,25 @@ def set_threads(family: str, threads: int) -> dict:
                     cuda=torch.version.cuda, cuda_available=torch.cuda.is_available())
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
-    elif family == "tensorflow":
+    elif library == "tensorflow":
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         info.update(tensorflow=tf.__version__,
                     threads=tf.config.threading.get_intra_op_parallelism_threads())
+    elif library == "jax":
+        cpus = pin_cpus(threads)
+        import jax
+
+        info.update(jax=jax.__version__, threads=cpus, jax_backend=jax.default_backend())
     else:
         import numpy as np
 
         info.update(numpy=np.__version__, threads=threads)
+    if family.startswith("keras-"):
+        import keras
+
+        info.update(keras=keras.__version__, keras_backend=keras.backend.backend())
     return info
 
 

@@ -9,8 +9,8 @@ import multiprocessing
 import os
 from contextlib import contextmanager
 
-from harness.run.process import (WorkerGone, describe_exit, redirect_output, settle,
-                                  start_worker, worker_env)
+from harness.run.process import (WorkerGone, describe_exit, family_library, redirect_output,
+                                  settle, start_worker, worker_env)
 from harness.spec import Case, TimingSettings
 
 WORKER_START_TIMEOUT_S = 180.0
@@ -73,10 +73,12 @@ def _environ(extra: dict[str, str]):
 
 
 class Worker:
-    """One spawned process for one framework family."""
+    """One spawned process for one framework family (harness.run.process.FAMILIES), started
+    with that family's environment (Keras' backend, JAX's settings) in place."""
 
     def __init__(self, family: str, threads: int, log_path: str | None,
                  cache_dir: str | None = None):
+        family_library(family)  # an unknown family fails here, not in the child
         ctx = multiprocessing.get_context("spawn")
         self.family = family
         self.conn, child = ctx.Pipe()

@@ -1,0 +1,181 @@
+"""Attention under `torch.compile` (inductor): the seed formula, SDPA, the encoder layer, and
+FlexAttention, the way a user who compiles for a fixed shape runs them.
+
+Each case compiles afresh (`torch.compiler.reset()` in `prepare`, as a new process would), with
+`fullgraph=True` and static shapes; its first call (tracing, compilation, autotuning) is timed
+apart by the harness as compile_s. Nothing may quietly run eager instead of the compiled code:
+a graph break raises (fullgraph), a recompilation raises (a recompile limit of one with
+`fail_on_recompile_limit_hit`, where dynamo would otherwise fall back to eager at its limit), FlexAttention's warning that
+it runs unfused is an error, and the harness checks in a profile that the compiled graph ran.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+
+from harness.measure.timer import time_once
+from impls._torch import TorchAdapter, causal_bias, device_reasons, prepared, to_device
+from impls.encoders import TorchEncoder
+
+# torch's words when flex_attention runs outside torch.compile (its unfused, N x N path)
+UNFUSED_WARNING = "flex_attention called without torch.compile"
+BLOCK_SIZE = 128  # create_block_mask's default tile
+
+
+def compile_static(fn):
+    """`fn` under torch.compile (inductor, whole graph, static shapes), with nothing cached from
+    an earlier case."""
+    import torch
+
+    torch.compiler.reset()
+    return torch.compile(fn, fullgraph=True, dynamic=False)
+
+
+def strict(close=None) -> contextlib.ExitStack:
+    """Entered in `prepare`, left by `close`: a recompilation raises, and FlexAttention's
+    unfused-fallback warning is raised as an error (the harness records `error`)."""
+    import torch
+
+    stack = contextlib.ExitStack()
+    if close is not None:  # what was entered before is left last
+        stack.callback(close)
+    # one compiled entry per case; at the limit dynamo raises instead of running eager
+    stack.enter_context(torch._dynamo.config.patch(recompile_limit=1,
+                                                   fail_on_recompile_limit_hit=True))
+    stack.enter_context(warnings.catch_warnings())
+    warnings.filterwarnings("error", message=UNFUSED_WARNING)
+    return stack
+
+
+class CompiledKernel(TorchAdapter):
+    """A kernel-level formula under torch.compile; subclasses give the eager function."""
+
+    modes = ("fwd", "fwd_bwd")
+    kernel_probe = "compiled"
+
+    def function(self, case):
+        """(fn, extra positional arguments after q, k, v)."""
+        raise NotImplementedError
+
+    def prepare(self, case, inputs):
+        q, k, v = to_device(case, inputs)
+        fn, extra = self.function(case)
+        compiled = compile_static(fn)
+        context = strict()
+        return self.finish(case, lambda: compiled(q, k, v, *extra), context, inputs,
+                           {"q": q, "k": k, "v": v})
+
+    def finish(self, case, call, context, inputs, wrt, info=None):
+        out = prepared(case, call, close=context.close, kernel="inductor", wrt=wrt, inputs=inputs)
+        out.compiled, out.info = True, info
+        return out
+
+
+def _formula(q, k, v, mask, scale: float):
+    import torch
+
+    scores = torch.matmul(q, k.transpose(-2, -1)) * scale
+    if mask is not None:
+        scores = scores + mask
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
+class CompiledNaive(CompiledKernel):
+    name = "torch.compile.naive"
+    description = "The textbook formula (torch.naive) under torch.compile (inductor)."
+
+    def function(self, case):
+        mask = causal_bias(case) if case.causal else None
+        return _formula, (mask, 1.0 / math.sqrt(case.head_dim))
+
+
+class CompiledSDPA(CompiledKernel):
+    name = "torch.compile.sdpa"
+    description = "scaled_dot_product_attention under torch.compile (inductor)."
+
+    def function(self, case):
+        import torch.nn.functional as F
+
+        causal = case.causal
+
+        def sdpa(q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+        return sdpa, ()
+
+
+def _causal_mod(b, h, q_idx, kv_idx):
+    return q_idx >= kv_idx  # top-left aligned, as the reference: query i sees keys j <= i
+
+
+class Flex(CompiledKernel):
+    name = "torch.flex"
+    description = ("FlexAttention (flex_attention under torch.compile), the causal mask as a "
+                   "BlockMask built in prepare.")
+    dtypes = ("float32", "bfloat16", "float16")  # inductor's CPU lowering takes no float64
+
+    def library_reasons(self, case) -> list[str]:
+        """Backward: torch is asked with an eager trial on one token (it refuses on some
+        devices before computing anything)."""
+        reasons = device_reasons(case)
+        if reasons or case.mode != "fwd_bwd":
+            return reasons
+        import torch
+        from torch.nn.attention.flex_attention import flex_attention
+
+        q = torch.zeros(1, 1, 1, 16, device=case.device, requires_grad=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # eager on purpose: only torch's refusal matters
+            try:
+                flex_attention(q, q, q)
+            except NotImplementedError as exc:
+                said = " ".join(str(exc).split())
+                return [f"flex_attention backward is not supported on {case.device} in torch "
+                        f"{torch.__version__}: {said}"]
+        return []
+
+    def prepare(self, case, inputs):
+        import torch
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        q, k, v = to_device(case, inputs)
+        block_mask, info = None, None
+        if case.causal:
+            def sync():
+                if case.device.startswith("cuda"):
+                    torch.cuda.synchronize(case.device)
+
+            block_mask, build_s = time_once(
+                lambda: create_block_mask(_causal_mod, None, None, case.seq_len, case.seq_len_kv,
+                                          device=case.device, BLOCK_SIZE=BLOCK_SIZE), sync)
+            computed = int(block_mask.kv_num_blocks.sum())
+            if block_mask.full_kv_num_blocks is not None:
+                computed += int(block_mask.full_kv_num_blocks.sum())
+            tiles = math.ceil(case.seq_len / BLOCK_SIZE) * math.ceil(case.seq_len_kv / BLOCK_SIZE)
+            info = {"block_mask_build_s": build_s, "block_size": BLOCK_SIZE,
+                    "block_mask_sparsity": 1.0 - computed / tiles}
+        compiled = compile_static(flex_attention)
+        context = strict()
+        return self.finish(case, lambda: compiled(q, k, v, block_mask=block_mask), context,
+                           inputs, {"q": q, "k": k, "v": v}, info)
+
+
+class CompiledEncoder(TorchEncoder):
+    name = "torch.compile.encoder"
+    description = ("torch.nn.TransformerEncoderLayer (training mode, as torch.encoder) under "
+                   "torch.compile (inductor).")
+    kernel_probe = "compiled"
+    labels = False
+
+    def runner(self, module):
+        return compile_static(module)
+
+    def prepare(self, case, inputs, labels: bool = False):
+        out = super().prepare(case, inputs, labels)
+        context = strict(out.close)
+        out.close, out.kernel, out.compiled = context.close, "inductor", True
+        return out
+
+
+ADAPTERS = [CompiledNaive(), CompiledSDPA(), Flex(), CompiledEncoder()]
