@@ -20,7 +20,7 @@ from impls._tf import (TFAdapter, import_keras, import_tf, keras_backend_reasons
                       prepared)
 
 
-def _mha_map(prefix: str, case) -> list[tuple]:
+def mha_map(prefix: str, case) -> list[tuple]:
     """(reference name, attribute path of the variable, shape in Keras)."""
     d, h, hd = case.d_model, case.heads, case.head_dim
     out = []
@@ -31,7 +31,7 @@ def _mha_map(prefix: str, case) -> list[tuple]:
                   ("bo", f"{prefix}output_dense.bias", (d,))]
 
 
-def _block_map(case) -> list[tuple]:
+def block_map(case) -> list[tuple]:
     d, ff = case.d_model, case.ffn_mult * case.d_model
     return [("ln1_g", "norm1.gamma", (d,)), ("ln1_b", "norm1.beta", (d,)),
             ("w1", "ffn1.kernel", (d, ff)), ("b1", "ffn1.bias", (ff,)),
@@ -39,13 +39,13 @@ def _block_map(case) -> list[tuple]:
             ("ln2_g", "norm2.gamma", (d,)), ("ln2_b", "norm2.beta", (d,))]
 
 
-def _attribute(obj, path: str):
+def attribute(obj, path: str):
     for part in path.split("."):
         obj = getattr(obj, part)
     return obj
 
 
-def _exact_scale(attention, case) -> None:
+def exact_scale(attention, case) -> None:
     """Keras turns its 1/√head_dim into a float32 constant before casting it to the logits'
     dtype; in float64 that alone costs ~1e-8 (the float64 bar is 1e-10). For float64 the same
     scale is set as a float64 scalar; other dtypes are left exactly as Keras made them."""
@@ -54,8 +54,8 @@ def _exact_scale(attention, case) -> None:
 
 
 @functools.cache
-def _encoder_block_class():
-    keras = import_keras()
+def encoder_block_class(keras):
+    """The block's Layer class for this keras (any backend: it is built of Keras layers)."""
 
     class EncoderBlock(keras.layers.Layer):
         """One Transformer encoder layer from Keras parts: post-norm (the seeds') or pre-norm."""
@@ -118,7 +118,7 @@ class KerasLayer(TFAdapter):
             layer, call_layer = self.build(case, keras, shape)
             variables = {}
             for ref, path, keras_shape in self.weight_map(case):
-                variable = _attribute(layer, path)
+                variable = attribute(layer, path)
                 variable.assign(tf.cast(tf.constant(inputs[ref].reshape(keras_shape)),
                                         variable.dtype))
                 variables[ref] = variable.value  # the tf.Variable a GradientTape can watch
@@ -152,7 +152,7 @@ class KerasMHA(KerasLayer):
         layer = keras.layers.MultiHeadAttention(case.heads, key_dim=case.head_dim, dropout=0.0,
                                                 dtype=case.dtype)
         layer.build(shape, shape)
-        _exact_scale(layer, case)
+        exact_scale(layer, case)
 
         def call(x, **options):
             return layer(x, x, x, **options)
@@ -160,7 +160,7 @@ class KerasMHA(KerasLayer):
         return layer, call
 
     def weight_map(self, case):
-        return _mha_map("", case)
+        return mha_map("", case)
 
 
 class KerasEncoder(KerasLayer):
@@ -170,14 +170,14 @@ class KerasEncoder(KerasLayer):
                    "LayerNormalization), TensorFlow backend, eager.")
 
     def build(self, case, keras, shape):
-        block = _encoder_block_class()(case.d_model, case.heads, case.ffn_mult * case.d_model,
+        block = encoder_block_class(keras)(case.d_model, case.heads, case.ffn_mult * case.d_model,
                                        norm_first=case.norm == "pre", dtype=case.dtype)
         block.build(shape)
-        _exact_scale(block.attention, case)
+        exact_scale(block.attention, case)
         return block, block
 
     def weight_map(self, case):
-        return _mha_map("attention.", case) + _block_map(case)
+        return mha_map("attention.", case) + block_map(case)
 
 
 ADAPTERS = [KerasMHA(), KerasEncoder()]

@@ -1,6 +1,8 @@
-"""TensorFlow and Keras attention: the classic TF tutorial function, and Keras 3's fused op.
+"""TensorFlow and Keras attention: the classic TF tutorial function (eager, as a graph under
+tf.function, and XLA-compiled with jit_compile=True), and Keras 3's fused op (eager).
 
-Both run eagerly, as users call them. Keras 3 works in (B, N, H, D); the transpose happens in
+The graph and XLA variants compile on their first call (timed apart as compile_s); in fwd_bwd
+the forward and its GradientTape backward are one function. Keras 3 works in (B, N, H, D); the transpose happens in
 `prepare`. This module is only ever imported next to TensorFlow in a worker of its own.
 """
 from __future__ import annotations
@@ -40,6 +42,28 @@ class TFNaive(TFAdapter):
         return prepared(case, call, wrt={"q": q, "k": k, "v": v}, inputs=inputs)
 
 
+class TFNaiveGraph(TFNaive):
+    """The same call under tf.function; `jit` asks XLA to compile it (it fails rather than
+    falling back when it cannot)."""
+
+    name = "tf.naive.graph"
+    description = "The TensorFlow tutorial's scaled_dot_product_attention under tf.function."
+    jit = False
+
+    def prepare(self, case, inputs):
+        out = super().prepare(case, inputs)
+        out.call = import_tf().function(out.call, jit_compile=self.jit)
+        out.compiled = True
+        return out
+
+
+class TFNaiveXLA(TFNaiveGraph):
+    name = "tf.naive.xla"
+    description = ("The TensorFlow tutorial's scaled_dot_product_attention under "
+                   "tf.function(jit_compile=True): XLA.")
+    jit = True
+
+
 class KerasOps(TFAdapter):
     name = "keras.ops"
     description = "keras.ops.dot_product_attention on the TensorFlow backend, eager."
@@ -68,4 +92,4 @@ class KerasOps(TFAdapter):
         )
 
 
-ADAPTERS = [TFNaive(), KerasOps()]
+ADAPTERS = [TFNaive(), TFNaiveGraph(), TFNaiveXLA(), KerasOps()]
