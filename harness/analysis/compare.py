@@ -68,7 +68,8 @@ MEM_FLOOR_BYTES = 1 << 20
 TIMED = ("regression", "improvement", "unchanged", "noisy")
 FAILING = ("regression", "new_failure")
 VERDICT_ORDER = ("new_failure", "regression", "noisy", "improvement", "fixed", "still_failing",
-                 "now_unsupported", "now_supported", "new", "missing", "unchanged", "unsupported")
+                 "now_unsupported", "now_supported", "new", "missing", "other_machine",
+                 "unchanged", "unsupported")
 
 
 class CompareError(ValueError):
@@ -273,14 +274,26 @@ def geomean_groups(rows: list[dict]) -> list[dict]:
     return out
 
 
+def other_machine_row(base: dict, new: dict, why: str) -> dict:
+    """A case both runs have, measured on machines whose fingerprints differ: not judged."""
+    return {"case_id": new["case_id"], "impl": new.get("impl"), "dtype": new.get("dtype"),
+            "device": new.get("device"), "seq_len": new.get("seq_len"),
+            "causal": new.get("causal"), "base_status": base.get("status"),
+            "new_status": new.get("status"), "verdict": "other_machine", "failing": False,
+            "reason": f"measured on machines that differ: {why}"}
+
+
 def compare_records(base: list[dict], new: list[dict], threshold: float = DEFAULT_THRESHOLD,
                     mem_threshold: float = DEFAULT_MEM_THRESHOLD,
-                    interleaved: bool = False) -> dict:
-    """Every case of either run judged; the counts; the groups; pass or fail."""
+                    interleaved: bool = False, apart: dict[str, str] | None = None) -> dict:
+    """Every case of either run judged; the counts; the groups; pass or fail. `apart`: case
+    ids both runs measured on machines that differ (-> why), left unjudged (`other_machine`)."""
     by_base = {r["case_id"]: r for r in base}  # a later record of a case wins
     by_new = {r["case_id"]: r for r in new}
     ids = list(dict.fromkeys([*by_base, *by_new]))
-    rows = [judge_case(by_base.get(i), by_new.get(i), threshold, mem_threshold, interleaved)
+    apart = apart or {}
+    rows = [other_machine_row(by_base[i], by_new[i], apart[i]) if i in apart else
+            judge_case(by_base.get(i), by_new.get(i), threshold, mem_threshold, interleaved)
             for i in ids]
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICT_ORDER}
     counts["memory_growth"] = sum(r.get("mem_verdict") == "memory_growth" for r in rows)
@@ -288,7 +301,7 @@ def compare_records(base: list[dict], new: list[dict], threshold: float = DEFAUL
     return {"verdict": "fail" if failing else "pass", "threshold": threshold,
             "mem_threshold": mem_threshold, "alpha": ALPHA, "confidence": CONFIDENCE,
             "floors_s": {"cpu": HOST_FLOOR_S, "cuda": CUDA_FLOOR_S},
-            "matched": sum(1 for i in ids if i in by_base and i in by_new),
+            "matched": sum(1 for i in ids if i in by_base and i in by_new and i not in apart),
             "single_run_min_effect": SINGLE_RUN_MIN_EFFECT,
             "rules": {rule: sum(r.get("rule") == rule for r in rows) for rule in RULES},
             "counts": counts, "groups": geomean_groups(rows), "cases": rows}
@@ -317,7 +330,20 @@ def read_run(path: str | Path) -> tuple[list[dict], dict]:
 
 def fingerprint_differences(base_env: dict, new_env: dict) -> list[tuple[str, object, object]]:
     """(field, base value, new value) for every fingerprint field that differs."""
-    a, b = fingerprint(base_env), fingerprint(new_env)
+    return _fingerprint_diff(fingerprint(base_env), fingerprint(new_env))
+
+
+def record_fingerprints(records: list[dict], env: dict) -> dict[str, dict]:
+    """case_id -> the fingerprint of the machine that measured it: its host's (env.json
+    `hosts`, for runs spread over several machines), else the run's."""
+    hosts = env.get("hosts") or {}
+    run = fingerprint(env)
+    by_host = {name: fingerprint(entry) for name, entry in hosts.items()
+               if isinstance(entry, dict) and entry.get("cpu")}
+    return {r["case_id"]: by_host.get(r.get("host"), run) for r in records}
+
+
+def _fingerprint_diff(a: dict, b: dict) -> list[tuple[str, object, object]]:
     return [(k, a.get(k), b.get(k)) for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
 
 
@@ -340,17 +366,24 @@ def unrecorded(run_dir, records: list[dict]) -> list[str] | None:
 def compare_runs(base_dir, new_dir, threshold: float = DEFAULT_THRESHOLD,
                  mem_threshold: float = DEFAULT_MEM_THRESHOLD, force: bool = False,
                  check_fingerprint: bool = True) -> dict:
-    """Compare two run directories; refuse runs whose fingerprints differ unless `force`."""
+    """Compare two run directories case by case, matching a case only where both runs measured
+    it on machines with the same fingerprint (each record's host's, else the run's); refuse
+    runs that have no such case unless `force` (which matches across machines)."""
     base, base_env = read_run(base_dir)
     new, new_env = read_run(new_dir)
-    diffs = fingerprint_differences(base_env, new_env)
-    if diffs and check_fingerprint and not force:
-        raise CompareError(f"runs are not comparable: {describe_differences(diffs)} (base vs "
-                           "new); pass --force to compare anyway")
     base_ids = {r["case_id"] for r in base}
     if not any(r["case_id"] in base_ids for r in new):
         raise CompareError(f"{base_dir} and {new_dir} have no case in common")
-    result = compare_records(base, new, threshold, mem_threshold)
+    base_fp, new_fp = record_fingerprints(base, base_env), record_fingerprints(new, new_env)
+    across = {i: _fingerprint_diff(base_fp[i], new_fp[i]) for i in base_fp
+              if i in new_fp and base_fp[i] != new_fp[i]}
+    diffs = next(iter(across.values()), [])
+    if across and check_fingerprint and not force and len(across) == len(base_ids & set(new_fp)):
+        raise CompareError(f"runs are not comparable: {describe_differences(diffs)} (base vs "
+                           "new); pass --force to compare anyway")
+    apart = {} if force or not check_fingerprint else \
+        {i: describe_differences(d) for i, d in across.items()}
+    result = compare_records(base, new, threshold, mem_threshold, apart=apart)
     result.update(base=str(base_dir), new=str(new_dir), differences=[list(d) for d in diffs],
                   forced=bool(diffs and force), base_fingerprint=fingerprint(base_env),
                   new_fingerprint=fingerprint(new_env),

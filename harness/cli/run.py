@@ -32,6 +32,39 @@ def _mem_limit(args) -> int | None:
         raise UsageError(str(exc)) from None
 
 
+def _executor_choice(args) -> tuple[str, dict]:
+    """--executor and its options, checked before anything runs (nothing is started here)."""
+    from harness.run.dask_executor import SCHEDULER
+    from harness.run.executors import EXECUTORS
+
+    try:
+        name = values.one_of(tuple(EXECUTORS)).from_text(args.executor, "--executor")
+        scheduler = args.scheduler and SCHEDULER.from_text(args.scheduler, "--scheduler")
+    except values.BadValue as exc:
+        raise UsageError(str(exc)) from None
+    if name == "local":
+        for option, given in (("--workers", args.workers), ("--scheduler", scheduler)):
+            if given:
+                raise UsageError(f"{option}: only with --executor dask (the local executor "
+                                 "runs every case in this process's workers)")
+        return name, {}
+    if bool(args.workers) == bool(scheduler):
+        raise UsageError("--executor dask: expected either --workers N (a cluster on this "
+                         "machine) or --scheduler tcp://HOST:PORT (a running one), not "
+                         f"{'both' if scheduler else 'neither'}")
+    return name, {"workers": args.workers, "scheduler": scheduler}
+
+
+def _executor(choice: tuple[str, dict]):
+    from harness.run.executor import ExecutorError
+    from harness.run.executors import make_executor
+
+    try:
+        return make_executor(choice[0], **choice[1])
+    except ExecutorError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _out_dir(suite, args) -> Path:
     if args.out is not None:
         return output_dir(args.out)
@@ -109,6 +142,7 @@ def cmd_run(args) -> int:
     from harness.store import RunDir, capture_env, now_iso, write_plan
 
     suite, plan = make_plan(args)
+    choice = _executor_choice(args)
     out = _out_dir(suite, args)
     run_dir = RunDir(out)
     earlier = {r["case_id"]: r for r in run_dir.records()}
@@ -128,9 +162,12 @@ def cmd_run(args) -> int:
               "(dry run: nothing was measured or written)")
         return EXIT_OK
 
+    executor = _executor(choice) if todo else None  # before anything is written
     make_dir(run_dir.path)
     write_plan(run_dir.path, plan)
     env = run_dir.read_env() or capture_env(threads, suite.name)
+    if executor:
+        env.setdefault("executors", []).append({**executor.describe(), "at": now_iso()})
     if suite.path and not (run_dir.path / "suite.toml").exists():
         shutil.copyfile(suite.path, run_dir.path / "suite.toml")
     if earlier:
@@ -143,12 +180,20 @@ def cmd_run(args) -> int:
         env["workers"][family] = info
         run_dir.write_env(env)
 
+    def on_host(host, entry):
+        env.setdefault("hosts", {})[host] = entry
+        run_dir.write_env(env)
+
     repeats = plan.timing.repeats
     measured = sum(repeats if finished(r, repeats) else repeats_of(r) for r in earlier.values())
     display = RunDisplay(total=len(cases) * repeats, already=measured, quiet=args.quiet)
     display.header(suite, out, len(todo), threads, repeats)
     runner = Runner(run_dir, plan.timing, threads, mem_limit=mem_limit, peaks=env.get("peaks"),
-                    on_start=display.start, on_record=display.record, on_worker=on_worker)
+                    on_start=display.start, on_record=display.record, on_worker=on_worker,
+                    executor=executor, hosts=env.get("hosts"), on_host=on_host)
+    if executor and executor.name != "local":
+        display.note(f"executor {executor.name}: {len(env['executors'][-1].get('workers', {}))} "
+                     f"workers at {env['executors'][-1].get('scheduler')}")
     try:
         if "peaks" not in env and todo:
             display.note("measuring this machine's matmul and bandwidth peaks")
@@ -158,11 +203,14 @@ def cmd_run(args) -> int:
             runner.run(todo, earlier={c.case_id: earlier[c.case_id] for c in todo
                                       if c.case_id in earlier})
     except KeyboardInterrupt:
+        runner.close(abandon=True)  # outstanding cases cancelled; what is recorded stays
         display.console.print(styled(
             ("interrupted", "yellow"), f": {len(run_dir.recorded_ids())} of {len(cases)} cases "
             f"recorded in {out}/results.jsonl; finish with: attnbench run "
             f"{plan.extra['suite_arg']} --out {out} --resume"))
         return EXIT_INTERRUPTED
+    finally:
+        runner.close()
 
     wanted = set(plan.case_ids)
     records = [r for r in run_dir.records() if r["case_id"] in wanted]
@@ -209,6 +257,14 @@ def add_parsers(sub) -> None:
     p_run.add_argument("--mem-limit", metavar="SIZE",
                        help="cap what one case may allocate (e.g. 512MiB, 2GiB); beyond it the "
                             "case is recorded as oom and larger seq_len of its configuration skipped")
+    p_run.add_argument("--executor", default="local",
+                       help="where the cases run: local (default: here, one at a time) or dask "
+                            "(a Dask cluster: with --workers or --scheduler)")
+    p_run.add_argument("--workers", type=arg(values.COUNT), metavar="N",
+                       help="--executor dask: start a cluster of N workers on this machine "
+                            "(127.0.0.1 only; one GPU each while there are GPUs)")
+    p_run.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                       help="--executor dask: use the running Dask cluster at this scheduler")
     p_run.add_argument("--quiet", action="store_true", help="no progress output")
     p_run.add_argument("--dry-run", action="store_true",
                        help="check the suite and options and list the cases that would run; "

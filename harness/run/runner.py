@@ -1,27 +1,24 @@
-"""Runs a list of cases in worker processes and appends their records to the run directory.
+"""Runs a list of cases and appends their records to the run directory.
 
-Cases are grouped by framework family and only one worker exists at a time, so measurements
-never compete for the cores. With repeats, each pass over the cases runs in fresh workers.
-Figures measured under contention, or implausible within their configuration, are measured
-again at the end (harness.analysis.stability). A case that raises, runs out of memory, crashes
-its worker or exceeds its timeout becomes that case's record; a fresh worker takes the next case.
+Where the cases run is the executor's business (harness.run.executor: here, or on a Dask
+cluster); what a run measures is the runner's: passes, repeats, re-measurement, records.
+Cases are grouped by framework family, so a worker process serves a run of cases. With
+repeats, each pass over the cases runs in fresh workers. Figures measured under contention, or
+implausible within their configuration, are measured again at the end
+(harness.analysis.stability). A case that raises, runs out of memory, crashes its worker or
+exceeds its timeout becomes that case's record; a fresh worker takes the next case.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
-import time
 from typing import Callable
 
 from harness import registry
 from harness.analysis.stability import implausible, is_unstable
-from harness.constants import config_key
 from harness.measure.repeats import combine, split
-from harness.run.process import WorkerGone
+from harness.run.executor import Executor, LocalExecutor, RunConfig
 from harness.run.record import case_record
-from harness.run.worker import Worker
 from harness.spec import Case, TimingSettings
-from harness.store import RunDir, now_iso
+from harness.store import RunDir
 
 # torch first: the worker that measured the machine's peaks goes on with the cases
 FAMILY_ORDER = {"torch": 0, "numpy": 1, "tensorflow": 2}
@@ -51,13 +48,16 @@ def finished(record: dict, repeats: int) -> bool:
 
 
 class Runner:
-    """Runs cases into a RunDir. Callbacks let the CLI show progress without the runner knowing."""
+    """Runs cases into a RunDir through an executor (local by default; harness.run.executor).
+    Callbacks let the CLI show progress and keep env.json without the runner knowing how."""
 
     def __init__(self, run_dir: RunDir, settings: TimingSettings, threads: int,
                  mem_limit: int | None = None, peaks: dict | None = None,
                  on_start: Callable[[Case], None] | None = None,
                  on_record: Callable[[dict], None] | None = None,
-                 on_worker: Callable[[str, dict], None] | None = None):
+                 on_worker: Callable[[str, dict], None] | None = None,
+                 executor: Executor | None = None, hosts: dict | None = None,
+                 on_host: Callable[[str, dict], None] | None = None):
         self.run_dir = run_dir
         self.settings = settings
         self.threads = threads
@@ -66,70 +66,82 @@ class Runner:
         self.on_start = on_start or (lambda case: None)
         self.on_record = on_record or (lambda record: None)
         self.on_worker = on_worker or (lambda family, info: None)
-        self.worker: Worker | None = None
-        self.oom_at: dict[tuple, int] = {}
-        self.cache_dir: str | None = None  # the truth the run's workers share (harness.problem.truth)
+        self.on_host = on_host or (lambda host, entry: None)
+        self.executor = executor or LocalExecutor()
+        self.started = False
+        self.hosts: dict[str, dict] = {h: dict(e) for h, e in (hosts or {}).items()}
         self.records: dict[str, dict] = {}  # case_id -> its record so far
 
-    def _worker_for(self, family: str) -> Worker:
-        if self.worker and (self.worker.family != family or not self.worker.alive()):
-            self.worker.stop()
-            self.worker = None
-        if self.worker is None:
-            if self.cache_dir is None:
-                self.cache_dir = tempfile.mkdtemp(prefix="attnbench-truth-")
-            log = self.run_dir.logs / f"worker-{family}.log"
-            self.run_dir.logs.mkdir(parents=True, exist_ok=True)
-            self.worker = Worker(family, self.threads, str(log), self.cache_dir)
-            self.on_worker(family, self.worker.info)
-        return self.worker
+    def _start(self) -> None:
+        if not self.started:
+            self.executor.start(RunConfig(self.settings, self.threads, self.mem_limit,
+                                          str(self.run_dir.logs.resolve())))
+            self.started = True
+
+    def close(self, abandon: bool = False) -> None:
+        """End the executor's processes (a run ends them itself; this is for an early exit)."""
+        if self.started:
+            self.started = False
+            self.executor.close(abandon)
+
+    def _absorb(self, measured: dict) -> None:
+        """Keep what a measurement says about where it ran: the host's environment, peaks and
+        worker processes (env.json's `hosts`, keyed by host, then by executor worker)."""
+        host = measured.get("host")
+        if host is None:
+            return
+        entry = self.hosts.setdefault(host, {})
+        changed = bool(measured.get("host_env") or measured.get("workers") or
+                       "peaks" in measured)
+        entry.update(measured.get("host_env") or {})
+        if "peaks" in measured:
+            entry["peaks"] = measured["peaks"]
+        slot = entry.setdefault("workers", {}).setdefault(measured.get("slot") or "local", {})
+        for family, info in (measured.get("workers") or {}).items():
+            slot[family] = info
+            self.on_worker(family, info)
+        if measured.get("slot_info") and slot.get("process") != measured["slot_info"]:
+            slot["process"] = measured["slot_info"]
+            changed = True
+        if changed:
+            self.on_host(host, entry)
+
+    def _peaks_of(self, host: str | None) -> dict:
+        peaks = self.hosts.get(host, {}).get("peaks")
+        return peaks if isinstance(peaks, dict) and "error" not in peaks else self.peaks
 
     def measure_peaks(self, cases: list[Case]) -> dict:
-        """Matmul and bandwidth peaks for the (device, dtype) pairs the cases use."""
-        targets = sorted({(c.device, c.dtype) for c in cases})
-        try:
-            self.peaks = self._worker_for("torch").peaks(targets)
-        except WorkerGone as gone:
-            self.worker = None
-            self.peaks = {"error": gone.reason}
+        """Matmul and bandwidth peaks for the (device, dtype) pairs the cases use, on every host
+        the executor runs cases on; the run's own (env.json `peaks`) when there is one host."""
+        self._start()
+        measured = self.executor.peaks(sorted({(c.device, c.dtype) for c in cases}))
+        for one in measured:
+            self._absorb(one)
+        self.peaks = measured[0]["peaks"] if len(measured) == 1 else {}
         return self.peaks
 
-    def _predicted_oom(self, case: Case) -> dict | None:
-        smallest = self.oom_at.get(config_key(case))
-        if smallest is None or case.seq_len <= smallest:
-            return None
-        return {"status": "oom", "predicted": True,
-                "reason": f"skipped: predicted out of memory, as seq_len {smallest} of the same "
-                          f"configuration already ran out"}
-
-    def _result(self, case: Case, adapter) -> dict:
-        reasons = adapter.static_reasons(case)
-        if reasons:  # known without a worker: missing package, device, dtype...
-            return {"status": "unsupported", "reason": "; ".join(reasons)}
-        predicted = self._predicted_oom(case)
-        if predicted:
-            return predicted
-        try:
-            result = self._worker_for(adapter.framework).run(case, self.settings, self.mem_limit)
-        except WorkerGone as gone:
-            self.worker = None
-            result = {"status": gone.status, "reason": gone.reason}
-        if result["status"] == "oom":
-            key = config_key(case)
-            self.oom_at[key] = min(self.oom_at.get(key, case.seq_len), case.seq_len)
-            if self.worker:  # a worker that hit its limit may hold fragments: start afresh
-                self.worker.kill()
-                self.worker = None
-        return result
-
-    def _measure(self, case: Case, adapter, earlier: list[dict]) -> dict:
-        """One more measurement of `case`, combined with its `earlier` ones into its record."""
-        started, t0 = now_iso(), time.perf_counter()
-        result = self._result(case, adapter)
+    def _record(self, case: Case, measured: dict, earlier: list[dict]) -> dict:
+        """The record of one more measurement of `case`, combined with its `earlier` ones."""
+        result = measured["result"]
         if result["status"] == "ok":
             result = combine([*earlier, result], self.settings.target_ci)
-        return case_record(case, result, threads=self.threads, worker=adapter.framework,
-                           started_at=started, wall_s=time.perf_counter() - t0, peaks=self.peaks)
+        record = case_record(case, result, threads=self.threads,
+                             worker=registry.adapters()[case.impl].framework,
+                             started_at=measured["started_at"], wall_s=measured["wall_s"],
+                             peaks=self._peaks_of(measured.get("host")))
+        record.update(host=measured.get("host"), executor_worker=measured.get("slot"))
+        return record
+
+    def _batch(self, cases: list[Case], earlier: dict[str, list[dict]],
+               extra: dict[str, dict] | None = None) -> None:
+        """Measure `cases` once more through the executor, keeping each record as it comes;
+        then the next batch starts in fresh worker processes."""
+        for case, measured in self.executor.measure(cases, self.on_start):
+            self._absorb(measured)
+            record = self._record(case, measured, earlier[case.case_id])
+            record.update((extra or {}).get(case.case_id, {}))
+            self._keep(record)
+        self.executor.end_pass()
 
     def _keep(self, record: dict) -> None:
         self.run_dir.append(record)
@@ -144,15 +156,12 @@ class Runner:
 
     def _pass(self, cases: list[Case], repeat: int) -> None:
         """One measurement of every case that still needs repeat number `repeat` (0-based)."""
-        adapters = registry.adapters()
-        for case in cases:
+        def needed(case: Case) -> bool:  # not failed already (no point repeating), nor has it
             record = self.records.get(case.case_id)
-            if record is not None and (record["status"] != "ok" or repeats_of(record) > repeat):
-                continue  # failed already (no point repeating) or has this repeat
-            self.on_start(case)
-            earlier = self._repeats_of(case.case_id)
-            self._keep(self._measure(case, adapters[case.impl], earlier))
-        self._stop_worker()  # the next pass starts fresh processes
+            return record is None or (record["status"] == "ok" and repeats_of(record) <= repeat)
+
+        todo = [case for case in cases if needed(case)]
+        self._batch(todo, {case.case_id: self._repeats_of(case.case_id) for case in todo})
 
     def _suspects(self, cases: list[Case]) -> dict[str, str]:
         """case_id -> why its figure needs another measurement (contended or implausible)."""
@@ -168,34 +177,25 @@ class Runner:
         The repeat that was contended (else the slowest) is replaced by the new measurement. A
         figure still implausible at the end is kept, marked `stable: false`.
         """
-        adapters = registry.adapters()
         for _ in range(MAX_REMEASURES):
             suspects = self._suspects(cases)
             if not suspects:
                 break
-            for case in cases:
-                if case.case_id not in suspects:
-                    continue
+            todo = [case for case in cases if case.case_id in suspects]
+            kept, extra = {}, {}
+            for case in todo:
                 record = self.records[case.case_id]
-                self.on_start(case)
                 repeats = self._repeats_of(case.case_id)
                 worst = next((i for i, r in enumerate(repeats) if r.get("stable") is False),
                              max(range(len(repeats)), key=lambda i: repeats[i]["median_s"]))
-                kept = repeats[:worst] + repeats[worst + 1:]
-                new = self._measure(case, adapters[case.impl], kept)
-                new["remeasured"] = (record.get("remeasured") or 0) + 1
-                self._keep(new)
-            self._stop_worker()
+                kept[case.case_id] = repeats[:worst] + repeats[worst + 1:]
+                extra[case.case_id] = {"remeasured": (record.get("remeasured") or 0) + 1}
+            self._batch(todo, kept, extra)
         for case_id, why in implausible([self.records[c.case_id] for c in cases
                                          if c.case_id in self.records]).items():
             record = self.records[case_id]
             if record.get("stable") is not False:
                 self._keep({**record, "stable": False, "instability": why})
-
-    def _stop_worker(self) -> None:
-        if self.worker:
-            self.worker.stop()
-            self.worker = None
 
     def run(self, cases: list[Case], earlier: dict[str, dict] | None = None) -> list[dict]:
         """Measure every case `settings.repeats` times, in round-robin passes over the suite, each
@@ -207,19 +207,15 @@ class Runner:
         self.records = dict(earlier or {})
         self.run_dir.open_for_append()
         try:
+            self._start()
             for repeat in range(self.settings.repeats):
                 self._pass(ordered, repeat)
             self._remeasure(ordered)
-        except BaseException:  # Ctrl-C or a bug: the case in flight is abandoned, not waited for
-            if self.worker:
-                self.worker.kill()
+        except BaseException:  # Ctrl-C or a bug: the cases in flight are abandoned, not waited for
+            self.close(abandon=True)
             raise
         else:
-            self._stop_worker()
+            self.close()
         finally:
-            self.worker = None
             self.run_dir.close()
-            if self.cache_dir:
-                shutil.rmtree(self.cache_dir, ignore_errors=True)
-                self.cache_dir = None
         return [self.records[c.case_id] for c in ordered if c.case_id in self.records]

@@ -88,13 +88,11 @@ def git_commit(path: Path) -> dict:
         return {"commit": None, "dirty": None}
 
 
-def capture_env(threads: int, suite_name: str, argv: list[str] | None = None) -> dict:
+def host_env(threads: int) -> dict:
+    """The machine and software of the host this runs on, with its fingerprint: what env.json
+    keeps for each host of a run that cases ran on (`hosts`), and the top of every env.json."""
     project = Path(__file__).resolve().parents[2]
     env = {
-        "schema_version": SCHEMA_VERSION,
-        "suite": suite_name,
-        "started_at": now_iso(),
-        "argv": argv if argv is not None else sys.argv,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
@@ -104,10 +102,20 @@ def capture_env(threads: int, suite_name: str, argv: list[str] | None = None) ->
         "packages": package_versions(),
         "gpus": gpus(),
         "git": git_commit(project),
-        "workers": {},
     }
     env["fingerprint"] = fingerprint(env)
     return env
+
+
+def capture_env(threads: int, suite_name: str, argv: list[str] | None = None) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "suite": suite_name,
+        "started_at": now_iso(),
+        "argv": argv if argv is not None else sys.argv,
+        **host_env(threads),
+        "workers": {},
+    }
 
 
 # ---- comparability ----------------------------------------------------------------------

@@ -25,7 +25,7 @@ ENV = "env.json"
 ENV_TYPES = {"peaks": dict, "workers": dict, "resumed_at": list, "packages": dict, "git": dict,
              "fingerprint": dict, "gpus": list, "argv": list, "threads": int,
              "mem_limit_bytes": int, "suite": str, "python": str, "platform": str, "cpu": str,
-             "started_at": str}
+             "started_at": str, "hosts": dict, "executors": list}
 
 
 class DamagedFile(ValueError):
