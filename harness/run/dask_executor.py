@@ -193,7 +193,10 @@ class DaskExecutor:
         return cls(client, cluster)
 
     def workers(self) -> dict[str, dict]:
-        return self.client.scheduler_info(n_workers=-1)["workers"]
+        try:
+            return self.client.scheduler_info(n_workers=-1)["workers"]  # all, not the first 5
+        except TypeError:  # distributed before 2025: always all of them
+            return self.client.scheduler_info()["workers"]
 
     def describe(self) -> dict:
         return {"name": self.name, "scheduler": self.client.scheduler_info()["address"],
