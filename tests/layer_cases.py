@@ -3,6 +3,7 @@
 for the TensorFlow-family cases (TensorFlow never enters the pytest process: torch is here)."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -57,28 +58,95 @@ def quick_check(case, adapter) -> dict:
     return result
 
 
-def child_env(plugins: str | None = None) -> dict:
+def child_env(plugins: str | None = None, family: str = "tensorflow") -> dict:
+    from harness.run.process import FAMILIES
+
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "KERAS_BACKEND": "tensorflow"}
+           "KERAS_BACKEND": "tensorflow", **FAMILIES[family][1]}
     if plugins:
         env["ATTNBENCH_PLUGINS"] = plugins
     return env
 
 
 def run_tf_cases(cases: list[Case], plugins: str | None = None, timeout: int = 300,
-                 full: list[Case] = ()) -> dict:
-    """Run TF-family cases in tests/tf_cases_worker.py (a quick check each; those in `full`
+                 full: list[Case] = (), family: str = "tensorflow") -> dict:
+    """Run one family's cases in tests/tf_cases_worker.py (a quick check each; those in `full`
     through the worker's whole path, timing and memory included); its JSON answer."""
-    payload = json.dumps({"cases": [c.to_dict() for c in cases],
+    payload = json.dumps({"family": family, "cases": [c.to_dict() for c in cases],
                           "full": [c.case_id for c in full]})
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "tf_cases_worker.py")],
                           input=payload, capture_output=True, text=True, cwd=ROOT,
-                          env=child_env(plugins), timeout=timeout)
+                          env=child_env(plugins, family), timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        pytest.fail(f"TF worker failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+        pytest.fail(f"{family} worker failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT "):])
+
+
+# --- JAX and Keras on JAX / torch: one child per family for the whole session -------------
+
+HAVE = {"jax": importlib.util.find_spec("jax") is not None,
+        "keras": importlib.util.find_spec("keras") is not None}
+FAMILY_NEEDS = {"jax": ("jax",), "keras-jax": ("jax", "keras"), "keras-torch": ("keras",)}
+KERAS_BACKEND_LAYERS = {"keras-jax": {"mha": ["keras.mha.jax"], "encoder": ["keras.encoder.jax"]},
+                        "keras-torch": {"mha": ["keras.mha.torch"],
+                                        "encoder": ["keras.encoder.torch"]}}
+# (batch, heads, seq_len, seq_len_kv, head_dim, causal): ordinary, odd, one token, Nq < Nk.
+# Every new shape costs these families compilations (jit, or eager Keras on JAX compiling each
+# op), so the contract here is fewer cases than in-process: each kind once, float32, and the
+# other dtypes on the odd shape.
+FAMILY_KERNEL_CASES = [(1, 2, 1, 1, 16, False), (1, 3, 77, 77, 40, True),
+                       (1, 2, 33, 50, 24, True)]
+FAMILY_KERNELS = {"jax": ["jax.naive", "jax.sdpa"], "keras-jax": ["keras.ops.jax"],
+                  "keras-torch": ["keras.ops.torch"]}
+
+
+def require_family(family: str) -> None:
+    """Skip the calling test when the family's frameworks are not installed."""
+    missing = [m for m in FAMILY_NEEDS[family] if not HAVE[m]]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (pip install 'attnbench[jax,keras]')")
+
+
+def family_kernel_cases(family: str, mode: str) -> list[Case]:
+    shapes = FAMILY_KERNEL_CASES if mode == "fwd" else FAMILY_KERNEL_CASES[1:]
+    out = []
+    for name in FAMILY_KERNELS[family]:
+        for (b, h, n, nk, d, causal) in shapes:
+            dtypes = ("float64", "float32", "bfloat16") if (n, causal) == (77, True) else ("float32",)
+            if mode == "fwd_bwd":
+                dtypes = ("float64", "float32") if (n, causal) == (77, True) else ("float32",)
+            out += [Case(impl=name, mode=mode, dtype=dtype, batch=b, heads=h, seq_len=n,
+                         seq_len_kv=nk, head_dim=d, causal=causal) for dtype in dtypes]
+    return out
+
+
+def family_layer_cases(family: str, mode: str) -> list[Case]:
+    """The odd shape (d_model 96, 3 heads) with each mask kind, and one token."""
+    if family not in KERAS_BACKEND_LAYERS:
+        return []
+    impls = KERAS_BACKEND_LAYERS[family]
+    masks = MASKS[1:2] + MASKS[3:] if mode == "fwd" else MASKS[3:]
+    return (layer_cases(impls, mode, ("float32",), shapes=SHAPES[1:2], masks=masks)
+            + layer_cases(impls, mode, ("float32",), shapes=SHAPES[2:], masks=MASKS[:1])
+            + (layer_cases(impls, mode, ("bfloat16",), shapes=SHAPES[1:2], masks=MASKS[1:2])
+               if mode == "fwd" else []))
+
+
+def family_cases(family: str) -> list[Case]:
+    return [c for mode in ("fwd", "fwd_bwd")
+            for c in family_kernel_cases(family, mode) + family_layer_cases(family, mode)]
+
+
+@functools.cache
+def family_run(family: str) -> dict:
+    """Every case of the family in one child process (its first case of each kind through
+    the worker's whole path); shared by the test modules that check them."""
+    cases = family_cases(family)
+    full = [c for c in cases if c.seq_len in (23, 77) and c.causal and not c.padding
+            and c.dtype == "float32"]
+    return run_tf_cases(cases, timeout=400, full=full, family=family)
 
 
 def assert_ok(case, result: dict) -> None:

@@ -23,7 +23,8 @@ from harness.problem.inputs import kernel_inputs
 from harness.spec import DTYPES, Case
 from harness.spec import TimingSettings
 from impls.numpy_ref import NumpyAttention
-from layer_cases import child_env, run_tf_cases
+from layer_cases import (FAMILY_KERNELS, assert_ok, child_env, family_kernel_cases, family_run,
+                         require_family, run_tf_cases)
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = TimingSettings(warmup_s=0.001, min_samples=2, max_samples=3, budget_s=0.01)
@@ -43,16 +44,38 @@ CPU_OK = {
     "torch.sdpa.cudnn": set(),  # cuDNN is CUDA only
     "xformers": set(),  # CUDA only (or not installed)
     "tf.naive": ALL_CONTRACT,
+    "tf.naive.graph": ALL_CONTRACT,
+    "tf.naive.xla": ALL_CONTRACT,
     "keras.ops": ALL_CONTRACT,
+    "torch.compile.naive": ALL_CONTRACT,
+    "torch.compile.sdpa": ALL_CONTRACT,
+    "torch.flex": {"float32", "bfloat16"},  # inductor's CPU flex lowering takes no float64
+    "jax.naive": ALL_CONTRACT,
+    "jax.sdpa": {"float32", "bfloat16"},  # its softmax is float32
+    "keras.ops.jax": {"float32", "bfloat16"},  # Keras computes float64 in float32 here
+    "keras.ops.torch": {"float32", "bfloat16"},
 }
 TF_FRAMEWORK = "tensorflow"
+IN_PROCESS = ("numpy", "torch")  # the families this (torch-importing) process may run
+# Each torch.compile case compiles (seconds here): these run on fewer cases, in float32, plus
+# the dtypes they refuse (no compilation). (shape index into SHAPES, causal)
+COMPILED = {"torch.compile.naive": [(1, False), (1, True), (2, True)],
+            "torch.compile.sdpa": [(0, False), (1, False), (1, True), (2, True), (3, True)],
+            "torch.flex": [(1, True), (2, False)],
+            "tf.naive.graph": [(0, False), (1, True), (2, True), (3, True)],
+            "tf.naive.xla": [(0, False), (1, True), (2, True), (3, True)]}
 HAVE_TF = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "keras"))
 
 
 def kernel_adapters(in_tf_process: bool) -> list[str]:
-    """Registered kernel adapters, split by whether they need a TensorFlow process."""
-    return sorted(name for name, a in registry.adapters().items()
-                  if a.level == "kernel" and (a.framework == TF_FRAMEWORK) == in_tf_process)
+    """Registered kernel adapters of this process's families (numpy, torch; compiled ones
+    apart), or of TensorFlow's."""
+    adapters = registry.adapters()
+    if in_tf_process:
+        return sorted(n for n, a in adapters.items()
+                      if a.level == "kernel" and a.framework == TF_FRAMEWORK and n not in COMPILED)
+    return sorted(n for n, a in adapters.items() if a.level == "kernel"
+                  and a.framework in IN_PROCESS and n not in COMPILED)
 
 
 def contract_cases(names) -> list[Case]:
@@ -60,6 +83,19 @@ def contract_cases(names) -> list[Case]:
                  head_dim=d, causal=causal)
             for (b, h, n, nk, d) in SHAPES for causal in (False, True)
             for name in names for dtype in CONTRACT_DTYPES]
+
+
+def compiled_cases(family: str = "torch") -> list[Case]:
+    out = []
+    for name, picks in COMPILED.items():
+        if registry.get(name).framework != family:
+            continue
+        refused = sorted(ALL_CONTRACT - CPU_OK[name])
+        for i, causal in picks:
+            b, h, n, nk, d = SHAPES[i]
+            out += [Case(impl=name, dtype=dtype, batch=b, heads=h, seq_len=n, seq_len_kv=nk,
+                         head_dim=d, causal=causal) for dtype in ["float32", *refused]]
+    return out
 
 
 def expected_ok(case: Case, adapter) -> bool:
@@ -94,12 +130,15 @@ def test_declarations(name):
     adapter = registry.get(name)
     assert adapter.name == name
     assert adapter.level == "kernel"
-    assert adapter.framework in ("numpy", "torch", TF_FRAMEWORK)
+    assert adapter.framework in ("numpy", "torch", TF_FRAMEWORK, "jax", "keras-jax",
+                                 "keras-torch")
     assert adapter.description.strip() and "\n" not in adapter.description
     assert adapter.requires and adapter.install_hint.startswith("pip install")
     assert set(adapter.dtypes) <= set(DTYPES) and "cpu" in adapter.devices
     if adapter.framework == TF_FRAMEWORK:
         assert "attnbench[tf]" in adapter.install_hint
+    if "jax" in adapter.framework:
+        assert "jax" in adapter.install_hint
 
 
 @pytest.mark.parametrize("name", sorted(CPU_OK))
@@ -129,8 +168,8 @@ def test_adapter_modules_import_no_framework():
 
 # --- the contract, in this process (NumPy and torch families) -----------------------------
 
-@pytest.mark.parametrize("case", contract_cases(kernel_adapters(in_tf_process=False)),
-                         ids=lambda c: c.case_id)
+@pytest.mark.parametrize("case", contract_cases(kernel_adapters(in_tf_process=False))
+                         + compiled_cases(), ids=lambda c: c.case_id)
 def test_contract(case):
     adapter = registry.get(case.impl)
     check_contract(case, run_case(case, adapter, FAST), expected_ok(case, adapter))
@@ -336,7 +375,7 @@ def test_wrong_adapter_is_caught(scratch_registry, wrong, dtype, causal, says):
 
 # --- TensorFlow and Keras, in a child process ---------------------------------------------
 
-TF_CASES = contract_cases(kernel_adapters(in_tf_process=True))
+TF_CASES = contract_cases(kernel_adapters(in_tf_process=True)) + compiled_cases(TF_FRAMEWORK)
 needs_tf = pytest.mark.skipif(not HAVE_TF, reason="tensorflow and keras not installed "
                                                    "(pip install 'attnbench[tf]')")
 
@@ -361,3 +400,30 @@ def test_tf_worker_keeps_torch_out(tf_run):
 def test_tf_contract(tf_run, case):
     check_contract(case, tf_run["records"][case.case_id],
                    expected_ok(case, registry.get(case.impl)))
+
+
+# --- JAX and Keras on JAX / torch, each family in a child process of its own ----------------
+
+FAMILY_CASES = [(family, case) for family in FAMILY_KERNELS
+                for case in family_kernel_cases(family, "fwd")]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_KERNELS))
+def test_family_child_keeps_the_other_frameworks_out(family):
+    require_family(family)
+    run = family_run(family)
+    assert not run["tensorflow_imported"]
+    if family == "keras-torch":
+        assert run["torch_imported"]  # Keras imports jax when it is installed, never runs it
+    else:
+        assert run["jax_imported"] and not run["torch_imported"]
+
+
+@pytest.mark.parametrize("family, case", FAMILY_CASES, ids=lambda p: getattr(p, "case_id", p))
+def test_family_contract(family, case):
+    require_family(family)
+    result = family_run(family)["records"][case.case_id]
+    if expected_ok(case, registry.get(case.impl)):
+        assert_ok(case, result)
+    else:
+        assert result["status"] == "unsupported" and "\n" not in result["reason"], result

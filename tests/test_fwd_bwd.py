@@ -24,8 +24,9 @@ from harness.problem.gradients import kernel_forward_backward
 from harness.problem.inputs import case_keep, grad_output, kernel_inputs
 from harness.spec import Case
 from impls.numpy_ref import NumpyAttention
-from layer_cases import (FAST, KERAS_LAYERS, MASKS, SHAPES, TORCH_LAYERS, assert_ok,
-                         layer_cases, needs_tf, quick_check, run_tf_cases)
+from layer_cases import (FAMILY_KERNELS, FAST, KERAS_LAYERS, MASKS, SHAPES, TORCH_LAYERS,
+                         assert_ok, family_kernel_cases, family_layer_cases, family_run,
+                         layer_cases, needs_tf, quick_check, require_family, run_tf_cases)
 
 # --- the reference gradients against torch autograd in float64 ----------------------------
 
@@ -143,7 +144,13 @@ def test_gradient_tolerances_follow_the_policy():
 
 KERNEL_SHAPES = [(2, 4, 64, 64, 32), (1, 3, 77, 77, 40), (1, 2, 1, 1, 16), (1, 2, 33, 50, 24)]
 TORCH_KERNELS = ["numpy", "torch.naive", "torch.sdpa", "torch.sdpa.math", "torch.sdpa.flash"]
-TF_KERNELS = ["tf.naive", "keras.ops"]
+TF_KERNELS = ["tf.naive", "keras.ops", "tf.naive.graph", "tf.naive.xla"]
+# torch.compile'd kernels compile each case (seconds): the odd shape, causal, and one token
+COMPILED_BWD = [Case(impl=name, mode="fwd_bwd", dtype="float32", batch=b, heads=h, seq_len=n,
+                     seq_len_kv=nk, head_dim=d, causal=causal)
+                for name in ("torch.compile.naive", "torch.compile.sdpa")
+                for (b, h, n, nk, d), causal in ((KERNEL_SHAPES[1], True),
+                                                 (KERNEL_SHAPES[2], False))]
 
 
 def kernel_cases(names, dtypes=("float64", "float32", "bfloat16")):
@@ -153,7 +160,8 @@ def kernel_cases(names, dtypes=("float64", "float32", "bfloat16")):
             for dtype in dtypes for name in names]
 
 
-@pytest.mark.parametrize("case", kernel_cases(TORCH_KERNELS), ids=lambda c: c.case_id)
+@pytest.mark.parametrize("case", kernel_cases(TORCH_KERNELS) + COMPILED_BWD,
+                         ids=lambda c: c.case_id)
 def test_kernel_fwd_bwd(case):
     adapter = registry.get(case.impl)
     result = quick_check(case, adapter)
@@ -278,7 +286,8 @@ def test_torch_layer_fwd_bwd(case):
 
 # --- TensorFlow family, in a child process -------------------------------------------------
 
-TF_BWD = (kernel_cases(TF_KERNELS, ("float64", "float32"))
+TF_BWD = (kernel_cases(TF_KERNELS[:2], ("float64", "float32"))
+          + [c for c in kernel_cases(TF_KERNELS[2:], ("float32",)) if c.seq_len in (1, 77)]
           + layer_cases(KERAS_LAYERS, "fwd_bwd", ("float64", "float32"))
           + layer_cases({"encoder": KERAS_LAYERS["encoder"]}, "fwd_bwd", ("float32",),
                         shapes=SHAPES[1:2], masks=MASKS[3:], norms=("pre",)))
@@ -301,6 +310,42 @@ def test_tf_child_keeps_torch_out(tf_run):
 @pytest.mark.parametrize("case", TF_BWD, ids=lambda c: c.case_id)
 def test_tf_family_fwd_bwd(tf_run, case):
     result = tf_run["records"][case.case_id]
+    assert_ok(case, result)
+    names = {"q", "k", "v"} if case.level == "kernel" else {"x", *layers.weight_names(case.level)}
+    assert set(result["grad_errors"]) == names
+
+
+def test_flex_backward_on_cpu_is_unsupported_in_torchs_words():
+    case = Case(impl="torch.flex", mode="fwd_bwd", heads=2, seq_len=16, head_dim=16, causal=True)
+    result = quick_check(case, registry.get("torch.flex"))
+    assert result["status"] == "unsupported", result
+    assert result["reason"].startswith("flex_attention backward is not supported on cpu in torch")
+    assert "FlexAttention does not support backward on CPU" in result["reason"]
+    assert "\n" not in result["reason"]
+
+
+def test_compiled_encoder_fwd_bwd():
+    case = Case(impl="torch.compile.encoder", level="encoder", mode="fwd_bwd", heads=3,
+                head_dim=32, seq_len=23, causal=True)
+    result = quick_check(case, registry.get(case.impl))
+    assert_ok(case, result)
+    assert set(result["grad_errors"]) == {"x", *layers.weight_names("encoder")}
+
+
+# --- JAX and Keras on JAX / torch (child processes, shared with tests/test_adapters.py) -----
+
+FAMILY_BWD = [(family, case) for family in sorted(FAMILY_KERNELS)
+              for case in family_kernel_cases(family, "fwd_bwd")
+              + family_layer_cases(family, "fwd_bwd")]
+
+
+@pytest.mark.parametrize("family, case", FAMILY_BWD, ids=lambda p: getattr(p, "case_id", p))
+def test_family_fwd_bwd(family, case):
+    require_family(family)
+    result = family_run(family)["records"][case.case_id]
+    if case.dtype not in registry.get(case.impl).dtypes:
+        assert result["status"] == "unsupported" and case.dtype in result["reason"], result
+        return
     assert_ok(case, result)
     names = {"q", "k", "v"} if case.level == "kernel" else {"x", *layers.weight_names(case.level)}
     assert set(result["grad_errors"]) == names

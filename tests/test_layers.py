@@ -19,11 +19,14 @@ from harness.run.execute import run_case
 from harness.measure.flops import case_flops, forward_flops
 from harness.problem.inputs import key_padding, key_valid_lengths
 from harness.spec import Case
-from layer_cases import (FAST, KERAS_LAYERS, MASKS, SHAPES, TORCH_LAYERS, assert_ok,
-                         layer_cases, needs_tf, quick_check, run_tf_cases)
+from layer_cases import (FAST, KERAS_BACKEND_LAYERS, KERAS_LAYERS, MASKS, SHAPES,
+                         TORCH_LAYERS, assert_ok, family_layer_cases, family_run, layer_cases,
+                         needs_tf, quick_check, require_family, run_tf_cases)
 
 LAYER_IMPLS = {"torch.mha", "torch.mha.eval", "torch.mha.naive", "keras.mha", "torch.encoder",
-               "torch.encoder.eval", "torch.encoder.naive", "keras.encoder"}
+               "torch.encoder.eval", "torch.encoder.naive", "keras.encoder",
+               "torch.compile.encoder", "keras.mha.jax", "keras.mha.torch", "keras.encoder.jax",
+               "keras.encoder.torch"}
 
 
 # --- declarations and cases ---------------------------------------------------------------
@@ -32,10 +35,12 @@ LAYER_IMPLS = {"torch.mha", "torch.mha.eval", "torch.mha.naive", "keras.mha", "t
 def test_layer_adapters_are_registered_and_declared(name):
     adapter = registry.get(name)
     assert adapter.level == ("mha" if ".mha" in name else "encoder")
-    assert adapter.framework == ("tensorflow" if name.startswith("keras") else "torch")
+    family = {"jax": "keras-jax", "torch": "keras-torch"}.get(name.rsplit(".", 1)[1],
+                                                              "tensorflow")
+    assert adapter.framework == (family if name.startswith("keras") else "torch")
     assert adapter.description.strip() and "\n" not in adapter.description
     assert adapter.supports_padding
-    assert {"float64", "float32"} <= set(adapter.dtypes)
+    assert {"float64", "float32"} <= set(adapter.dtypes) or adapter.framework.startswith("keras-")
     assert ("fwd_bwd" in adapter.modes) == (not name.endswith(".eval"))
 
 
@@ -106,6 +111,11 @@ TORCH_FWD = (layer_cases(TORCH_LAYERS, "fwd", ("float64", "float32"))
              + layer_cases(TORCH_LAYERS, "fwd", ("bfloat16",), shapes=SHAPES[:2])
              + layer_cases({"encoder": TORCH_LAYERS["encoder"]}, "fwd", ("float64", "float32"),
                            shapes=SHAPES[1:2], masks=MASKS[1:2] + MASKS[3:], norms=("pre",)))
+
+
+# torch.compile.encoder compiles each case (seconds here): the odd shape, causal and padded
+TORCH_FWD += layer_cases({"encoder": ["torch.compile.encoder"]}, "fwd", ("float32",),
+                         shapes=SHAPES[1:2], masks=MASKS[3:])
 
 
 @pytest.mark.parametrize("case", TORCH_FWD, ids=lambda c: c.case_id)
@@ -191,3 +201,15 @@ def test_keras_layer_forward(keras_run, case):
 def test_wrong_keras_layout_is_a_mismatch(keras_run, case):
     result = keras_run["records"][case.case_id]
     assert result["status"] == "mismatch" and "max_abs_err" in result["reason"], result
+
+
+# --- Keras on JAX and on torch, a child process per backend --------------------------------
+
+FAMILY_FWD = [(family, case) for family in sorted(KERAS_BACKEND_LAYERS)
+              for case in family_layer_cases(family, "fwd")]
+
+
+@pytest.mark.parametrize("family, case", FAMILY_FWD, ids=lambda p: getattr(p, "case_id", p))
+def test_keras_backend_layer_forward(family, case):
+    require_family(family)
+    assert_ok(case, family_run(family)["records"][case.case_id])
