@@ -89,6 +89,7 @@ class RunDisplay:
                             else c for c in row])
         if rows:
             self.console.print(table)
+        self.compile_times(records)
         for impl, reason in sorted(summary.not_run(records).items()):
             self.console.print(styled((f"not run: {impl}: {reason}", "dim")), soft_wrap=True)
         self.scaling(list(fit_rows), list(crossings))
@@ -104,6 +105,22 @@ class RunDisplay:
                 self.console.print(f"~ ... and {len(bad) - MAX_UNSTABLE_SHOWN} more in the report")
             self.console.print(styled(("unstable", "yellow"), ": ", advice), soft_wrap=True)
         self.console.print(styled("run directory: ", (str(out), "bold")))
+
+    def compile_times(self, records: list[dict]) -> None:
+        """compile_s of compiled and jitted code, apart from the latencies."""
+        from harness.report.tables import compile_times
+
+        header, rows = compile_times(records)
+        if not rows:
+            return
+        table = Table(title="compile time (s): the first call, never in the latency",
+                      title_justify="left")
+        for name in header:
+            table.add_column(name, justify="right" if name.startswith("N=") else "left",
+                             no_wrap=True)
+        for row in rows:
+            table.add_row(*[styled(c) for c in row])
+        self.console.print(table)
 
     def scaling(self, fit_rows: list[dict], crossings: list[dict]) -> None:
         """The exponents (one only where the points follow one power law), the local exponents

@@ -83,6 +83,7 @@ def context(run: Run) -> dict:
             tables.headline_text(h) for h in tables.headlines(records, run.baseline)]),
         "left_out": _section(errors, "summary", lambda: tables.left_out(records)),
         "matrix": _section(errors, "matrix", lambda: tables.matrix(records)),
+        "compile": _section(errors, "compile", lambda: tables.compile_times(records)),
         "latency_svg": _svg(_section(errors, "latency", lambda: plots.latency(run))),
         "scaling": _section(errors, "latency", lambda: scaling.scaling_table(run)),
         "scaling_gaps": _section(errors, "latency", lambda: scaling.scaling_gaps(run)),

@@ -64,6 +64,15 @@ def _latency(run: Run) -> list[str]:
     return ["## Median latency (ms)", "", _table(header, _cells(rows)), ""]
 
 
+def _compile(run: Run) -> list[str]:
+    header, rows = tables.compile_times(run.records)
+    if not rows:
+        return []
+    return ["## Compile time (s)", "", "The first call of compiled and jitted code (tracing, "
+            "compilation, autotuning, one run), timed apart: never part of the latency above.",
+            "", _table(header, _cells(rows)), ""]
+
+
 def _scaling(run: Run) -> list[str]:
     header, rows = scaling.scaling_table(run)
     local_header, local = scaling.local_table(run)
@@ -172,6 +181,7 @@ def render_markdown(run_dir: str | Path | Run, baseline: str | None = None,
     out += _implementations(run)
     if run.records:
         out += _latency(run)
+        out += _compile(run)
     out += _scaling(run)
     out += _problems(run)
     out += _unstable(run)

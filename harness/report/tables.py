@@ -382,3 +382,24 @@ def headline_text(h: dict) -> str:
     if h["impls"] == 1:
         extra.append("the only implementation that ran it")
     return text + (f" ({'; '.join(extra)})" if extra else "")
+
+
+# ---- compile time -------------------------------------------------------------------------
+
+def compile_times(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """compile_s of compiled and jitted code (the first call: tracing, compilation, autotuning
+    and one run), in seconds, per implementation and configuration by seq_len. Eager code has
+    none, so it has no row; a case that failed before its first call has an empty cell."""
+    timed = [r for r in records if r.get("compile_s") is not None]
+    if not timed:
+        return [], []
+    lens = sorted({r["seq_len"] for r in timed})
+    by_config: dict[tuple, dict[int, float]] = {}
+    for r in timed:
+        key = (r["impl"], r["level"], r["mode"], r["device"], r["dtype"],
+               "causal" if r["causal"] else "full")
+        by_config.setdefault(key, {})[r["seq_len"]] = r["compile_s"]
+    header = ["impl", "level", "mode", "device", "dtype", "mask", *[f"N={n}" for n in lens]]
+    rows = [[*key, *[f"{seen[n]:.2f}" if n in seen else "" for n in lens]]
+            for key, seen in sorted(by_config.items())]
+    return header, rows
