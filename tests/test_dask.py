@@ -30,7 +30,7 @@ PLUGINS = {"ATTNBENCH_PLUGINS": "tests.plugins.faulty,tests.plugins.fleet"}
 QUICK = TimingSettings(warmup_s=0.002, min_samples=3, max_samples=10, budget_s=0.01,
                        timeout_s=60)
 # long enough that a case is surely in flight when its worker is killed
-SLOW = TimingSettings(warmup_s=0.01, min_samples=5, target_ci=1e-6, budget_s=0.5, timeout_s=60)
+SLOW = TimingSettings(warmup_s=0.01, min_samples=5, target_ci=1e-6, budget_s=0.3, timeout_s=60)
 
 
 @pytest.fixture(scope="module")
@@ -97,21 +97,19 @@ def test_the_cluster_listens_on_loopback_only(cluster):
 
 
 def test_a_dask_run_of_smoke_matches_a_local_run(tmp_path, run_cli, plugins):
-    # the smoke suite's NumPy and faulty adapters at seq_len 32 (fault.hangs left out: it
-    # waits for its timeout): ok, mismatch, error and a crashed worker process
+    # the smoke suite's NumPy cases (both seq_lens, full and causal): one record per case, and
+    # the ids and statuses of a local run of the same plan
     out = tmp_path / "dask"
-    result = run_cli("run", "smoke", "--impl", "numpy,fault.unscaled,fault.raises,fault.crashes",
-                     "--seq-len", "32", "--threads", "1", "--no-report", "--out", out,
-                     "--executor", "dask", "--workers", "2", env=PLUGINS)
-    assert result.returncode == 1, result.stdout + result.stderr  # the faults fail the run
+    result = run_cli("run", "smoke", "--impl", "numpy", "--threads", "1", "--no-report",
+                     "--out", out, "--executor", "dask", "--workers", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
     records = load_records(out)
     planned = read_plan(out).cases
     local = run_here(tmp_path / "local", list(planned), LocalExecutor())
     ids = [r["case_id"] for r in records]
-    assert len(ids) == len(set(ids)) == len(planned) == 8
+    assert len(ids) == len(set(ids)) == len(planned) == 4
     assert {r["case_id"]: r["status"] for r in records} == \
         {r["case_id"]: r["status"] for r in local}
-    assert {r["status"] for r in records} == {"ok", "mismatch", "error"}
     assert all(r["host"] and r["executor_worker"] in ("0", "1") for r in records)
     assert all(r["host"] and r["executor_worker"] is None for r in local)
     env = json.loads((out / "env.json").read_text())
@@ -119,15 +117,29 @@ def test_a_dask_run_of_smoke_matches_a_local_run(tmp_path, run_cli, plugins):
     assert env["hosts"][host]["fingerprint"] == env["fingerprint"]
     assert env["executors"][0]["name"] == "dask" and env["executors"][0]["local_cluster"]
     assert "matmul_tflops" in env["peaks"]["cpu"]
-    assert {p.name for p in (out / "logs").iterdir()} >= {"worker-numpy-0.log",
-                                                           "worker-numpy-1.log"}
+    assert "worker-torch-0.log" in {p.name for p in (out / "logs").iterdir()}  # the peaks
+
+
+def test_failures_are_contained_alike_on_dask_and_locally(tmp_path, cluster, plugins):
+    # a mismatch, an exception, a memory error and a crashed worker process: each costs its
+    # case, on a Dask worker as in a local run
+    _, client = cluster
+    cases = [kernel(impl, 16) for impl in ("numpy", "fault.unscaled", "fault.raises",
+                                           "fault.nomemory", "fault.crashes")]
+    on_dask = run_here(tmp_path / "dask", cases, ready(client))
+    local = run_here(tmp_path / "local", cases, LocalExecutor())
+    status = {r["impl"]: r["status"] for r in on_dask}
+    assert status == {r["impl"]: r["status"] for r in local} == {
+        "numpy": "ok", "fault.unscaled": "mismatch", "fault.raises": "error",
+        "fault.nomemory": "oom", "fault.crashes": "error"}
+    assert "SIGABRT" in next(r["reason"] for r in on_dask if r["impl"] == "fault.crashes")
 
 
 def test_a_killed_dask_worker_costs_no_case(tmp_path, cluster, plugins):
     _, client = cluster
     executor = ready(client)
     pids = client.run(os.getpid)
-    cases = [kernel("numpy", n) for n in (8, 16, 24, 32, 40, 48)]
+    cases = [kernel("numpy", n) for n in (8, 16, 24, 32, 40)]
     killed = {}
 
     def kill_one_mid_case():
@@ -166,9 +178,9 @@ def test_a_case_that_kills_every_worker_is_an_error_and_the_run_goes_on(tmp_path
 
 def test_gpu_cases_run_one_at_a_time_on_gpu_workers_only(tmp_path, cluster, plugins):
     _, client = cluster
-    gpu = [kernel("fleet.fake_gpu", n, causal, "cuda") for n in (16, 32, 48) for causal in
+    gpu = [kernel("fleet.fake_gpu", n, causal, "cuda") for n in (16, 32) for causal in
            (False, True)]
-    cpu = [kernel("numpy", n) for n in (16, 32, 48)]
+    cpu = [kernel("numpy", n) for n in (16, 32)]
     records = run_here(tmp_path / "run", gpu + cpu, ready(client))
     assert sorted(r["case_id"] for r in records) == sorted(c.case_id for c in gpu + cpu)
     assert {r["status"] for r in records} == {"ok"}
@@ -183,9 +195,9 @@ def test_gpu_cases_run_one_at_a_time_on_gpu_workers_only(tmp_path, cluster, plug
 def test_ctrl_c_leaves_a_run_that_the_local_executor_resumes(tmp_path, cluster, run_cli):
     cl, _ = cluster
     suite = tmp_path / "s.toml"
-    suite.write_text('[sweep]\nimpls = ["numpy"]\nseq_len = [8, 16, 24, 32, 40, 48]\nheads = 2\n'
+    suite.write_text('[sweep]\nimpls = ["numpy"]\nseq_len = [8, 16, 24, 32, 40]\nheads = 2\n'
                      'head_dim = 8\n[timing]\nwarmup_s = 0.01\nmin_samples = 5\n'
-                     'target_ci = 0.000001\nbudget_s = 0.4\n')
+                     'target_ci = 0.000001\nbudget_s = 0.3\n')
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(suite), "--out",
                              str(out), "--threads", "1", "--no-report", "--executor", "dask",
@@ -201,11 +213,11 @@ def test_ctrl_c_leaves_a_run_that_the_local_executor_resumes(tmp_path, cluster, 
     assert proc.returncode == 130, stdout + stderr
     assert "--resume" in stdout
     partial = [r["case_id"] for r in load_records(out)]
-    assert 2 <= len(partial) < 6
+    assert 2 <= len(partial) < 5
     resumed = run_cli("run", suite, "--out", out, "--resume", "--no-report")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     final = [r["case_id"] for r in load_records(out)]
-    assert len(final) == len(set(final)) == 6 and final[:len(partial)] == partial
+    assert len(final) == len(set(final)) == 5 and final[:len(partial)] == partial
     env = json.loads((out / "env.json").read_text())
     assert [e["name"] for e in env["executors"]] == ["dask", "local"]
 
