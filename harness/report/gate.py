@@ -12,7 +12,7 @@ from harness.units import duration
 
 LABELS = {"new_failure": "new failure", "still_failing": "still failing",
           "now_unsupported": "now unsupported", "now_supported": "now supported",
-          "memory_growth": "memory growth"}
+          "memory_growth": "memory growth", "other_machine": "other machine"}
 
 
 def label(verdict: str) -> str:
