@@ -19,3 +19,11 @@ def attnbench(*args, env=None, timeout=600):
 @pytest.fixture
 def run_cli():
     return attnbench
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """`attnbench run smoke` as a user runs it (progress lines, reports), once per session:
+    (run directory, the finished process). Tests that only read the run share it."""
+    out = tmp_path_factory.mktemp("smoke-run") / "run"
+    return out, attnbench("run", "smoke", "--out", out)

@@ -29,9 +29,8 @@ def ids_of(run_dir) -> list[str]:
     return [r["case_id"] for r in load_records(run_dir)]
 
 
-def test_smoke_suite_records_every_case_exactly_once(tmp_path, run_cli):
-    out = tmp_path / "run"
-    result = run_cli("run", "suites/smoke.toml", "--out", out)
+def test_smoke_suite_records_every_case_exactly_once(smoke_run):
+    out, result = smoke_run
     assert result.returncode == 0, result.stdout + result.stderr
     levels = {name: adapter.level for name, adapter in registry.adapters().items()}
     expected = {c.case_id for c in load_suite("smoke", levels).cases()}

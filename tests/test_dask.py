@@ -117,7 +117,8 @@ def test_a_dask_run_of_smoke_matches_a_local_run(tmp_path, run_cli, plugins):
     assert env["hosts"][host]["fingerprint"] == env["fingerprint"]
     assert env["executors"][0]["name"] == "dask" and env["executors"][0]["local_cluster"]
     assert "matmul_tflops" in env["peaks"]["cpu"]
-    assert "worker-torch-0.log" in {p.name for p in (out / "logs").iterdir()}  # the peaks
+    logs = {p.name for p in (out / "logs").iterdir()}
+    assert logs & {"worker-torch-0.log", "worker-torch-1.log"}  # the peaks, on either worker
 
 
 def test_failures_are_contained_alike_on_dask_and_locally(tmp_path, cluster, plugins):

@@ -138,10 +138,10 @@ SHAPE = ["--batch", "1", "--heads", "2", "--seq-len", "64", "--head-dim", "16",
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(smoke_run):
     from test_report import smoke_run_dir
 
-    return smoke_run_dir(tmp_path_factory)
+    return smoke_run_dir(smoke_run)
 
 
 def test_recommend_from_a_smoke_run(smoke):

@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("verdict", "what-ran", "summary", "matrix", "scaling", "memory", "throughput",
             "roofline",
             "speedup", "numerics", "problems", "not-run", "method")
-_SMOKE: dict[str, Path] = {}
 
 
 def cli(*args, timeout=300):
@@ -34,22 +33,17 @@ def cli(*args, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def smoke_run_dir(tmp_path_factory) -> Path:
-    """The smoke suite's run (no report), made once per session and shared by the report tests
-    in this module and in test_report_browser.py."""
-    if "dir" not in _SMOKE:
-        out = tmp_path_factory.mktemp("smoke-run") / "run"
-        result = cli("run", "smoke", "--out", out, "--no-report", "--quiet")
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert not (out / "report.html").exists() and not (out / "report.md").exists()
-        _SMOKE["dir"] = out
-    return _SMOKE["dir"]
+def smoke_run_dir(smoke_run) -> Path:
+    """The session's smoke run (tests/conftest.py), checked to have finished cleanly."""
+    out, result = smoke_run
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """The smoke run rendered by `attnbench report RUN_DIR` (both formats)."""
-    out = smoke_run_dir(tmp_path_factory)
+def smoke(smoke_run):
+    """The smoke run rendered again by `attnbench report RUN_DIR` (both formats)."""
+    out = smoke_run_dir(smoke_run)
     result = cli("report", out, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"wrote {out / 'report.html'}" in result.stdout

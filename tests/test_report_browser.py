@@ -76,11 +76,11 @@ def page(chromium):
 
 
 @pytest.fixture(scope="module")
-def smoke_report(tmp_path_factory):
+def smoke_report(smoke_run):
     """The smoke suite's run (shared with test_report.py), rendered by `attnbench report`."""
     from test_report import smoke_run_dir
 
-    out = smoke_run_dir(tmp_path_factory)
+    out = smoke_run_dir(smoke_run)
     report = subprocess.run([sys.executable, "-m", "harness.cli", "report", str(out)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stdout + report.stderr

@@ -206,8 +206,8 @@ class DaskExecutor:
                                                  "nthreads": w.get("nthreads")}
                             for w in self.workers().values()}}
 
-    def start(self, config: RunConfig) -> None:
-        self.config = config.to_dict()
+    def start(self, config: RunConfig, on_worker=None) -> None:
+        self.config = config.to_dict()  # workers are reported with their measurements
 
     def peaks(self, targets):
         """One peaks measurement per host, on a worker with a GPU when the targets need one."""

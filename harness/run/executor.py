@@ -61,9 +61,11 @@ class Measurer:
     (what the workers started since the last measurement reported) and, the first time,
     `host_env` (this host's environment and fingerprint)."""
 
-    def __init__(self, config: RunConfig, log_suffix: str = ""):
+    def __init__(self, config: RunConfig, log_suffix: str = "",
+                 on_worker: Callable[[str, dict], None] | None = None):
         self.config = config
         self.log_suffix = log_suffix
+        self.on_worker = on_worker  # told at once when a worker starts (its pid, its threads)
         self.worker: Worker | None = None
         self.oom_at: dict[tuple, int] = {}
         self.cache_dir: str | None = None  # the truth this process's workers share
@@ -89,6 +91,8 @@ class Measurer:
             log = self._logs() / f"worker-{family}{self.log_suffix}.log"
             self.worker = Worker(family, self.config.threads, str(log), self.cache_dir)
             self.started[family] = self.worker.info
+            if self.on_worker:
+                self.on_worker(family, self.worker.info)
         return self.worker
 
     def _report(self) -> dict:
@@ -171,7 +175,10 @@ class Executor(Protocol):
 
     name: str
 
-    def start(self, config: RunConfig) -> None: ...
+    def start(self, config: RunConfig,
+              on_worker: Callable[[str, dict], None] | None = None) -> None:
+        """`on_worker` hears of each worker process as it starts, where the executor can tell
+        (a local one can; a remote one reports its workers with their measurements)."""
 
     def peaks(self, targets: list[tuple[str, str]]) -> list[dict]:
         """One measurement (with `peaks`) per host the cases will run on."""
@@ -197,9 +204,9 @@ class LocalExecutor:
     def __init__(self):
         self.measurer: Measurer | None = None
 
-    def start(self, config: RunConfig) -> None:
+    def start(self, config: RunConfig, on_worker=None) -> None:
         if self.measurer is None:
-            self.measurer = Measurer(config)
+            self.measurer = Measurer(config, on_worker=on_worker)
 
     def peaks(self, targets):
         return [self.measurer.peaks(targets)]

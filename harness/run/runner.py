@@ -75,7 +75,7 @@ class Runner:
     def _start(self) -> None:
         if not self.started:
             self.executor.start(RunConfig(self.settings, self.threads, self.mem_limit,
-                                          str(self.run_dir.logs.resolve())))
+                                          str(self.run_dir.logs.resolve())), self.on_worker)
             self.started = True
 
     def close(self, abandon: bool = False) -> None:
