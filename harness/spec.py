@@ -30,6 +30,7 @@ class TimingSettings:
     min_sample_s: float = 5e-5  # calls shorter than this are timed in blocks
     timeout_s: float = 300.0  # whole case (prepare, check, warm-up, sampling), enforced by the runner
     repeats: int = 1  # fresh worker processes each case is measured in (harness.measure.repeats)
+    cuda_graphs: bool = False  # replay each case as a CUDA graph (torch on CUDA only: clocks)
 
 
 class SuiteError(values.BadValue):
@@ -124,7 +125,8 @@ SWEEP_KEYS = {
 TIMING_KEYS = {"warmup_s": values.SECONDS, "min_samples": values.COUNT,
                "max_samples": values.COUNT, "target_ci": values.FRACTION,
                "budget_s": values.SECONDS, "min_sample_s": values.SECONDS,
-               "timeout_s": values.SECONDS, "repeats": values.COUNT}
+               "timeout_s": values.SECONDS, "repeats": values.COUNT,
+               "cuda_graphs": values.BOOL}
 SWEEP_DEFAULTS = {"level": ["kernel"], "mode": ["fwd"], "device": ["cpu"], "dtype": ["float32"],
                   "batch": [1], "heads": [8], "head_dim": [64], "causal": [False], "seed": [0],
                   "padding": [0.0], "norm": ["post"], "ffn_mult": [4]}

@@ -3,16 +3,27 @@ and memory bandwidth per device. Records report `pct_of_peak` against these, so 
 reads as "half of what this GPU's matmul reaches" rather than a number without a scale.
 
 Measured with torch (a core dependency) in the torch worker, whatever framework a case uses:
-the peak belongs to the machine, not to a library.
+the peak belongs to the machine, not to a library. Timed by the clock a torch case on the same
+device gets (harness.measure.clocks: CUDA events and the L2 flush on a GPU), named in `timer`.
 """
 from __future__ import annotations
 
+from harness.measure import clocks
 from harness.measure.timer import measure
 from harness.spec import TimingSettings
 
 MATMUL_N = {"cpu": 1024, "cuda": 8192}  # large enough to reach the plateau, small enough to be quick
 COPY_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}
 SETTINGS = TimingSettings(warmup_s=0.1, min_samples=3, max_samples=50, budget_s=0.3)
+
+
+def timer_for(device: str) -> str:
+    """The timer of the peaks on `device`: the one a torch case there is timed with."""
+    return clocks.CUDA_EVENT if device.startswith("cuda") else clocks.HOST
+
+
+def _measure(device: str, call, sync):
+    return measure(call, sync, SETTINGS, clocks.sample_clock(timer_for(device), device))
 
 
 def _sync_for(device: str):
@@ -31,7 +42,7 @@ def matmul_tflops(device: str, dtype: str) -> float:
     a = torch.randn(n, n, device=device).to(getattr(torch, dtype))
     b = torch.randn(n, n, device=device).to(getattr(torch, dtype))
     out = torch.empty(n, n, device=device, dtype=a.dtype)
-    stats = measure(lambda: torch.mm(a, b, out=out), _sync_for(device), SETTINGS)
+    stats = _measure(device, lambda: torch.mm(a, b, out=out), _sync_for(device))
     return 2 * n**3 / stats.median / 1e12
 
 
@@ -42,7 +53,7 @@ def bandwidth_gbs(device: str) -> float:
     count = COPY_BYTES[device.split(":")[0]] // 4
     src = torch.ones(count, device=device)
     dst = torch.empty_like(src)
-    stats = measure(lambda: dst.copy_(src), _sync_for(device), SETTINGS)
+    stats = _measure(device, lambda: dst.copy_(src), _sync_for(device))
     return 2 * count * 4 / stats.median / 1e9
 
 
@@ -50,7 +61,8 @@ def measure_peaks(targets: list[tuple[str, str]]) -> dict:
     """{device: {"matmul_tflops": {dtype: x}, "bandwidth_gbs": y}} for the (device, dtype) pairs."""
     peaks: dict = {}
     for device, dtype in sorted(set(targets)):
-        entry = peaks.setdefault(device, {"matmul_tflops": {}, "matmul_n": MATMUL_N[device.split(":")[0]]})
+        entry = peaks.setdefault(device, {"matmul_tflops": {}, "matmul_n": MATMUL_N[device.split(":")[0]],
+                                          "timer": timer_for(device)})
         try:
             entry["matmul_tflops"][dtype] = matmul_tflops(device, dtype)
         except RuntimeError as exc:  # e.g. a dtype the device's matmul lacks

@@ -88,8 +88,8 @@ def split(record: dict) -> list[dict]:
         share = size / sum(sizes)
         own = Samples(tuple(samples[start:start + size]), record["calls_per_sample"],
                       round(record["warmup_calls"] * share), (record["timed_s"] or 0.0) * share,
-                      target_ci=1.0, contention=windows[i] if i < len(windows) else None
-                      ).to_record()
+                      target_ci=1.0, contention=windows[i] if i < len(windows) else None,
+                      timer=record.get("timer")).to_record()
         start += size
         parts.append({**record, **own})
     return parts

@@ -10,8 +10,15 @@ TimingSettings):
 3. Samples until the stop rule holds: the 95% confidence interval of the median
    (distribution-free, from order statistics) is within ±`target_ci` of the median, or
    `budget_s` of sampling is spent, or `max_samples` are taken; never fewer than `min_samples`.
-`sync` runs before the clock is read, so device work is inside the sample. The garbage
-collector is paused during warm-up and sampling, as `timeit` does.
+4. A sample's duration comes from the Timer's sample clock: `HostClock` (the host clock
+   around the block, read after `sync`, so device work is inside the sample), or one of
+   harness.measure.cuda's (CUDA events around the block with the L2 flushed before it; CUDA-
+   graph replay); harness.measure.clocks chooses one per case. A clock is hooks, not a loop of
+   its own: `ready(call)` once before the first sample gives the call the samples run;
+   `before_sample()` runs outside the timed region; `start()` and `stop()` bracket the block
+   (`stop` before the sync); `elapsed_s(wall_ns)` reads the sample after the sync; `release()`
+   ends it. Warm-up is by time, so it always runs on the host clock.
+The garbage collector is paused during warm-up and sampling, as `timeit` does.
 0. Compiled or jitted calls: the very first call (tracing, compilation, autotuning, one run) is
    timed alone as `compile_s` (`compile_call`), before step 1; it is no warm-up call, no sample
    and sizes no block.
@@ -96,6 +103,7 @@ class Samples:
     timed_s: float = 0.0  # wall seconds inside warm-up and sampling
     target_ci: float = TimingSettings.target_ci
     contention: dict | None = None  # harness.measure.contention.signals over warm-up and sampling
+    timer: str | None = None  # the sample clock's name (harness.measure.clocks.TIMERS)
 
     @cached_property
     def array(self) -> np.ndarray:
@@ -128,7 +136,7 @@ class Samples:
             "mean_s": float(x.mean()), "std_s": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
             "n_samples": int(len(x)), "samples_s": [float(v) for v in x],
             "calls_per_sample": self.calls_per_sample, "warmup_calls": self.warmup_calls,
-            "timed_s": self.timed_s, "contention": self.contention,
+            "timed_s": self.timed_s, "timer": self.timer, "contention": self.contention,
             # unknown (None) where no signals were read: never called stable unwatched
             "stable": None if self.contention is None else instability is None,
             "instability": instability,
@@ -163,13 +171,44 @@ def adaptive_stop(settings: TimingSettings) -> Callable[[list[float], int], bool
     return stop
 
 
+HOST = "host"
+
+
+class HostClock:
+    """The default sample clock: a sample is the host clock's span around the block, read
+    after `sync`, so device work is inside it (step 4 above)."""
+
+    name = HOST
+
+    def ready(self, call: Callable[[], Any]) -> Callable[[], Any]:
+        return call
+
+    def before_sample(self) -> None:
+        return None
+
+    def start(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def elapsed_s(self, wall_ns: int) -> float:
+        return wall_ns / 1e9
+
+    def release(self) -> None:
+        return None
+
+
 class Timer:
     """Times one prepared call. `measure()` is a whole run's timing; `first_call`, `warm_up`
     and `take` are its steps, for callers that interleave (A/B) or wrap them (profiling)."""
 
     def __init__(self, call: Callable[[], Any], sync: Callable[[], None],
-                 settings: TimingSettings, clock: Callable[[], int] = time.perf_counter_ns):
+                 settings: TimingSettings, clock: Callable[[], int] = time.perf_counter_ns,
+                 sample_clock=None):
         self.call, self.sync, self.settings, self.clock = call, sync, settings, clock
+        self.sample_clock = sample_clock or HostClock()
+        self.sample_call: Callable[[], Any] | None = None  # what samples run (sample_clock.ready)
         self.warmup_calls = 0
         self.fastest_call_s = math.inf
         self.calls_per_sample = 1
@@ -215,18 +254,25 @@ class Timer:
         return self.calls_per_sample
 
     def loop(self, stop: Callable[[list[float], int], bool]) -> list[float]:
-        """The sampling loop: one block per sample until `stop(samples, now_ns)` says enough."""
-        call, sync, clock, cps = self.call, self.sync, self.clock, self.calls_per_sample
+        """The sampling loop: one block per sample until `stop(samples, now_ns)` says enough.
+        The sample clock's hooks run around each block (step 4 above)."""
+        if self.sample_call is None:  # once, after any warm-up: a CUDA graph is captured here
+            self.sample_call = self.sample_clock.ready(self.call)
+        call, sync, clock, cps = self.sample_call, self.sync, self.clock, self.calls_per_sample
+        sample_clock = self.sample_clock
         samples: list[float] = []
         with gc_paused():
             while True:
+                sample_clock.before_sample()
                 t0 = clock()
+                sample_clock.start()
                 for _ in range(cps):
                     call()
+                sample_clock.stop()
                 sync()
                 t1 = clock()
                 self.timed_ns += t1 - t0
-                samples.append((t1 - t0) / 1e9 / cps)
+                samples.append(sample_clock.elapsed_s(t1 - t0) / cps)
                 if stop(samples, t1):
                     return samples
 
@@ -236,7 +282,13 @@ class Timer:
 
     def samples(self, per_call_s, window: dict | None = None) -> Samples:
         return Samples(tuple(per_call_s), self.calls_per_sample, self.warmup_calls,
-                       self.timed_ns / 1e9, self.settings.target_ci, window)
+                       self.timed_ns / 1e9, self.settings.target_ci, window,
+                       self.sample_clock.name)
+
+    def release(self) -> None:
+        """Free what the sample clock holds (a captured graph, a flush buffer's graph pool)."""
+        self.sample_call = None
+        self.sample_clock.release()
 
     def measure(self) -> Samples:
         """Warm-up (continuing from `first_call`, if it was made), then adaptive sampling,
@@ -257,6 +309,11 @@ def time_once(step: Callable[[], Any], sync: Callable[[], None]) -> tuple[Any, f
     return result, (time.perf_counter_ns() - t0) / 1e9
 
 
-def measure(call, sync, settings: TimingSettings) -> Samples:
-    """Time `call` followed by `sync` with the full method above."""
-    return Timer(call, sync, settings).measure()
+def measure(call, sync, settings: TimingSettings, sample_clock=None) -> Samples:
+    """Time `call` followed by `sync` with the full method above (on the host clock unless a
+    sample clock is given)."""
+    timer = Timer(call, sync, settings, sample_clock=sample_clock)
+    try:
+        return timer.measure()
+    finally:
+        timer.release()

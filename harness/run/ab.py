@@ -246,7 +246,8 @@ class ABRunner:
             result.pop("per_call_s", None)
             warm_s = result.pop("timed_s", None) or 0.0  # the side's warm-up, as it reported it
             taken = Samples(tuple(values), cps, result.get("warmup_calls") or 0,
-                            warm_s + sum(values) * cps, self.settings.target_ci)
+                            warm_s + sum(values) * cps, self.settings.target_ci,
+                            timer=result.get("timer"))
             result.update(taken.to_record())
             result.update(self._ask(name, family, {"kind": "finish"}, "measuring memory"))
         for result in results.values():

@@ -8,6 +8,8 @@ from __future__ import annotations
 import traceback
 from contextlib import contextmanager
 
+from harness import registry
+from harness.measure.clocks import sample_clock, select_timer
 from harness.measure.kernels import kernel_pass
 from harness.measure.memory import measure_peak
 from harness.measure.timer import Timer
@@ -17,26 +19,33 @@ from harness.run import limits
 from harness.spec import TimingSettings
 
 
-def compiled_timer(prepared, settings: TimingSettings) -> Timer:
-    """A Timer for the prepared call; for compiled or jitted code its first call (tracing,
-    compilation, autotuning) already made and timed apart as compile_s."""
-    timer = Timer(prepared.call, prepared.sync, settings)
+def compiled_timer(case, prepared, settings: TimingSettings, framework: str | None = None) -> Timer:
+    """A Timer for the prepared call on the case's sample clock (harness.measure.clocks: CUDA
+    events for torch on CUDA, else the host clock; `framework` defaults to the registered
+    adapter's); for compiled or jitted code its first call (tracing, compilation,
+    autotuning) already made and timed apart as compile_s."""
+    if framework is None:
+        framework = registry.get(case.impl).framework
+    clock = sample_clock(select_timer(case, framework, settings), case.device)
+    timer = Timer(prepared.call, prepared.sync, settings, sample_clock=clock)
     if prepared.compiled:
         timer.compile_call()
     return timer
 
 
-def checked_timer(case, prepared, settings: TimingSettings,
-                  timer: Timer | None = None) -> tuple[Timer, dict]:
+def checked_timer(case, prepared, settings: TimingSettings, timer: Timer | None = None,
+                  framework: str | None = None) -> tuple[Timer, dict]:
     """A Timer for the prepared call whose first call after any compilation (the first warm-up
-    call) was checked against the float64 reference; the check's result, with compile_s and
-    the implementation's own `impl_info`. Every path that times a case starts here."""
+    call) was checked against the float64 reference; the check's result, with compile_s, the
+    timer's name and the implementation's own `impl_info`. Every path that times a case
+    starts here."""
     _, ref = problem(case)
-    timer = timer or compiled_timer(prepared, settings)
+    timer = timer or compiled_timer(case, prepared, settings, framework)
     out = timer.first_call()
     result = check_output(case, prepared, out, ref, tolerance_for(case))
     del out
-    result.update(compile_s=timer.compile_s, impl_info=prepared.info or None)
+    result.update(compile_s=timer.compile_s, timer=timer.sample_clock.name,
+                  impl_info=prepared.info or None)
     return timer, result
 
 
@@ -67,10 +76,11 @@ def run_case(case, adapter, settings: TimingSettings, mem_limit: int | None = No
 
         # Compilation is outside the cap: a compiler's own memory (and the processes it
         # starts, which inherit the limit) is not the call's.
-        timer = compiled_timer(prepared, settings)
+        timer = compiled_timer(case, prepared, settings, adapter.framework)
         with memory_cap(case, mem_limit):
             timer, result = checked_timer(case, prepared, settings, timer)
             result.update(timer.measure().to_record())
+        timer.release()  # a captured graph's memory is not the memory pass's
         # Instrumentation passes, outside the cap: the profiler's and memray's own memory
         # (and the modules they load) are not the case's.
         result.update(kernel_pass(adapter, prepared))
