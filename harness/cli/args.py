@@ -97,7 +97,9 @@ def timing_overrides(args) -> dict:
     """The timing settings the command line changes (the plan records them)."""
     return {k: v for k, v in (("budget_s", args.budget), ("timeout_s", args.timeout),
                               ("target_ci", args.target_ci),
-                              ("repeats", getattr(args, "repeats", None))) if v is not None}
+                              ("repeats", getattr(args, "repeats", None)),
+                              ("cuda_graphs", getattr(args, "cuda_graphs", None) or None))
+            if v is not None}
 
 
 def add_timing_options(parser, per: str = "case") -> None:

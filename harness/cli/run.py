@@ -89,12 +89,28 @@ def make_plan(args):
     cases = filter_cases(suite.cases(), filters)
     overrides = timing_overrides(args)
     timing = timing_settings(overrides, suite.timing)
+    if timing.cuda_graphs:
+        _check_graphs(cases, "--cuda-graphs" if overrides.get("cuda_graphs")
+                      else f"{suite.path}: key 'timing.cuda_graphs'")
     mem_limit = _mem_limit(args)
     threads = args.threads or physical_cores()
     overrides.update(threads=threads, **({"mem_limit_bytes": mem_limit} if mem_limit else {}))
     return suite, Plan(suite=suite.name, suite_path=str(suite.path) if suite.path else None,
                        filters=filters, overrides=overrides, timing=timing, cases=tuple(cases),
                        created_at=now_iso(), extra={"suite_arg": args.suite or suite.name})
+
+
+def _check_graphs(cases, where: str) -> None:
+    """CUDA-graph replay is for torch on CUDA: any other planned case is refused up front."""
+    from harness import registry
+    from harness.measure.clocks import graph_refusal
+
+    adapters = registry.adapters()
+    refused = [why for why in (graph_refusal(c, adapters[c.impl].framework) for c in cases) if why]
+    if refused:
+        raise UsageError(f"{where}: {len(refused)} of {len(cases)} planned cases cannot be "
+                         f"replayed as CUDA graphs ({refused[0]}); keep to torch "
+                         "implementations on CUDA, e.g. --device cuda --impl 'torch.*'")
 
 
 def _explicit_settings(args, plan) -> dict:
@@ -248,8 +264,12 @@ def add_parsers(sub) -> None:
     p_run.add_argument("--resume", action="store_true",
                        help="run only the planned cases that have no record in --out (or the "
                             "latest run of the suite)")
-    add_filter_options(p_run)
+    add_filter_options(p_run, with_mode=True)
     add_timing_options(p_run)
+    p_run.add_argument("--cuda-graphs", action="store_true", default=None,
+                       help="capture each case's call once as a CUDA graph and time its "
+                            "replays with CUDA events (torch implementations on CUDA only; "
+                            "default: the suite's timing.cuda_graphs, else off)")
     p_run.add_argument("--repeats", type=arg(TIMING_KEYS["repeats"]),
                        help="measure each case in this many fresh worker processes, in passes "
                             "over the suite; the interval then includes process-to-process "
