@@ -48,7 +48,7 @@ class KerasOnBackend(Adapter):
         if keras.backend.backend() != self.backend:
             return [f"Keras is set to the {keras.backend.backend()!r} backend (KERAS_BACKEND); "
                     f"{self.name} measures the {self.backend} backend"]
-        return []
+        return _jax.device_reasons(case) if self.backend == "jax" else []
 
     def array(self, case, value, grad=False):
         if self.backend == "jax":
@@ -194,8 +194,11 @@ def _adapters():
                   "An encoder block of Keras layers (MultiHeadAttention, Dense, LayerNormalization)"))
         for kind, base, level, what in kinds:
             name = f"keras.{kind}.{backend}"
+            # the op on JAX runs on a GPU too: its inputs are placed on the case's device and
+            # its call blocks until the output is ready; the layers keep Keras' own placement
+            devices = ("cpu", "cuda") if (backend, kind) == ("jax", "ops") else ("cpu",)
             cls = type(f"Keras{kind.title()}{backend.title()}", (base,),
-                       {**common, "name": name, "level": level,
+                       {**common, "name": name, "level": level, "devices": devices,
                         "description": f"{what} on the {backend} backend, eager."})
             out.append(cls())
     return out

@@ -12,6 +12,14 @@ output count, the inputs made in `prepare` do not. The probe runs `prepared.call
   memray would see only its growth, never reuse; but without oneDNN TF mallocs each tensor and
   memray sees it all, so memray is the fallback. The counters count BFC chunks, which can
   exceed a request (up to 2x) when a free chunk is reused whole: history can inflate a peak.
+  On a GPU there is no fallback: memray sees host memory, not the device's, so a GPU without
+  counters reports None with the reason.
+- JAX on a GPU (jax and keras-jax): the device's own counters, `device.memory_stats()`
+  (`bytes_in_use`, `peak_bytes_in_use`). JAX cannot reset the peak: it is the process's peak
+  so far. So the probe reads both before the call: when the call raises the peak, the new peak
+  minus what was in use before is exactly the call's extra memory; when it does not (the timed
+  calls of the same case, or an earlier larger case, already set a higher one), the call's
+  peak is hidden, and the probe reports None with the most it can be, never an earlier peak.
 - torch on CPU and NumPy: memray, which intercepts malloc/calloc/posix_memalign/mmap and so
   sees what torch's and NumPy's allocators take from the C library (tracemalloc sees only
   Python's allocator, not torch's). Memray ignores frees of blocks allocated before it started,
@@ -41,7 +49,11 @@ METHODS = {
                                        "allocated during the call, not the reserved cache",
     "tf.config.experimental.get_memory_info": "TensorFlow's allocator counters (a pool: a reused "
                                               "chunk can count up to 2× its request)",
+    "jax.Device.memory_stats": "JAX's device allocator counters: the rise of the process's "
+                               "peak over what was in use before the call (JAX cannot reset "
+                               "the peak, so a call that stays under an earlier one is None)",
 }
+JAX_FAMILIES = ("jax", "keras-jax")  # frameworks whose GPU memory JAX's allocator holds
 
 
 def measure_peak(prepared, framework: str, device: str,
@@ -57,6 +69,8 @@ def measure_peak(prepared, framework: str, device: str,
         return _torch_cuda_peak(prepared, device)
     if framework == "tensorflow" and kind in ("cpu", "cuda"):
         return _tf_peak(prepared, device, workdir)
+    if framework in JAX_FAMILIES and kind == "cuda":
+        return _jax_gpu_peak(prepared, device)
     if framework in ("torch", "numpy") and kind == "cpu":
         return _memray_peak(prepared, workdir)
     return None, "none", f"no memory probe for framework {framework!r} on device {device!r}"
@@ -98,21 +112,50 @@ def _tf_peak(prepared, device: str, workdir: str | None) -> tuple[int | None, st
             before = stats.get_memory_info(dev)["current"]
         except (ValueError, RuntimeError, tf.errors.OpError) as exc:
             why = f"TF memory stats unavailable for {dev}: {type(exc).__name__}: {exc}"
-            return _tf_fallback(prepared, workdir, why)
+            return _tf_fallback(prepared, device, workdir, why)
         out = prepared.call()
         prepared.sync()
         info = stats.get_memory_info(dev)
         del out  # alive until the peak was read
     if info["peak"] == 0 and info["current"] == 0:
         # Even the inputs made in `prepare` are not counted: this allocator keeps no stats.
-        return _tf_fallback(prepared, workdir, f"TF memory stats for {dev} are all zeros")
+        return _tf_fallback(prepared, device, workdir, f"TF memory stats for {dev} are all zeros")
     return info["peak"] - before, "tf.config.experimental.get_memory_info", ""
 
 
-def _tf_fallback(prepared, workdir, why: str) -> tuple[int | None, str, str]:
-    """memray instead: sound when TF has no stats, since its plain CPU allocator has no pool."""
+def _tf_fallback(prepared, device: str, workdir, why: str) -> tuple[int | None, str, str]:
+    """memray instead: sound when TF has no stats on the CPU, since its plain CPU allocator has
+    no pool; on a GPU memray would see host memory, so nothing is measured."""
+    if device != "cpu":
+        return None, "none", why
     peak, method, note = _memray_peak(prepared, workdir)
     return peak, method, "; ".join(filter(None, [why + ", measured with memray instead", note]))
+
+
+def jax_peak_from_stats(before: dict, after: dict) -> tuple[int | None, str]:
+    """(extra bytes, note) from `memory_stats()` read before and after one call (see above)."""
+    if "peak_bytes_in_use" not in before or "bytes_in_use" not in before:
+        return None, "this JAX device keeps no peak_bytes_in_use"
+    in_use, old_peak, new_peak = (before["bytes_in_use"], before["peak_bytes_in_use"],
+                                  after["peak_bytes_in_use"])
+    if new_peak > old_peak:
+        return new_peak - in_use, ""
+    return None, (f"JAX cannot reset its peak, and the call stayed under the process's earlier "
+                  f"peak: its extra memory is at most {old_peak - in_use} bytes")
+
+
+def _jax_gpu_peak(prepared, device: str) -> tuple[int | None, str, str]:
+    import jax
+
+    dev = jax.devices("gpu")[int(device.partition(":")[2] or 0)]
+    with gc_paused():
+        before = dev.memory_stats() or {}
+        out = prepared.call()  # JAX's calls block until their outputs are ready
+        prepared.sync()
+        after = dev.memory_stats() or {}
+        del out  # alive until the peak was read
+    peak, note = jax_peak_from_stats(before, after)
+    return peak, "jax.Device.memory_stats" if peak is not None else "none", note
 
 
 def _memray_peak(prepared, workdir: str | None) -> tuple[int | None, str, str]:
