@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from harness.constants import FAILED_STATUSES, OPTIONAL_AXES, STATUSES, config_key
+from harness.constants import FAILED_STATUSES, OPTIONAL_AXES, STATUSES, TIMED_STATUSES, config_key
+from harness.measure.timer import HOST
 from harness.units import duration
 
 CELL_FOR_STATUS = {"mismatch": "MISMATCH", "error": "ERROR", "timeout": "TIMEOUT", "oom": "OOM",
@@ -13,6 +14,12 @@ CELL_FOR_STATUS = {"mismatch": "MISMATCH", "error": "ERROR", "timeout": "TIMEOUT
 def status_counts(records: list[dict]) -> dict[str, int]:
     counts = Counter(r["status"] for r in records)
     return {s: counts.get(s, 0) for s in STATUSES}
+
+
+def timers_used(records: list[dict]) -> Counter:
+    """How many timed records each timer measured (records from before the `timer` field were
+    all timed on the host clock, the only one there was)."""
+    return Counter(r.get("timer") or HOST for r in records if r["status"] in TIMED_STATUSES)
 
 
 def failures(records: list[dict]) -> list[dict]:

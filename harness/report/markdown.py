@@ -61,7 +61,9 @@ def _latency(run: Run) -> list[str]:
     if not rows:
         return ["## Median latency (ms)", "", "_No case was timed: nothing ran to completion._",
                 ""]
-    return ["## Median latency (ms)", "", _table(header, _cells(rows)), ""]
+    return ["## Median latency (ms)", "", _table(header, _cells(rows)), "",
+            f"Timed by: {tables.timers_line(run.records)} (what each timer is: report.html, "
+            "*Method*).", ""]
 
 
 def _compile(run: Run) -> list[str]:

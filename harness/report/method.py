@@ -8,8 +8,10 @@ not a copy taken at import), so the text follows them.
 """
 from __future__ import annotations
 
-from harness.analysis import scaling, series, stability
-from harness.measure import contention, flops, memory, timer
+from collections import Counter
+
+from harness.analysis import scaling, series, stability, summary
+from harness.measure import clocks, contention, cuda, flops, memory, timer
 from harness.problem import reference
 from harness.run import runner
 from harness.report.format import fmt_mib, fmt_tflops, percent
@@ -86,6 +88,23 @@ def memory_methods(records: list[dict]) -> str:
         for base, notes in sorted(variants.items())) or "no memory was measured in this run"
 
 
+def timer_text(records: list[dict]) -> str:
+    """Each timer the run's records name, with how many it measured and what it is."""
+    used = summary.timers_used(records) or Counter({timer.HOST: 0})
+    return "; ".join(f"{name} ({used[name]} cases): {clocks.TIMERS.get(name, 'as named')}"
+                     for name in sorted(used))
+
+
+def flush_text() -> str:
+    """The L2 flush rule, from harness.measure.cuda's constants."""
+    return (f"before each sample timed with {clocks.CUDA_EVENT} or {clocks.CUDA_GRAPH}, the "
+            f"L2 is flushed by zeroing a buffer of {cuda.FLUSH_FACTOR:g}× the device's L2 "
+            f"(torch.cuda.get_device_properties(device).L2_cache_size), rounded up to whole "
+            f"{fmt_mib(cuda.FLUSH_ROUND_BYTES)} MiB, or {fmt_mib(cuda.FALLBACK_FLUSH_BYTES)} MiB "
+            "where the device reports no L2 size; the zeroing is queued before the start "
+            "event, outside the timed region. Samples on the host clock are not flushed")
+
+
 def _repeats_text(repeats: int) -> str:
     if repeats <= 1:
         return ("one worker process: the interval says how precise that process's median is, "
@@ -99,7 +118,6 @@ def method(run) -> list[tuple[str, str]]:
     """How the numbers were measured, from the settings and constants the run used."""
     t = run.timing
     confidence = percent(timer.CONFIDENCE)
-    gpu = any(str(r["device"]).startswith("cuda") for r in run.records)
     layers = any(r["level"] not in (None, "kernel") for r in run.records)
     floors = ", ".join(f"{d} {v:g}" for d, v in reference.ABS_FLOOR.items())
     flop_text = (f"4·D per unmasked score entry per (batch, head): 2·D for Q·Kᵀ and 2·D for P·V, "
@@ -110,15 +128,18 @@ def method(run) -> list[tuple[str, str]]:
         flop_text += (f"; the mha and encoder levels add their matrix products (projections, "
                       f"feed-forward) at 2 FLOPs per multiply-add, whose backward is "
                       f"{flops.MATMUL_BACKWARD_FACTOR:g}× forward")
+    used = summary.timers_used(run.records)
+    flushed = used.get(clocks.CUDA_EVENT) or used.get(clocks.CUDA_GRAPH)
     return [
-        ("timer", "time.perf_counter_ns around each sample, with the device synchronised before "
-                  "the clock is read" + (" (CUDA work included)" if gpu else "")
-                  + "; the garbage collector is paused during warm-up and sampling; each case "
-                    "runs in a worker process of its framework, one at a time"),
+        ("timer", timer_text(run.records) + "; the garbage collector is paused during warm-up "
+                  "and sampling; each case runs in a worker process of its framework, one at "
+                  "a time"),
+        *([("L2 flush", flush_text())] if flushed else []),
         ("warm-up", f"the call runs for {duration(t.warmup_s)} (at least "
                     f"{_calls(timer.MIN_WARMUP_CALLS)}) and those calls are discarded; the "
                     "first of them is the call whose output is checked against the float64 "
-                    "reference, so the coldest call is never a sample"),
+                    "reference, so the coldest call is never a sample; warm-up is by time, on "
+                    "the host clock, whatever the samples are timed with"),
         ("sampling", f"calls shorter than {duration(t.min_sample_s)} are timed in blocks and "
                      f"divided; samples are taken until the {confidence} confidence interval of "
                      f"the median (order statistics, distribution-free) is within "

@@ -164,6 +164,8 @@ def cell(r: dict | None, best: dict | None) -> dict:
     if finite(r["iqr_s"]) is not None:
         title += f", IQR {duration(r['iqr_s'], unit='ms')} ms"
     title += f", {r['n_samples']} samples"
+    if r.get("timer"):
+        title += f", timer {r['timer']}"
     if r["converged"] is False:
         title += "; did not reach the target CI within its budget"
     unstable = r.get("stable") is False
@@ -175,6 +177,12 @@ def cell(r: dict | None, best: dict | None) -> dict:
             else f"±{spread:.0f}%",
             "rel": rel, "rel_text": fmt_ratio(rel), "fastest": rel is not None and rel <= 1.0,
             "converged": r["converged"] is not False, "title": title}
+
+
+def timers_line(records: list[dict]) -> str:
+    """Which timers measured the run's figures, with how many each: `cuda_event` (12), ..."""
+    used = summary.timers_used(records)
+    return ", ".join(f"{name} ({n})" for name, n in sorted(used.items())) or "nothing timed"
 
 
 def matrix(records: list[dict]) -> dict:
@@ -192,7 +200,7 @@ def matrix(records: list[dict]) -> dict:
     for key in sorted(by_shape, key=shape_order):
         rows.append({"labels": shape_labels(key, columns),
                      "cells": [cell(by_shape[key].get(i), best.get(key)) for i in impls]})
-    return {"columns": columns, "impls": impls, "rows": rows}
+    return {"columns": columns, "impls": impls, "rows": rows, "timers": timers_line(records)}
 
 
 # ---- speedup over a baseline ---------------------------------------------------------
