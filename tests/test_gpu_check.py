@@ -1,0 +1,184 @@
+"""The GPU path as far as a CPU machine can take it: --cuda-graphs refused up front through the
+real CLI, the GPU suites' plans, `timer` in a real run's records, and scripts/gpu-check.sh's
+refusals (no OUTDIR, a non-empty one, no GPU) with its helper's pure parts."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.measure.devices import cuda_present
+from harness.store import load_records
+from tests.conftest import ROOT, attnbench
+
+SCRIPT = ROOT / "scripts" / "gpu-check.sh"
+sys.path.insert(0, str(ROOT / "scripts"))
+import gpu_check  # noqa: E402  (scripts/ is not a package)
+
+KERNEL_IMPLS = {"torch.naive", "torch.sdpa", "torch.sdpa.math", "torch.sdpa.flash",
+                "torch.sdpa.efficient", "torch.sdpa.cudnn", "torch.flex", "jax.sdpa",
+                "keras.ops.jax", "xformers"}
+
+
+def one_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+# ---- --cuda-graphs is refused before anything is written ------------------------------------
+
+def test_cuda_graphs_on_the_cpu_is_refused_before_the_run_directory_exists(tmp_path):
+    out = tmp_path / "run"
+    result = attnbench("run", "smoke", "--cuda-graphs", "--out", out)
+    assert result.returncode == 2
+    line = one_line(result)
+    assert "--cuda-graphs" in line and "CUDA graphs need a CUDA device" in line
+    assert "40 of 40 planned cases" in line
+    assert not out.exists()
+
+
+def test_the_suite_key_is_refused_the_same_way_and_checked_by_the_same_rule(tmp_path):
+    smoke = (ROOT / "suites" / "smoke.toml").read_text()
+    suite = tmp_path / "graphs.toml"
+    suite.write_text(smoke.replace("[timing]", "[timing]\ncuda_graphs = true"))
+    result = attnbench("run", suite, "--dry-run")
+    assert result.returncode == 2 and "key 'timing.cuda_graphs'" in one_line(result)
+    suite.write_text(smoke.replace("[timing]", '[timing]\ncuda_graphs = "yes"'))
+    result = attnbench("run", suite, "--dry-run")
+    assert result.returncode == 2
+    assert "timing.cuda_graphs': expected true or false, got 'yes'" in one_line(result)
+
+
+# ---- the GPU suites --------------------------------------------------------------------------
+
+def dry_run(*args) -> list[str]:
+    result = attnbench("run", *args, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_the_gpu_suite_plans_every_kernel_on_cuda():
+    lines = dry_run("gpu")
+    ids = lines[:-1]
+    # 10 impls x 2 dtypes x 2 head_dims x 5 seq_lens x 2 masks x 2 modes
+    assert len(ids) == 800 and lines[-1].startswith("800 of 800 planned cases")
+    assert {i.split("/")[0] for i in ids} == KERNEL_IMPLS
+    assert all(i.split("/")[3] == "cuda" for i in ids)
+    assert {i.split("/")[5] for i in ids} >= {"b4-h16-n16384x16384-d128", "b4-h16-n1024x1024-d64"}
+    narrowed = dry_run("gpu", "--seq-len", "1024,2048", "--mode", "fwd")  # what the script may ask
+    assert narrowed[-1].startswith("160 of 160")
+
+
+def test_the_gpu_layers_suite_plans_both_levels_at_two_sizes():
+    ids = dry_run("gpu-layers")[:-1]
+    assert len(ids) == 72
+    assert {i.split("/")[1] for i in ids} == {"mha", "encoder"}
+    assert {i.split("/")[5] for i in ids} == {"b4-h16-n1024x1024-d64", "b4-h16-n4096x4096-d64"}
+
+
+# ---- a real run's records say which timer measured them --------------------------------------
+
+def test_a_cpu_run_records_the_host_timer_and_none_where_nothing_was_timed(tmp_path):
+    out = tmp_path / "run"
+    result = attnbench("run", "smoke", "--impl", "torch.sdpa,torch.sdpa.efficient",
+                       "--seq-len", "32", "--causal", "false", "--out", out, "--no-report")
+    assert result.returncode == 0, result.stderr
+    records = {r["impl"]: r for r in load_records(out)}
+    assert records["torch.sdpa"]["status"] == "ok" and records["torch.sdpa"]["timer"] == "host"
+    assert records["torch.sdpa.efficient"]["status"] == "unsupported"
+    assert records["torch.sdpa.efficient"]["timer"] is None
+    peaks = json.loads((out / "env.json").read_text())["peaks"]
+    assert peaks["cpu"]["timer"] == "host"
+
+
+# ---- scripts/gpu-check.sh refuses what it cannot do, in one line ------------------------------
+
+def run_script(*args, path: str, timeout=60):
+    env = {**os.environ, "PATH": path, "PYTHON": sys.executable}
+    return subprocess.run(["/bin/bash", str(SCRIPT), *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture
+def no_gpu_path(tmp_path) -> str:
+    """A PATH with no nvidia-smi on it (an empty directory: the refusals need only bash)."""
+    empty = tmp_path / "bin-empty"
+    empty.mkdir()
+    return str(empty)
+
+
+@pytest.mark.parametrize("args, said", [
+    ((), "missing OUTDIR"),
+    (("--quick",), "missing OUTDIR"),
+    (("a", "b"), "one OUTDIR expected"),
+    (("--fast", "x"), "unknown option --fast"),
+])
+def test_the_script_refuses_bad_arguments(args, said, no_gpu_path):
+    result = run_script(*args, path=no_gpu_path)
+    assert result.returncode == 2 and said in one_line(result)
+    assert "usage: scripts/gpu-check.sh OUTDIR [--quick]" in result.stderr
+
+
+def test_the_script_refuses_a_non_empty_outdir_and_a_file(tmp_path, no_gpu_path):
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / ".hidden").write_text("x")
+    result = run_script(full, path=no_gpu_path)
+    assert result.returncode == 2 and "is not empty" in one_line(result)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    result = run_script(a_file, path=no_gpu_path)
+    assert result.returncode == 2 and "is not a directory" in one_line(result)
+
+
+def test_the_script_refuses_without_nvidia_smi_and_creates_nothing(tmp_path, no_gpu_path):
+    out = tmp_path / "out"
+    result = run_script(out, "--quick", path=no_gpu_path)
+    assert result.returncode == 2 and "nvidia-smi not found" in one_line(result)
+    assert not out.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()  # an empty OUTDIR is accepted: the refusal is about the GPU
+    assert "nvidia-smi not found" in one_line(run_script(empty, path=no_gpu_path))
+
+
+def test_the_script_refuses_when_torch_sees_no_gpu(tmp_path):
+    if cuda_present():
+        pytest.skip("this machine has a GPU")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    smi = fake / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nexit 0\n")
+    smi.chmod(0o755)
+    out = tmp_path / "out"
+    result = run_script(out, path=str(fake))
+    assert result.returncode == 2
+    assert "torch.cuda.is_available() is false" in one_line(result)
+    assert not out.exists()
+
+
+# ---- the script's helper ---------------------------------------------------------------------
+
+def test_the_agreement_is_the_ratio_of_the_two_medians():
+    harness = {"median_s": 0.0021, "ci_low_s": 0.002, "ci_high_s": 0.0022, "n_samples": 50,
+               "calls_per_sample": 1, "timer": "cuda_event", "samples_s": [0.0021] * 50}
+    record = gpu_check.agreement_record(harness, do_bench_ms=2.0, case_id="x")
+    assert record["do_bench"]["median_s"] == pytest.approx(0.002)
+    assert record["ratio"] == pytest.approx(1.05)
+    assert record["harness"]["timer"] == "cuda_event" and "samples_s" not in record["harness"]
+
+
+def test_versions_are_written_with_missing_packages_as_none(tmp_path):
+    path = tmp_path / "versions.json"
+    assert gpu_check.main(["versions", str(path)]) == 0
+    data = json.loads(path.read_text())
+    assert data["python"] == sys.version.split()[0]
+    assert data["packages"]["torch"] and set(gpu_check.PACKAGES) <= set(data["packages"])
+    assert data["cuda_available"] is False and data["devices"] == []
+    assert gpu_check.AGREEMENT_CASE["impl"] == "torch.sdpa.flash"
+    assert Path(SCRIPT).stat().st_mode & 0o111  # executable
