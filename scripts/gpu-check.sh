@@ -7,13 +7,13 @@
 #   agreement.json                    the harness's median of torch.sdpa.flash (bf16, B4 H16
 #                                     N4096 d128, fwd) against triton.testing.do_bench's, ratio
 #   run/                              `attnbench run gpu`, narrowed to N 1024 and 2048
+#   run-8192/                         `attnbench run gpu-8192`: each backend at N=8192, fwd
 #   run-graphs/                       a few torch cases with --cuda-graphs
 #   run-layers/                       `attnbench run gpu-layers` at N 1024
 #   each run: results.jsonl, scaling.json (time and memory exponents), report.html, report.md
 #   logs/STEP.log, steps.tsv, summary.txt
-# The suites are narrowed because every case is checked against a float64 reference computed
-# on the CPU, which takes hours over the whole of suites/gpu.toml (its comment has the
-# estimate). Each step has a time limit, and the steps together stay within TOTAL_S; a step
+# The suites are narrowed to fit the time: the whole of suites/gpu.toml is 800 cases (its
+# comment has the estimate). Each step has a time limit, and the steps together stay within TOTAL_S; a step
 # that fails or runs out of time is logged, and the script goes on with the next one.
 #
 # usage: scripts/gpu-check.sh OUTDIR [--quick]
@@ -54,15 +54,22 @@ PYTHON=${PYTHON:-python3}
 command -v nvidia-smi >/dev/null 2>&1 || refuse "no CUDA device here: nvidia-smi not found"
 command -v "$PYTHON" >/dev/null 2>&1 || refuse "no Python interpreter '$PYTHON' (set PYTHON)"
 CUDA_CHECK='
+import importlib
 import sys
+for name in ("array_api_compat", "numpy", "scipy", "pandas", "rich", "jinja2", "matplotlib"):
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        sys.exit(f"attnbench needs the Python package {name!r} (install it, or carry its wheel)")
 try:
     import torch
 except Exception as exc:
     sys.exit(f"torch cannot be imported ({type(exc).__name__}: {exc})")
 if not torch.cuda.is_available():
-    sys.exit("torch.cuda.is_available() is false (a CPU build of torch, or no GPU visible)")
+    sys.exit("no CUDA device here: torch.cuda.is_available() is false (a CPU build of torch, "
+             "or no GPU visible)")
 '
-why=$("$PYTHON" -c "$CUDA_CHECK" 2>&1) || refuse "no CUDA device here: ${why##*$'\n'}"
+why=$("$PYTHON" -c "$CUDA_CHECK" 2>&1) || refuse "cannot run here: ${why##*$'\n'}"
 command -v timeout >/dev/null 2>&1 || refuse "timeout (GNU coreutils) not found"
 
 mkdir -p "$out/logs" || refuse "cannot create $out"
@@ -111,9 +118,10 @@ if [ "$quick" -eq 1 ]; then
     run_s=120 graphs_s=45 layers_s=45
 else
     narrow=()
-    run_s=200 graphs_s=50 layers_s=70
+    run_s=170 graphs_s=45 layers_s=60
 fi
-post_s=120  # kept for the scaling and report steps of the three runs
+n8192_s=60
+post_s=120  # kept for the scaling and report steps of the four runs
 
 step nvidia-smi 15 "$post_s" \
     bash -c 'nvidia-smi >"$1/nvidia-smi.txt" && nvidia-smi -q >"$1/nvidia-smi-q.txt"' _ "$out"
@@ -122,12 +130,14 @@ step peaks 45 "$post_s" "$PYTHON" scripts/gpu_check.py peaks "$out/peaks.json"
 step agreement 75 "$post_s" "$PYTHON" scripts/gpu_check.py agreement "$out/agreement.json"
 step run "$run_s" "$post_s" attnbench run gpu --out "$out/run" --no-report \
     --seq-len 1024,2048 ${narrow[@]+"${narrow[@]}"}
+step run-8192 "$n8192_s" "$post_s" attnbench run gpu-8192 --out "$out/run-8192" --no-report \
+    ${narrow[@]+"${narrow[@]}"}
 step run-graphs "$graphs_s" "$post_s" attnbench run gpu --out "$out/run-graphs" --no-report \
     --cuda-graphs --impl torch.naive,torch.sdpa,torch.sdpa.flash --seq-len 1024 \
     --dtype bfloat16 --causal false
 step run-layers "$layers_s" "$post_s" attnbench run gpu-layers --out "$out/run-layers" \
     --no-report --seq-len 1024 ${narrow[@]+"${narrow[@]}"}
-for run in run run-graphs run-layers; do
+for run in run run-8192 run-graphs run-layers; do
     if [ -f "$out/$run/results.jsonl" ]; then
         step "$run-scaling" 10 0 "$PYTHON" scripts/gpu_check.py scaling "$out/$run"
         step "$run-report" 30 0 attnbench report "$out/$run"

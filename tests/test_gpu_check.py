@@ -162,6 +162,27 @@ def test_the_script_refuses_when_torch_sees_no_gpu(tmp_path):
     assert not out.exists()
 
 
+def test_the_script_refuses_when_a_dependency_is_missing(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    smi = fake / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nexit 0\n")
+    smi.chmod(0o755)
+    hidden = tmp_path / "hidden"  # shadows the real package with one that cannot be imported
+    hidden.mkdir()
+    (hidden / "array_api_compat.py").write_text("raise ImportError('hidden by the test')\n")
+    python = fake / "python-without"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={hidden} exec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "PATH": f"{fake}:/usr/bin:/bin", "PYTHON": str(python)}
+    result = subprocess.run(["/bin/bash", str(SCRIPT), str(out)], env=env, capture_output=True,
+                            text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 2
+    assert "needs the Python package 'array_api_compat'" in one_line(result)
+    assert not out.exists()
+
+
 # ---- the script's helper ---------------------------------------------------------------------
 
 def test_the_agreement_is_the_ratio_of_the_two_medians():

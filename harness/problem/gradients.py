@@ -14,14 +14,11 @@ from Q and K, so memory stays bounded at long N, as in the forward):
 from __future__ import annotations
 
 import numpy as np
+from array_api_compat import array_namespace, device
 
 from harness.problem.inputs import attention_keep
-from harness.problem.reference import ROW_CHUNK, naive_attention, round_to
-
-
-def work_dtype(dtype: str):
-    """What a naive computation in `dtype` accumulates in: float64 for float64, else float32."""
-    return np.float64 if dtype == "float64" else np.float32
+from harness.problem.reference import (ROW_CHUNK, as_work, kept, naive_attention, round_to,
+                                       work_dtype)
 
 
 def attention_backward(q, k, v, out, dout, causal: bool, dtype: str = "float64",
@@ -31,34 +28,33 @@ def attention_backward(q, k, v, out, dout, causal: bool, dtype: str = "float64",
     `out` is that forward's output (it gives rowsum(dO ∘ O) without storing P). Every stored
     intermediate is rounded to `dtype`, as `naive_attention` does.
     """
-    work = work_dtype(dtype)
-    q, k, v, out, dout = (round_to(x, dtype).astype(work, copy=False)
-                          for x in (q, k, v, out, dout))
-    scale = work(1.0 / float(np.sqrt(q.shape[-1])))
+    xp = array_namespace(q, k, v, out, dout)
+    q, k, v, out, dout = (as_work(xp, x, dtype) for x in (q, k, v, out, dout))
+    work, where = work_dtype(xp, dtype), device(q)
+    scale = 1.0 / float(np.sqrt(q.shape[-1]))  # a Python float: products stay in `work`
     nq, nk = q.shape[-2], k.shape[-2]
-    batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2])
-    dq = np.empty(batch + (nq, q.shape[-1]), dtype=work)
-    dk = np.zeros(batch + k.shape[-2:], dtype=work)
-    dv = np.zeros(batch + v.shape[-2:], dtype=work)
-    kt = np.swapaxes(k, -1, -2)
-    vt = np.swapaxes(v, -1, -2)
+    batch = tuple(np.broadcast_shapes(tuple(q.shape[:-2]), tuple(k.shape[:-2])))
+    dq = xp.empty(batch + (nq, q.shape[-1]), dtype=work, device=where)
+    dk = xp.zeros(batch + tuple(k.shape[-2:]), dtype=work, device=where)
+    dv = xp.zeros(batch + tuple(v.shape[-2:]), dtype=work, device=where)
+    kt = k.swapaxes(-1, -2)
+    vt = v.swapaxes(-1, -2)
     for start in range(0, nq, ROW_CHUNK):
         rows = slice(start, min(start + ROW_CHUNK, nq))
         scores = round_to(q[..., rows, :] @ kt, dtype)
-        scores = round_to(scores * scale, dtype)
-        keep = attention_keep(nq, nk, causal, key_valid, rows)
-        if keep is not None:
-            scores = np.where(keep, scores, -np.inf)
-        scores = scores - scores.max(axis=-1, keepdims=True)
-        p = np.exp(scores)
-        p = round_to(p / p.sum(axis=-1, keepdims=True), dtype)
+        scores = kept(xp, round_to(scores * scale, dtype),
+                      attention_keep(nq, nk, causal, key_valid, rows))
+        scores = scores - xp.max(scores, axis=-1, keepdims=True)
+        p = xp.exp(scores)
+        del scores
+        p = round_to(p / xp.sum(p, axis=-1, keepdims=True), dtype)
         do = dout[..., rows, :]
-        dv += np.swapaxes(p, -1, -2) @ do
+        dv += p.swapaxes(-1, -2) @ do
         dp = round_to(do @ vt, dtype)
-        delta = np.sum(do * out[..., rows, :], axis=-1, keepdims=True)
+        delta = xp.sum(do * out[..., rows, :], axis=-1, keepdims=True)
         ds = round_to(p * (dp - delta), dtype)
         dq[..., rows, :] = round_to(round_to(ds @ k, dtype) * scale, dtype)
-        dk += np.swapaxes(ds, -1, -2) @ q[..., rows, :]
+        dk += ds.swapaxes(-1, -2) @ q[..., rows, :]
     return dq, round_to(round_to(dk, dtype) * scale, dtype), round_to(dv, dtype)
 
 

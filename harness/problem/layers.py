@@ -28,9 +28,9 @@ import math
 
 import numpy as np
 
-from harness.problem.gradients import attention_backward, work_dtype
+from harness.problem.gradients import attention_backward
 from harness.problem.inputs import key_valid_lengths, problem_seed
-from harness.problem.reference import naive_attention, round_to
+from harness.problem.reference import naive_attention, round_to, work_dtype
 
 LN_EPS = 1e-5
 MHA_WEIGHTS = ("wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo")
@@ -76,7 +76,7 @@ class _Naive:
 
     def __init__(self, dtype: str):
         self.dtype = dtype
-        self.work = work_dtype(dtype)
+        self.work = work_dtype(np, dtype)
 
     def r(self, x):
         """Round to the dtype (values kept in the work dtype)."""

@@ -12,10 +12,16 @@ Gradients (mode fwd_bwd) follow the same rule, against the naive backward in the
 (harness.problem.gradients, harness.problem.layers), with the floor scaled by the gradient's magnitude
 (`bound(..., scaled=True)`). Gradients that pass through a ReLU are the exception: they are
 judged on the norm of their error (`norm_bound`, which says why).
+
+The formula (`naive_attention`, and harness.problem.gradients' backward) is written once for
+any array namespace (array-api-compat): NumPy arrays on the CPU, or torch tensors on a GPU,
+where the float64 truth of a long-sequence GPU case takes seconds instead of the CPU's hours
+(harness.problem.truth decides where it runs).
 """
 from __future__ import annotations
 
 import numpy as np
+from array_api_compat import array_namespace, device, is_torch_array
 
 from harness.problem.inputs import attention_keep
 
@@ -27,11 +33,14 @@ REL_FLOOR = {"float64": 1e-9, "float32": 2e-3, "float16": 1e-2, "bfloat16": 3e-2
 ROW_CHUNK = 512  # query rows per step: bounds the reference's memory at long sequences
 
 
-def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
+def round_to(x, dtype: str):
     """Round float32/64 values to `dtype` and return them as float32 (float64 stays float64).
 
     An array already in that dtype comes back as it is, not copied: callers never write into
-    what they passed."""
+    what they passed. A torch tensor is rounded by torch's own conversions (round to nearest,
+    ties to even, as below) and stays on its device."""
+    if is_torch_array(x):
+        return _torch_round_to(x, dtype)
     if dtype == "float64":
         return np.asarray(x, dtype=np.float64)
     if dtype == "float32":
@@ -49,6 +58,33 @@ def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
     raise ValueError(f"unknown dtype {dtype!r}")
 
 
+def _torch_round_to(x, dtype: str):
+    import torch
+
+    if dtype in ("float64", "float32"):
+        return x.to(getattr(torch, dtype))
+    if dtype in ("float16", "bfloat16"):
+        return x.to(getattr(torch, dtype)).to(torch.float32)
+    raise ValueError(f"unknown dtype {dtype!r}")
+
+
+def work_dtype(xp, dtype: str):
+    """What a naive computation in `dtype` accumulates in: float64 for float64, else float32."""
+    return xp.float64 if dtype == "float64" else xp.float32
+
+
+def as_work(xp, x, dtype: str):
+    """`x` rounded to `dtype`, in its working dtype (work_dtype)."""
+    return xp.astype(round_to(x, dtype), work_dtype(xp, dtype), copy=False)
+
+
+def kept(xp, scores, keep):
+    """`scores` with what the mask `keep` (a NumPy boolean array, or None) drops set to -inf."""
+    if keep is None:
+        return scores
+    return xp.where(xp.asarray(keep, device=device(scores)), scores, -xp.inf)
+
+
 def naive_attention(q, k, v, causal: bool, dtype: str = "float64",
                     key_valid=None) -> np.ndarray:
     """softmax(q kᵀ / √d + mask) v, computed naively in `dtype` (see the module docstring).
@@ -57,24 +93,23 @@ def naive_attention(q, k, v, causal: bool, dtype: str = "float64",
     unpadded keys per sequence, (B,), or None) allow. Works over query-row chunks so a float64
     reference at long N stays within memory.
     """
-    work = np.float64 if dtype == "float64" else np.float32
-    q, k, v = (round_to(x, dtype).astype(work, copy=False) for x in (q, k, v))
+    xp = array_namespace(q, k, v)
+    q, k, v = (as_work(xp, x, dtype) for x in (q, k, v))
     scale = 1.0 / float(np.sqrt(q.shape[-1]))
     nq, nk = q.shape[-2], k.shape[-2]
-    out = np.empty(q.shape[:-1] + (v.shape[-1],), dtype=work)
-    kt = np.swapaxes(k, -1, -2)
+    out = xp.empty(tuple(q.shape[:-1]) + (v.shape[-1],), dtype=work_dtype(xp, dtype),
+                   device=device(q))
+    kt = k.swapaxes(-1, -2)
     for start in range(0, nq, ROW_CHUNK):
         rows = slice(start, min(start + ROW_CHUNK, nq))
         # each step in place on this chunk's own array: the same operations, fewer copies
         scores = round_to(q[..., rows, :] @ kt, dtype)
-        scores *= work(scale)
-        scores = round_to(scores, dtype)
-        keep = attention_keep(nq, nk, causal, key_valid, rows)
-        if keep is not None:
-            scores = np.where(keep, scores, -np.inf)
-        scores -= scores.max(axis=-1, keepdims=True)
-        weights = np.exp(scores, out=scores)
-        weights /= weights.sum(axis=-1, keepdims=True)
+        scores *= scale  # a Python float: the product stays in the working dtype
+        scores = kept(xp, round_to(scores, dtype), attention_keep(nq, nk, causal, key_valid, rows))
+        scores -= xp.max(scores, axis=-1, keepdims=True)
+        weights = xp.exp(scores)
+        del scores
+        weights /= xp.sum(weights, axis=-1, keepdims=True)
         weights = round_to(weights, dtype)
         out[..., rows, :] = round_to(weights @ v, dtype)
     return out

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.problem import gradients, layers, reference
+from harness.problem import gradients, layers, on_device, reference
 from harness.problem.inputs import grad_output, kernel_inputs, key_valid_lengths
 
 _PROBLEMS: OrderedDict = OrderedDict()  # problem_key -> _Problem; a small LRU
@@ -97,14 +97,19 @@ class _Problem:
 
 
 def _reference(case, inputs, dtype: str, backward: bool):
-    """(output, gradients or None) of the case's problem computed naively in `dtype`."""
+    """(output, gradients or None) of the case's problem computed naively in `dtype`; a kernel
+    case's on its own GPU where it can be (harness.problem.on_device)."""
     if case.level in layers.LAYER_LEVELS:
         return layers.forward_backward(case, inputs, dtype, backward)
     if backward:
-        return gradients.kernel_forward_backward(case, inputs, dtype)
+        return on_device.computed(
+            case, lambda arrays: gradients.kernel_forward_backward(case, arrays, dtype),
+            {n: inputs[n] for n in ("q", "k", "v", "dout")})
     valid = key_valid_lengths(case)
-    return reference.naive_attention(inputs["q"], inputs["k"], inputs["v"], case.causal, dtype,
-                                     valid), None
+    return on_device.computed(
+        case, lambda a: (reference.naive_attention(a["q"], a["k"], a["v"], case.causal, dtype,
+                                                   valid), None),
+        {n: inputs[n] for n in ("q", "k", "v")})
 
 
 def _with_prefix(arrays: dict, prefix: str) -> dict:
@@ -186,21 +191,15 @@ def _tolerances(case) -> dict:
         except (OSError, ValueError):
             pass  # being written or damaged: compute it
     entry = _problem(case)
-    if case.level == "kernel" and not backward:  # the original kernel path, unchanged
-        inputs = entry.inputs
-        out_tol = reference.tolerance(inputs["q"], inputs["k"], inputs["v"], case.causal,
-                                      case.dtype, entry.ref, key_valid_lengths(case))
-        tols = {"out": out_tol, "grads": None}
+    if case.dtype == "float64":  # no naive run needed: fixed (scaled) floors
+        out, grads = entry.ref, entry.grads
     else:
-        if case.dtype == "float64":  # no naive run needed: fixed (scaled) floors
-            out, grads = entry.ref, entry.grads
-        else:
-            out, grads = _reference(case, entry.inputs, case.dtype, backward)
-        grad_bound = reference.norm_bound if layers.through_relu(case) else (
-            lambda naive, ref, dtype: reference.bound(naive, ref, dtype, scaled=True))
-        tols = {"out": reference.bound(out, entry.ref, case.dtype),
-                "grads": {n: grad_bound(grads[n], g, case.dtype)
-                          for n, g in entry.grads.items()} if backward else None}
+        out, grads = _reference(case, entry.inputs, case.dtype, backward)
+    grad_bound = reference.norm_bound if layers.through_relu(case) else (
+        lambda naive, ref, dtype: reference.bound(naive, ref, dtype, scaled=True))
+    tols = {"out": reference.bound(out, entry.ref, case.dtype),
+            "grads": {n: grad_bound(grads[n], g, case.dtype)
+                      for n, g in entry.grads.items()} if backward else None}
     _TOLERANCES[key] = tols
     if path is not None:
         _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(tols)))
