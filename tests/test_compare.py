@@ -333,10 +333,16 @@ def test_the_gate_reads_the_plan_and_says_when_the_new_run_is_incomplete(tmp_pat
         write_plan(run, Plan(suite="synthetic", suite_path=None, filters={}, overrides={},
                              timing=TimingSettings(), cases=tuple(cases)))
     md = tmp_path / "c.md"
-    assert main(["compare", str(base), str(new), "--md", str(md)]) == 0
+    # nothing regressed among the cases it has, but the gate could not judge two it was meant to
+    assert main(["compare", str(base), str(new), "--md", str(md)]) == 1
     out = capsys.readouterr().out
+    assert "FAIL: the new run is incomplete (2 planned cases without a record)" in out
     assert "the new run is incomplete: 2 planned cases have no record" in out
     assert "torch.naive/kernel" in out and "base run is incomplete" not in out
     assert "the new run is incomplete" in md.read_text()
     result = compare.compare_runs(base, new)
     assert result["unrecorded"] == {"base": [], "new": [c.case_id for c in cases[1:]]}
+    assert result["verdict"] == "fail" and compare.exit_code(result) == 1
+    # an incomplete base only means fewer cases to compare: the gate still passes
+    assert main(["compare", str(new), str(base)]) == 0
+    assert "the base run is incomplete" in capsys.readouterr().out

@@ -29,7 +29,9 @@ Status changes have verdicts of their own: `new_failure` (ok or unsupported befo
 error, timeout or oom now; also a case new to the run that fails), `fixed`, `still_failing`,
 `now_unsupported`, `now_supported`, `unsupported`, and `new` / `missing` for unmatched cases.
 Peak memory that grew by more than the memory threshold and 1 MiB is `memory_growth`.
-The gate fails (exit 1) on a regression, a new failure or a memory growth.
+The gate fails (exit 1) on a regression, a new failure or a memory growth, and when the new run
+is incomplete: cases its plan names have no record (an interrupted run), so the gate could not
+judge what it was meant to.
 
 Runs from machines or software that differ (`store.fingerprint`) are refused unless forced.
 
@@ -388,6 +390,8 @@ def compare_runs(base_dir, new_dir, threshold: float = DEFAULT_THRESHOLD,
                   forced=bool(diffs and force), base_fingerprint=fingerprint(base_env),
                   new_fingerprint=fingerprint(new_env),
                   unrecorded={"base": unrecorded(base_dir, base), "new": unrecorded(new_dir, new)})
+    if result["unrecorded"]["new"]:  # what was meant to be checked was not: never a pass
+        result["verdict"] = "fail"
     return result
 
 

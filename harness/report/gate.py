@@ -32,7 +32,12 @@ def count_text(counts: dict, verdicts) -> str:
 def headline(result: dict) -> str:
     counts = result["counts"]
     if result["verdict"] == "fail":
-        return "FAIL: " + count_text(counts, ("regression", "new_failure", "memory_growth"))
+        missing = len((result.get("unrecorded") or {}).get("new") or [])
+        parts = [count_text(counts, ("regression", "new_failure", "memory_growth"))]
+        if missing:
+            parts.append(f"the new run is incomplete ({missing} planned case"
+                         f"{'s' if missing != 1 else ''} without a record)")
+        return "FAIL: " + ", ".join(p for p in parts if p)
     rest = count_text(counts, ("improvement", "unchanged", "noisy"))
     return f"PASS: no regression ({rest or 'nothing timed in both runs'})"
 
