@@ -92,6 +92,21 @@ def test_a_truth_computed_with_torch_is_the_numpy_truth(on_torch, monkeypatch, m
     assert with_torch[2] == pytest.approx(with_numpy[2], rel=0.25)
 
 
+def test_the_truth_is_computed_at_full_float32_precision_whatever_was_set(on_torch):
+    seen = []
+
+    def compute(arrays):
+        seen.append(torch.get_float32_matmul_precision())
+        return (arrays["q"], None)
+
+    torch.set_float32_matmul_precision("medium")  # as an implementation might (TF32, bf16)
+    try:
+        on_device.computed(_case(), compute, {"q": np.ones((1, 1, 4, 2))})
+        assert seen == ["highest"] and torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision("highest")
+
+
 def test_a_device_that_cannot_hold_the_truth_hands_it_to_the_cpu(on_torch, capsys):
     calls = []
 

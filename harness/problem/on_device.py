@@ -34,6 +34,10 @@ def computed(case, compute: Callable[[dict], tuple], arrays: dict) -> tuple:
         return compute(arrays)
     import torch
 
+    precision = torch.get_float32_matmul_precision()
+    # float32 products in full float32, whatever an implementation set (TF32 would widen the
+    # same-dtype error a tolerance is built from, and so weaken the check)
+    torch.set_float32_matmul_precision("highest")
     try:
         moved = {name: torch.from_numpy(np.ascontiguousarray(a)).to(where)
                  for name, a in arrays.items()}
@@ -42,6 +46,7 @@ def computed(case, compute: Callable[[dict], tuple], arrays: dict) -> tuple:
         print(f"the truth of {case.case_id} does not fit on {where} ({exc}); computing it on "
               "the CPU", file=sys.stderr, flush=True)
     finally:
+        torch.set_float32_matmul_precision(precision)
         torch.cuda.empty_cache()  # the device's memory is the case's again
     return compute(arrays)
 
