@@ -140,8 +140,11 @@ def verdict(figures: dict | None) -> str | None:
         seen.append(f"the hypervisor took {steal:.0%} of the CPU time")
     if not seen:
         return None
-    return ("other work competed for the CPU while this case was timed (" + "; ".join(seen) +
-            "): close other programs, or run with fewer --threads than cores")
+    # The kernel's counters cannot say whose threads were waiting: other programs', or the
+    # implementation's own beyond the cores (XLA and TensorFlow start more than they are given)
+    return ("threads competed for the CPU while this case was timed (" + "; ".join(seen) +
+            "): other programs, or more threads of its own than cores; close other programs, "
+            "or run with fewer --threads than cores")
 
 
 def worst(windows: list[dict]) -> dict:
