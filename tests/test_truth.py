@@ -62,3 +62,21 @@ def test_the_cache_stops_growing_at_its_limit(fresh, tmp_path, monkeypatch):
     monkeypatch.setattr(truth, "CACHE_LIMIT_BYTES", 1)
     truth.problem(Case(impl="numpy", heads=2, seq_len=32, head_dim=16))
     assert not list(tmp_path.glob("problem-*.npz"))
+
+
+@pytest.mark.parametrize("level", ["kernel", "mha", "encoder"])
+def test_fwd_bwd_computes_its_reference_in_one_run_and_it_is_the_forward_reference(level,
+                                                                                 monkeypatch):
+    fwd = Case(impl="torch.naive" if level == "kernel" else f"torch.{level}", level=level,
+               heads=2, seq_len=24, head_dim=8)
+    bwd = Case(**{**fwd.to_dict(), "mode": "fwd_bwd"})
+    truth.clear_caches()
+    _, ref = truth.problem(fwd)
+    truth.clear_caches()
+    runs = []
+    reference = truth._reference
+    monkeypatch.setattr(truth, "_reference", lambda *a: runs.append(a[2:]) or reference(*a))
+    inputs, ref_bwd = truth.problem(bwd)
+    assert runs == [("float64", True)]  # one forward-and-backward, no separate forward
+    assert np.array_equal(ref, ref_bwd) and inputs["dout"].shape == ref.shape
+    truth.clear_caches()

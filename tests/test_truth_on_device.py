@@ -75,10 +75,10 @@ def test_a_truth_computed_with_torch_is_the_numpy_truth(on_torch, monkeypatch, m
     with_torch = (truth.problem(case)[1], truth.reference_grads(case), truth.tolerance_for(case),
                   truth.grad_tolerances_for(case))
     assert isinstance(with_torch[0], np.ndarray)
-    # every naive run was torch's: the float64 reference (for fwd_bwd also its forward and
-    # backward) and the bfloat16 run the tolerance is built from
+    # every naive run was torch's: the float64 reference (with its gradients, for fwd_bwd, in
+    # the same run) and the bfloat16 run the tolerance is built from
     results = [v for v in brought_back if isinstance(v, tuple)]  # (out, grads), not their parts
-    assert len(results) == (3 if mode == "fwd_bwd" else 2)
+    assert len(results) == 2
     assert all(isinstance(out, torch.Tensor) for out, _ in results)
     truth.clear_caches()
     monkeypatch.setattr(on_device, "torch_device_for", lambda case: None)

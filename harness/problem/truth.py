@@ -127,17 +127,21 @@ def _computed(case) -> _Problem:
         if entry.grads is not None:
             inputs["dout"] = grad_output(case, entry.ref.shape)
         return entry
-    entry = _Problem(inputs, _reference(case, inputs, "float64", False)[0])
-    if backward:
-        _add_gradients(case, entry)
+    if backward:  # one float64 forward and backward, the forward's output being the reference
+        inputs["dout"] = grad_output(case, _output_shape(case, inputs))
+        entry = _Problem(inputs, *_reference(case, inputs, "float64", True))
+    else:
+        entry = _Problem(inputs, _reference(case, inputs, "float64", False)[0])
     _save_arrays("problem", key, {"ref": entry.ref,
                                   **{f"grad:{n}": g for n, g in (entry.grads or {}).items()}})
     return entry
 
 
-def _add_gradients(case, entry: _Problem) -> None:
-    entry.inputs["dout"] = grad_output(case, entry.ref.shape)
-    entry.grads = _reference(case, entry.inputs, "float64", True)[1]
+def _output_shape(case, inputs) -> tuple:
+    """The shape of the case's output: a layer's is its input's; a kernel's (B, H, Nq, Dv)."""
+    if case.level in layers.LAYER_LEVELS:
+        return tuple(inputs["x"].shape)
+    return tuple(inputs["q"].shape[:-1]) + tuple(inputs["v"].shape[-1:])
 
 
 def _problem(case) -> _Problem:
