@@ -99,8 +99,8 @@ def test_a_cpu_run_records_the_host_timer_and_none_where_nothing_was_timed(tmp_p
 
 # ---- scripts/gpu-check.sh refuses what it cannot do, in one line ------------------------------
 
-def run_script(*args, path: str, timeout=60):
-    env = {**os.environ, "PATH": path, "PYTHON": sys.executable}
+def run_script(*args, path: str, python: str = sys.executable, timeout=60):
+    env = {**os.environ, "PATH": path, "PYTHON": python}
     return subprocess.run(["/bin/bash", str(SCRIPT), *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
@@ -111,6 +111,17 @@ def no_gpu_path(tmp_path) -> str:
     empty = tmp_path / "bin-empty"
     empty.mkdir()
     return str(empty)
+
+
+@pytest.fixture
+def fake_smi_path(tmp_path) -> str:
+    """A PATH whose nvidia-smi answers (and does nothing): the GPU is then asked of torch."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    smi = fake / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nexit 0\n")
+    smi.chmod(0o755)
+    return str(fake)
 
 
 @pytest.mark.parametrize("args, said", [
@@ -147,37 +158,25 @@ def test_the_script_refuses_without_nvidia_smi_and_creates_nothing(tmp_path, no_
     assert "nvidia-smi not found" in one_line(run_script(empty, path=no_gpu_path))
 
 
-def test_the_script_refuses_when_torch_sees_no_gpu(tmp_path):
+def test_the_script_refuses_when_torch_sees_no_gpu(tmp_path, fake_smi_path):
     if cuda_present():
         pytest.skip("this machine has a GPU")
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    smi = fake / "nvidia-smi"
-    smi.write_text("#!/bin/sh\nexit 0\n")
-    smi.chmod(0o755)
     out = tmp_path / "out"
-    result = run_script(out, path=str(fake))
+    result = run_script(out, path=fake_smi_path)
     assert result.returncode == 2
     assert "torch.cuda.is_available() is false" in one_line(result)
     assert not out.exists()
 
 
-def test_the_script_refuses_when_a_dependency_is_missing(tmp_path):
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    smi = fake / "nvidia-smi"
-    smi.write_text("#!/bin/sh\nexit 0\n")
-    smi.chmod(0o755)
+def test_the_script_refuses_when_a_dependency_is_missing(tmp_path, fake_smi_path):
     hidden = tmp_path / "hidden"  # shadows the real package with one that cannot be imported
     hidden.mkdir()
     (hidden / "array_api_compat.py").write_text("raise ImportError('hidden by the test')\n")
-    python = fake / "python-without"
+    python = tmp_path / "python-without"
     python.write_text(f"#!/bin/sh\nPYTHONPATH={hidden} exec {sys.executable} \"$@\"\n")
     python.chmod(0o755)
     out = tmp_path / "out"
-    env = {**os.environ, "PATH": f"{fake}:/usr/bin:/bin", "PYTHON": str(python)}
-    result = subprocess.run(["/bin/bash", str(SCRIPT), str(out)], env=env, capture_output=True,
-                            text=True, timeout=60, cwd=ROOT)
+    result = run_script(out, path=f"{fake_smi_path}:/usr/bin:/bin", python=str(python))
     assert result.returncode == 2
     assert "needs the Python package 'array_api_compat'" in one_line(result)
     assert not out.exists()

@@ -47,6 +47,11 @@ def graph_refusal(case, framework: str) -> str | None:
     return None
 
 
+def default_timer(device: str, framework: str) -> str:
+    """The timer of `framework`'s calls on `device` when no CUDA graphs are asked for."""
+    return CUDA_EVENT if device.startswith("cuda") and framework in EVENT_FRAMEWORKS else HOST
+
+
 def select_timer(case, framework: str, settings: TimingSettings) -> str:
     """The timer of `case` (its adapter's `framework`) under `settings`: one of TIMERS.
     Raises TimerUnavailable when the settings ask for CUDA graphs this case cannot have."""
@@ -55,9 +60,7 @@ def select_timer(case, framework: str, settings: TimingSettings) -> str:
         if why:
             raise TimerUnavailable(why)
         return CUDA_GRAPH
-    if case.device.startswith("cuda") and framework in EVENT_FRAMEWORKS:
-        return CUDA_EVENT
-    return HOST
+    return default_timer(case.device, framework)
 
 
 def sample_clock(timer: str, device: str):

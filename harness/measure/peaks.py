@@ -19,7 +19,7 @@ SETTINGS = TimingSettings(warmup_s=0.1, min_samples=3, max_samples=50, budget_s=
 
 def timer_for(device: str) -> str:
     """The timer of the peaks on `device`: the one a torch case there is timed with."""
-    return clocks.CUDA_EVENT if device.startswith("cuda") else clocks.HOST
+    return clocks.default_timer(device, "torch")
 
 
 def _measure(device: str, call, sync):

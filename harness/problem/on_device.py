@@ -39,9 +39,7 @@ def computed(case, compute: Callable[[dict], tuple], arrays: dict) -> tuple:
     # same-dtype error a tolerance is built from, and so weaken the check)
     torch.set_float32_matmul_precision("highest")
     try:
-        moved = {name: torch.from_numpy(np.ascontiguousarray(a)).to(where)
-                 for name, a in arrays.items()}
-        return _to_numpy(compute(moved))
+        return _on_torch(where, compute, arrays)
     except torch.OutOfMemoryError as exc:
         print(f"the truth of {case.case_id} does not fit on {where} ({exc}); computing it on "
               "the CPU", file=sys.stderr, flush=True)
@@ -49,6 +47,16 @@ def computed(case, compute: Callable[[dict], tuple], arrays: dict) -> tuple:
         torch.set_float32_matmul_precision(precision)
         torch.cuda.empty_cache()  # the device's memory is the case's again
     return compute(arrays)
+
+
+def _on_torch(where: str, compute, arrays: dict):
+    """`compute` on `arrays` moved to torch device `where`, its result brought back as NumPy;
+    the device's tensors die with this call (so the cache can give their memory back)."""
+    import torch
+
+    moved = {name: torch.from_numpy(np.ascontiguousarray(a)).to(where)
+             for name, a in arrays.items()}
+    return _to_numpy(compute(moved))
 
 
 def _to_numpy(value):

@@ -101,15 +101,15 @@ def _reference(case, inputs, dtype: str, backward: bool):
     case's on its own GPU where it can be (harness.problem.on_device)."""
     if case.level in layers.LAYER_LEVELS:
         return layers.forward_backward(case, inputs, dtype, backward)
-    if backward:
-        return on_device.computed(
-            case, lambda arrays: gradients.kernel_forward_backward(case, arrays, dtype),
-            {n: inputs[n] for n in ("q", "k", "v", "dout")})
-    valid = key_valid_lengths(case)
-    return on_device.computed(
-        case, lambda a: (reference.naive_attention(a["q"], a["k"], a["v"], case.causal, dtype,
-                                                   valid), None),
-        {n: inputs[n] for n in ("q", "k", "v")})
+
+    def kernel(a: dict):
+        if backward:
+            return gradients.kernel_forward_backward(case, a, dtype)
+        return reference.naive_attention(a["q"], a["k"], a["v"], case.causal, dtype,
+                                         key_valid_lengths(case)), None
+
+    names = ("q", "k", "v", "dout") if backward else ("q", "k", "v")
+    return on_device.computed(case, kernel, {n: inputs[n] for n in names})
 
 
 def _with_prefix(arrays: dict, prefix: str) -> dict:
