@@ -285,6 +285,16 @@ def lines_of(run_dir):
     return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
 
 
+def pids_of(run_dir) -> dict[str, set]:
+    """case_id -> the worker processes that ran it (from the numpy worker's log)."""
+    runs: dict[str, set] = {}
+    for line in (run_dir / "logs" / "worker-numpy.log").read_text().splitlines():
+        if line.startswith("--- run "):
+            _, _, case_id, _, pid = line.split()
+            runs.setdefault(case_id, set()).add(pid)
+    return runs
+
+
 def test_a_disturbed_figure_is_measured_again_and_the_clean_one_kept(tmp_path, run_cli):
     (tmp_path / "once").mkdir()
     env = {"ATTNBENCH_PLUGINS": "tests.plugins.slow", "ATTNBENCH_TEST_SLOWDOWN": "40",
@@ -297,6 +307,7 @@ def test_a_disturbed_figure_is_measured_again_and_the_clean_one_kept(tmp_path, r
     final = {r["seq_len"]: r for r in load_records(out)}
     assert final[32]["remeasured"] >= 1 and final[32] == small[-1]
     assert "larger seq_len" not in (final[32]["instability"] or "")  # no longer implausible
+    assert len(pids_of(out)[small[0]["case_id"]]) == 1  # measured again in the pass's worker
 
 
 def test_a_figure_that_stays_implausible_is_kept_and_marked(tmp_path, run_cli):
@@ -319,11 +330,7 @@ def test_repeats_measure_each_case_in_fresh_processes(tmp_path, run_cli):
     records = load_records(out)
     assert all(len(r["repeat_medians_s"]) == 3 for r in records)
     assert all(r["n_samples"] == sum(r["repeat_n_samples"]) for r in records)
-    runs: dict[str, set] = {}
-    for line in (out / "logs" / "worker-numpy.log").read_text().splitlines():
-        if line.startswith("--- run "):
-            _, _, case_id, _, pid = line.split()
-            runs.setdefault(case_id, set()).add(pid)
+    runs = pids_of(out)
     assert {r["case_id"] for r in records} <= set(runs)
     assert all(len(pids) >= 3 for pids in runs.values())  # one process per repeat
     plan = json.loads((out / "plan.json").read_text())

@@ -209,6 +209,9 @@ class DaskExecutor:
     def start(self, config: RunConfig, on_worker=None) -> None:
         self.config = config.to_dict()  # workers are reported with their measurements
 
+    def prepare(self, cases) -> None:
+        """Nothing ahead: each Dask worker starts its family workers as its cases arrive."""
+
     def peaks(self, targets):
         """One peaks measurement per host, on a worker with a GPU when the targets need one."""
         chosen: dict[str, tuple[str, bool]] = {}

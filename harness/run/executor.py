@@ -54,19 +54,28 @@ def precise_now() -> str:
 
 
 class Measurer:
-    """Measures cases one at a time, each in a worker process of its family; only one worker
-    exists at a time, so cases never compete for the cores. Lives where the cases run: in the
-    runner's process (local) or in each Dask worker process. A measurement is a dict: `result`
-    (what the worker said, or why there was none), `started_at`, `wall_s`, `host`, `workers`
-    (what the workers started since the last measurement reported) and, the first time,
-    `host_env` (this host's environment and fingerprint)."""
+    """Measures cases one at a time, each in a worker process of its family. Lives where the
+    cases run: in the runner's process (local) or in each Dask worker process. A measurement
+    is a dict: `result` (what the worker said, or why there was none), `started_at`, `wall_s`,
+    `host`, `workers` (what the workers started since the last measurement reported) and, the
+    first time, `host_env` (this host's environment and fingerprint).
+
+    Workers live until `stop` (the end of a pass), so a figure measured again at the end of a
+    run is measured in its family's worker of that pass, not in a process started for it.
+    `start_workers` starts the families a batch needs all at once, before anything is timed:
+    their imports overlap. Only one worker runs a case at a time, so cases never compete for
+    the cores; the others wait idle. A worker that ran a case on a GPU is stopped when another
+    family takes over: its allocator would keep device memory the next cases need.
+    """
 
     def __init__(self, config: RunConfig, log_suffix: str = "",
                  on_worker: Callable[[str, dict], None] | None = None):
         self.config = config
         self.log_suffix = log_suffix
         self.on_worker = on_worker  # told at once when a worker starts (its pid, its threads)
-        self.worker: Worker | None = None
+        self.workers: dict[str, Worker] = {}  # family -> its worker in this pass
+        self.current: str | None = None  # the family of the last case's worker
+        self.on_gpu: set[str] = set()  # families whose worker ran a case on a GPU
         self.oom_at: dict[tuple, int] = {}
         self.cache_dir: str | None = None  # the truth this process's workers share
         self.lock = threading.Lock()  # one case at a time, however many threads call
@@ -81,19 +90,55 @@ class Measurer:
         logs.mkdir(parents=True, exist_ok=True)
         return logs
 
+    def _spawn(self, family: str) -> Worker:
+        """A new worker of `family`, started but not yet waited for."""
+        self._discard(family)
+        if self.cache_dir is None:
+            self.cache_dir = tempfile.mkdtemp(prefix="attnbench-truth-")
+        log = self._logs() / f"worker-{family}{self.log_suffix}.log"
+        worker = Worker(family, self.config.threads, str(log), self.cache_dir, wait=False)
+        self.workers[family] = worker
+        return worker
+
+    def _ready(self, worker: Worker) -> Worker:
+        """`worker`, once it is ready; its start-up info is reported the first time."""
+        if worker.info is not None:
+            return worker
+        try:
+            info = worker.ready()
+        except WorkerGone:
+            self.workers.pop(worker.family, None)
+            raise
+        self.started[worker.family] = info
+        if self.on_worker:
+            self.on_worker(worker.family, info)
+        return worker
+
+    def _live(self, family: str) -> bool:
+        worker = self.workers.get(family)
+        return worker is not None and worker.alive()
+
+    def _discard(self, family: str, kill: bool = False) -> None:
+        worker = self.workers.pop(family, None)
+        self.on_gpu.discard(family)
+        if worker is not None:
+            worker.kill() if kill else worker.stop()
+
+    def start_workers(self, families: list[str]) -> None:
+        """Start the workers of `families` not yet running, all at once, and wait for each.
+        One that fails to start is left out: the first case that needs it says why."""
+        with self.lock:
+            for worker in [self._spawn(f) for f in families if not self._live(f)]:
+                try:
+                    self._ready(worker)
+                except WorkerGone:
+                    pass
+
     def _worker_for(self, family: str) -> Worker:
-        if self.worker and (self.worker.family != family or not self.worker.alive()):
-            self.worker.stop()
-            self.worker = None
-        if self.worker is None:
-            if self.cache_dir is None:
-                self.cache_dir = tempfile.mkdtemp(prefix="attnbench-truth-")
-            log = self._logs() / f"worker-{family}{self.log_suffix}.log"
-            self.worker = Worker(family, self.config.threads, str(log), self.cache_dir)
-            self.started[family] = self.worker.info
-            if self.on_worker:
-                self.on_worker(family, self.worker.info)
-        return self.worker
+        if self.current in self.on_gpu and self.current != family:
+            self._discard(self.current)
+        self.current = family
+        return self._ready(self.workers[family] if self._live(family) else self._spawn(family))
 
     def _report(self) -> dict:
         out = {"host": self.host, "workers": self.started}
@@ -109,7 +154,7 @@ class Measurer:
             try:
                 peaks = self._worker_for("torch").peaks(targets)
             except WorkerGone as gone:
-                self.worker = None
+                self._discard("torch")
                 peaks = {"error": gone.reason}
             return {"peaks": peaks, **self._report()}
 
@@ -128,18 +173,20 @@ class Measurer:
         predicted = self._predicted_oom(case)
         if predicted:
             return predicted
+        family = adapter.framework
         try:
-            result = self._worker_for(adapter.framework).run(case, self.config.settings,
-                                                             self.config.mem_limit)
+            worker = self._worker_for(family)
+            if case.device.startswith("cuda"):
+                self.on_gpu.add(family)
+            result = worker.run(case, self.config.settings, self.config.mem_limit)
         except WorkerGone as gone:
-            self.worker = None
+            self._discard(family)
             result = {"status": gone.status, "reason": gone.reason}
         if result["status"] == "oom":
             key = config_key(case)
             self.oom_at[key] = min(self.oom_at.get(key, case.seq_len), case.seq_len)
-            if self.worker:  # a worker that hit its limit may hold fragments: start afresh
-                self.worker.kill()
-                self.worker = None
+            # a worker that hit its limit may hold fragments: start afresh
+            self._discard(family, kill=True)
         return result
 
     def measure(self, case: Case) -> dict:
@@ -150,23 +197,33 @@ class Measurer:
                     **self._report()}
 
     def stop(self) -> None:
-        """End the worker process (the next pass of a run starts fresh ones)."""
+        """End the worker processes (the next pass of a run starts fresh ones)."""
         with self.lock:
-            if self.worker:
-                self.worker.stop()
-                self.worker = None
+            for family in list(self.workers):
+                self._discard(family)
+            self.current = None
 
     def abort(self) -> None:
-        """Kill the worker process now, even mid-case (without waiting for the case's lock)."""
-        worker = self.worker
-        if worker and worker.alive():
-            worker.process.kill()
+        """Kill the worker processes now, even mid-case (without waiting for the case's lock)."""
+        for worker in list(self.workers.values()):
+            if worker.alive():
+                worker.process.kill()
 
     def close(self) -> None:
         self.stop()
         if self.cache_dir:
             shutil.rmtree(self.cache_dir, ignore_errors=True)
             self.cache_dir = None
+
+
+def worker_families(cases: list[Case]) -> list[str]:
+    """The worker families `cases` need, in their order (cases known unsupported need none)."""
+    families: dict[str, None] = {}
+    for case in cases:
+        adapter = registry.get(case.impl)
+        if not adapter.static_reasons(case):
+            families.setdefault(adapter.framework)
+    return list(families)
 
 
 class Executor(Protocol):
@@ -180,6 +237,11 @@ class Executor(Protocol):
         """`on_worker` hears of each worker process as it starts, where the executor can tell
         (a local one can; a remote one reports its workers with their measurements)."""
 
+    def prepare(self, cases: list[Case]) -> None:
+        """Start what `cases` will need before anything of theirs is timed (a local executor
+        starts every family's worker at once, so their imports overlap; a remote one may
+        start nothing and let its workers start as cases arrive)."""
+
     def peaks(self, targets: list[tuple[str, str]]) -> list[dict]:
         """One measurement (with `peaks`) per host the cases will run on."""
 
@@ -188,7 +250,7 @@ class Executor(Protocol):
         """Each case with its measurement, as they finish."""
 
     def end_pass(self) -> None:
-        """The batch so far is done: the next one starts in fresh worker processes."""
+        """A pass over the cases is done: the next batch starts in fresh worker processes."""
 
     def close(self, abandon: bool = False) -> None: ...
 
@@ -207,6 +269,9 @@ class LocalExecutor:
     def start(self, config: RunConfig, on_worker=None) -> None:
         if self.measurer is None:
             self.measurer = Measurer(config, on_worker=on_worker)
+
+    def prepare(self, cases) -> None:
+        self.measurer.start_workers(worker_families(cases))
 
     def peaks(self, targets):
         return [self.measurer.peaks(targets)]

@@ -4,8 +4,8 @@ Where the cases run is the executor's business (harness.run.executor: here, or o
 cluster); what a run measures is the runner's: passes, repeats, re-measurement, records.
 Cases are grouped by framework family, so a worker process serves a run of cases. With
 repeats, each pass over the cases runs in fresh workers. Figures measured under contention, or
-implausible within their configuration, are measured again at the end
-(harness.analysis.stability). A case that raises, runs out of memory, crashes its worker or
+implausible within their configuration, are measured again at the end, in the last pass's
+workers (harness.analysis.stability). A case that raises, runs out of memory, crashes its worker or
 exceeds its timeout becomes that case's record; a fresh worker takes the next case.
 """
 from __future__ import annotations
@@ -114,6 +114,7 @@ class Runner:
         """Matmul and bandwidth peaks for the (device, dtype) pairs the cases use, on every host
         the executor runs cases on; the run's own (env.json `peaks`) when there is one host."""
         self._start()
+        self.executor.prepare(cases)  # every worker up before the peaks are timed
         measured = self.executor.peaks(sorted({(c.device, c.dtype) for c in cases}))
         for one in measured:
             self._absorb(one)
@@ -134,14 +135,13 @@ class Runner:
 
     def _batch(self, cases: list[Case], earlier: dict[str, list[dict]],
                extra: dict[str, dict] | None = None) -> None:
-        """Measure `cases` once more through the executor, keeping each record as it comes;
-        then the next batch starts in fresh worker processes."""
+        """Measure `cases` once more through the executor, keeping each record as it comes."""
+        self.executor.prepare(cases)
         for case, measured in self.executor.measure(cases, self.on_start):
             self._absorb(measured)
             record = self._record(case, measured, earlier[case.case_id])
             record.update((extra or {}).get(case.case_id, {}))
             self._keep(record)
-        self.executor.end_pass()
 
     def _keep(self, record: dict) -> None:
         self.run_dir.append(record)
@@ -199,7 +199,8 @@ class Runner:
 
     def run(self, cases: list[Case], earlier: dict[str, dict] | None = None) -> list[dict]:
         """Measure every case `settings.repeats` times, in round-robin passes over the suite, each
-        pass in fresh worker processes; then measure contended and implausible figures again.
+        pass in fresh worker processes; then measure contended and implausible figures again,
+        in the workers of the last pass.
         Every measurement is appended as it exists (the last line of a case is its record).
         `earlier`: the records a resumed run already has (their repeats are kept). Ctrl-C
         propagates after cleanup."""
@@ -209,8 +210,10 @@ class Runner:
         try:
             self._start()
             for repeat in range(self.settings.repeats):
+                if repeat:
+                    self.executor.end_pass()  # each pass in fresh worker processes
                 self._pass(ordered, repeat)
-            self._remeasure(ordered)
+            self._remeasure(ordered)  # in the last pass's workers
         except BaseException:  # Ctrl-C or a bug: the cases in flight are abandoned, not waited for
             self.close(abandon=True)
             raise

@@ -77,7 +77,8 @@ class Worker:
     with that family's environment (Keras' backend, JAX's settings) in place."""
 
     def __init__(self, family: str, threads: int, log_path: str | None,
-                 cache_dir: str | None = None):
+                 cache_dir: str | None = None, wait: bool = True):
+        """Spawn the process; with `wait`, also wait until it is ready (else: `ready()`)."""
         family_library(family)  # an unknown family fails here, not in the child
         ctx = multiprocessing.get_context("spawn")
         self.family = family
@@ -88,7 +89,16 @@ class Worker:
         with _environ(worker_env(family, threads)):
             self.process.start()
         child.close()
-        self.info = self._receive(WORKER_START_TIMEOUT_S, "starting")["info"]
+        self.info: dict | None = None
+        if wait:
+            self.ready()
+
+    def ready(self) -> dict:
+        """Wait until the worker has imported its library (its start-up info); WorkerGone if
+        it died or hung instead."""
+        if self.info is None:
+            self.info = self._receive(WORKER_START_TIMEOUT_S, "starting")["info"]
+        return self.info
 
     def _receive(self, timeout_s: float, doing: str):
         if not self.conn.poll(timeout_s):

@@ -1,0 +1,117 @@
+"""The local Measurer's worker processes: started together before anything is timed, kept for
+the re-measurements of their pass, and a GPU worker stopped before another family's cases.
+Driven by a fake Worker that records what happens to it, so no process starts."""
+from __future__ import annotations
+
+import pytest
+
+from harness import registry
+from harness.run import executor
+from harness.run.executor import Measurer, RunConfig, worker_families
+from harness.run.process import WorkerGone
+from harness.spec import Case, TimingSettings
+
+
+class FakeWorker:
+    """What harness.run.worker.Worker is to the Measurer, with every step written to `log`."""
+
+    log: list[tuple] = []
+    fail_start: set[str] = set()
+
+    def __init__(self, family, threads, log_path, cache_dir, wait=True):
+        self.family, self.info, self.running = family, None, True
+        self.log.append(("spawn", family))
+        if wait:
+            self.ready()
+
+    def ready(self):
+        self.log.append(("ready", self.family))
+        if self.family in self.fail_start:
+            self.running = False
+            raise WorkerGone("error", f"{self.family} failed to start")
+        self.info = {"family": self.family, "pid": id(self)}
+        return self.info
+
+    def alive(self):
+        return self.running
+
+    def run(self, case, settings, mem_limit=None):
+        self.log.append(("run", self.family, case.device))
+        return {"status": "ok"}
+
+    def peaks(self, targets):
+        self.log.append(("peaks", self.family))
+        return {}
+
+    def stop(self):
+        self.log.append(("stop", self.family))
+        self.running = False
+
+    kill = stop
+
+
+class FakeAdapter:
+    def __init__(self, framework):
+        self.framework = framework
+
+    def static_reasons(self, case):
+        return []
+
+
+FAMILY = {"numpy": "numpy", "torch.sdpa": "torch", "tf.naive": "tensorflow", "jax.sdpa": "jax"}
+
+
+@pytest.fixture
+def measurer(monkeypatch, tmp_path):
+    FakeWorker.log, FakeWorker.fail_start = [], set()
+    monkeypatch.setattr(executor, "Worker", FakeWorker)
+    monkeypatch.setattr(registry, "get", lambda impl: FakeAdapter(FAMILY[impl]))
+    m = Measurer(RunConfig(TimingSettings(), 1, None, str(tmp_path / "logs")),
+                 on_worker=lambda family, info: FakeWorker.log.append(("reported", family)))
+    yield m
+    m.close()
+
+
+def steps(kind):
+    return [entry for entry in FakeWorker.log if entry[0] == kind]
+
+
+def test_workers_start_together_and_are_waited_for_after_all_are_spawned(measurer):
+    cases = [Case(impl=i) for i in ("torch.sdpa", "numpy", "tf.naive", "jax.sdpa", "numpy")]
+    families = worker_families(cases)
+    assert families == ["torch", "numpy", "tensorflow", "jax"]
+    measurer.start_workers(families)
+    kinds = [entry[0] for entry in FakeWorker.log if entry[0] != "reported"]
+    assert kinds == ["spawn"] * 4 + ["ready"] * 4  # every import under way before any wait
+    assert [family for _, family in steps("reported")] == families  # each reported once
+    measurer.peaks([("cpu", "float32")])
+    for case in cases:
+        measurer.measure(case)
+    assert len(steps("spawn")) == 4 and not steps("stop")  # the cases ran in those workers
+
+
+def test_a_family_is_measured_again_in_its_worker_of_the_pass(measurer):
+    first, other = Case(impl="numpy"), Case(impl="torch.sdpa")
+    for case in (first, other, first):  # the last is a re-measurement at the end of the pass
+        measurer.measure(case)
+    assert steps("spawn") == [("spawn", "numpy"), ("spawn", "torch")]
+    measurer.stop()  # the pass ends: the next one starts afresh
+    measurer.measure(first)
+    assert steps("spawn")[-1] == ("spawn", "numpy") and len(steps("spawn")) == 3
+
+
+def test_a_worker_that_ran_on_a_gpu_is_stopped_before_another_family_runs(measurer):
+    measurer.measure(Case(impl="torch.sdpa", device="cuda"))
+    measurer.measure(Case(impl="numpy"))
+    assert steps("stop") == [("stop", "torch")]
+    assert FakeWorker.log.index(("stop", "torch")) < FakeWorker.log.index(("run", "numpy", "cpu"))
+    measurer.measure(Case(impl="torch.sdpa"))
+    assert steps("spawn")[-1] == ("spawn", "torch")  # a fresh one for the next torch case
+
+
+def test_a_worker_that_fails_to_start_fails_its_cases_not_the_others(measurer):
+    FakeWorker.fail_start = {"tensorflow"}
+    measurer.start_workers(["torch", "tensorflow"])
+    assert measurer.measure(Case(impl="torch.sdpa"))["result"]["status"] == "ok"
+    result = measurer.measure(Case(impl="tf.naive"))["result"]
+    assert result == {"status": "error", "reason": "tensorflow failed to start"}
