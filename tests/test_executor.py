@@ -1,15 +1,21 @@
 """The local Measurer's worker processes: started together before anything is timed, kept for
 the re-measurements of their pass, and a GPU worker stopped before another family's cases.
-Driven by a fake Worker that records what happens to it, so no process starts."""
+Driven by a fake Worker that records what happens to it, so no process starts. And what one
+case's execution says about the harness's own time (`harness_s`)."""
 from __future__ import annotations
+
+import dataclasses
+import time
 
 import pytest
 
 from harness import registry
 from harness.run import executor
+from harness.run.execute import run_case
 from harness.run.executor import Measurer, RunConfig, worker_families
 from harness.run.process import WorkerGone
 from harness.spec import Case, TimingSettings
+from impls.numpy_ref import NumpyAttention
 
 
 class FakeWorker:
@@ -115,3 +121,33 @@ def test_a_worker_that_fails_to_start_fails_its_cases_not_the_others(measurer):
     assert measurer.measure(Case(impl="torch.sdpa"))["result"]["status"] == "ok"
     result = measurer.measure(Case(impl="tf.naive"))["result"]
     assert result == {"status": "error", "reason": "tensorflow failed to start"}
+
+
+# --- where a case's untimed time goes: harness_s ------------------------------------------
+
+class SleepyNumpy(NumpyAttention):
+    """NumPy's attention with a slow `prepare` and a slow call, to see each land in its place."""
+
+    def prepare(self, case, inputs):
+        time.sleep(SLEEP_S)
+        prepared = super().prepare(case, inputs)
+        call = prepared.call
+
+        def slow_call():
+            time.sleep(SLEEP_S)
+            return call()
+        return dataclasses.replace(prepared, call=slow_call)
+
+
+SLEEP_S = 0.2
+
+
+def test_harness_s_names_each_untimed_step_and_leaves_the_timed_calls_out():
+    settings = TimingSettings(warmup_s=0.001, min_samples=2, max_samples=2, budget_s=0.01)
+    result = run_case(Case(impl="numpy", heads=2, seq_len=16, head_dim=8), SleepyNumpy(), settings)
+    steps = result["harness_s"]
+    assert result["status"] == "ok" and set(steps) == {"truth", "prepare", "check",
+                                                        "kernel_pass", "memory_pass"}
+    assert steps["prepare"] >= SLEEP_S and steps["memory_pass"] >= SLEEP_S  # one call each
+    assert steps["check"] < SLEEP_S / 2  # the checked first call is timed, not the check's
+    assert result["timed_s"] >= SLEEP_S * (result["warmup_calls"] + result["n_samples"])

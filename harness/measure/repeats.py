@@ -63,6 +63,7 @@ def combine(results: list[dict], target_ci: float) -> dict:
         calls_per_sample=max(r["calls_per_sample"] for r in results),
         warmup_calls=sum(r["warmup_calls"] for r in results),
         timed_s=sum(r["timed_s"] or 0.0 for r in results),
+        harness_s=_summed([r.get("harness_s") for r in results]),
         peak_mem_bytes=_max_or_none([r.get("peak_mem_bytes") for r in results]),
         contention={**contention.worst([r.get("contention") for r in results]),
                     "per_repeat": [r.get("contention") for r in results]},
@@ -91,8 +92,18 @@ def split(record: dict) -> list[dict]:
                       target_ci=1.0, contention=windows[i] if i < len(windows) else None,
                       timer=record.get("timer")).to_record()
         start += size
-        parts.append({**record, **own})
+        harness = {k: v * share for k, v in (record.get("harness_s") or {}).items()}
+        parts.append({**record, **own, "harness_s": harness or record.get("harness_s")})
     return parts
+
+
+def _summed(steps: list[dict | None]) -> dict | None:
+    """Each step's seconds over the repeats (None where no repeat kept any)."""
+    out: dict[str, float] = {}
+    for one in filter(None, steps):
+        for name, seconds in one.items():
+            out[name] = round(out.get(name, 0.0) + seconds, 4)
+    return out or None
 
 
 def _max_or_none(values):

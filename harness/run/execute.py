@@ -5,6 +5,7 @@ exception into the case's status (`oom` or `error`) so one failure never costs t
 """
 from __future__ import annotations
 
+import time
 import traceback
 from contextlib import contextmanager
 
@@ -49,6 +50,24 @@ def checked_timer(case, prepared, settings: TimingSettings, timer: Timer | None 
     return timer, result
 
 
+class Steps:
+    """Wall seconds of a case's untimed steps, the record's `harness_s`: where the harness's own
+    time goes. A step that contains timed calls (the checked first call) leaves them out; they
+    are in `timed_s`, compilation in `compile_s`."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str, timer: Timer | None = None):
+        t0, timed_ns = time.perf_counter(), timer.timed_ns if timer else 0
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - t0 - ((timer.timed_ns - timed_ns) / 1e9 if timer else 0)
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + spent, 4)
+
+
 def run_case(case, adapter, settings: TimingSettings, mem_limit: int | None = None) -> dict:
     """Support check, prepare, one checked call, timing, then the kernel and memory passes.
 
@@ -63,14 +82,17 @@ def run_case(case, adapter, settings: TimingSettings, mem_limit: int | None = No
     reasons = adapter.unsupported(case)
     if reasons:
         return {"status": "unsupported", "reason": "; ".join(reasons)}
+    steps = Steps()
     try:
-        inputs, _ = problem(case)
-        tolerance_for(case)  # computed before the cap and outside the timed calls
+        with steps("truth"):
+            inputs, _ = problem(case)
+            tolerance_for(case)  # computed before the cap and outside the timed calls
     except MemoryError as exc:  # the harness's float64 truth, not the implementation, ran out
         return {"status": "oom", "oom_bytes": limits.requested_bytes(str(exc)),
                 "reason": f"the float64 inputs and reference of this problem do not fit in "
                           f"memory, so no output could be checked: {exc}"[:500]}
-    prepared = adapter.prepare(case, inputs)
+    with steps("prepare"):
+        prepared = adapter.prepare(case, inputs)
     try:
         import scipy.stats  # noqa: F401  (see below: never loaded under the cap)
 
@@ -78,15 +100,19 @@ def run_case(case, adapter, settings: TimingSettings, mem_limit: int | None = No
         # starts, which inherit the limit) is not the call's.
         timer = compiled_timer(case, prepared, settings, adapter.framework)
         with memory_cap(case, mem_limit):
-            timer, result = checked_timer(case, prepared, settings, timer)
+            with steps("check", timer):
+                timer, result = checked_timer(case, prepared, settings, timer)
             result.update(timer.measure().to_record())
         timer.release()  # a captured graph's memory is not the memory pass's
         # Instrumentation passes, outside the cap: the profiler's and memray's own memory
         # (and the modules they load) are not the case's.
-        result.update(kernel_pass(adapter, prepared))
-        result.update(memory_pass(adapter, case, prepared))
+        with steps("kernel_pass"):
+            result.update(kernel_pass(adapter, prepared))
+        with steps("memory_pass"):
+            result.update(memory_pass(adapter, case, prepared))
     finally:
         prepared.close()
+    result["harness_s"] = steps.seconds
     return result
 
 

@@ -16,7 +16,7 @@ RECORD_FIELDS = (
     "repeat_medians_s", "repeat_n_samples", "stable", "instability", "contention", "remeasured",
     "max_abs_err", "rel_err", "tolerance", "out_dtype", "grad_errors", "grad_err_ratio",
     "flops", "tflops", "pct_of_peak", "peak_mem_bytes", "mem_method", "oom_bytes", "predicted",
-    "threads", "worker", "host", "executor_worker", "started_at", "wall_s",
+    "threads", "worker", "host", "executor_worker", "started_at", "wall_s", "harness_s",
 )
 
 
