@@ -141,3 +141,16 @@ def test_median_ci_is_scipys_quantile_test_interval():
         x = rng.lognormal(0, 0.3, n)
         ci = quantile_test(x, p=0.5).confidence_interval(0.95)
         assert median_ci(x) == (float(ci.low), float(ci.high)), n
+
+
+def test_median_ci_ranks_are_the_binomial_quantiles_of_scipy_stats():
+    from scipy.stats import binom
+
+    from harness.measure.timer import median_ci_ranks
+
+    for confidence in (0.95, 0.9, 0.99):
+        tail = (1 - confidence) / 2
+        for n in range(1, 3001):
+            dist = binom(n, 0.5)
+            expected = (int(dist.ppf(tail)) - 1, int(dist.isf(tail)))
+            assert median_ci_ranks(n, confidence) == expected, (n, confidence)

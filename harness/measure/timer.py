@@ -60,13 +60,18 @@ def gc_paused():
 @lru_cache(maxsize=4096)
 def median_ci_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, int]:
     """The order statistics (0-based ranks into the sorted samples) that bound the median's
-    distribution-free CI: the binomial quantiles scipy's `quantile_test` uses, computed once
-    per sample count, because the stop rule asks after nearly every sample."""
-    from scipy.stats import binom
+    distribution-free CI: the binomial quantiles scipy's `quantile_test` uses (Binomial(n, ½)'s
+    `ppf` and `isf` of the tail), computed once per sample count, because the stop rule asks
+    after nearly every sample. They come from scipy.special's binomial distribution functions:
+    scipy.stats would cost every worker a second to import and memray more libraries to patch
+    on each memory pass."""
+    from scipy.special import bdtr, bdtrc
 
     tail = (1 - confidence) / 2
-    dist = binom(n, 0.5)
-    return int(dist.ppf(tail)) - 1, int(dist.isf(tail))
+    k = np.arange(n + 1)
+    ppf = int(np.argmax(bdtr(k, n, 0.5) >= tail))  # the least k with P(X <= k) >= tail
+    isf = int(np.argmax(bdtrc(k, n, 0.5) <= tail))  # the least k with P(X > k) <= tail
+    return ppf - 1, isf
 
 
 def median_ci(samples, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -243,7 +248,7 @@ class Timer:
 
     def warm_up(self) -> int:
         """Warm up by time, then size the blocks from the fastest warm-up call."""
-        import scipy.stats  # noqa: F401  (the stop rule needs it; its import stays out of samples)
+        import scipy.special  # noqa: F401  (the stop rule's; its import stays out of samples)
 
         with gc_paused():
             start = self.clock() - self.timed_ns

@@ -94,7 +94,7 @@ def run_case(case, adapter, settings: TimingSettings, mem_limit: int | None = No
     with steps("prepare"):
         prepared = adapter.prepare(case, inputs)
     try:
-        import scipy.stats  # noqa: F401  (see below: never loaded under the cap)
+        import scipy.special  # noqa: F401  (the stop rule's; never loaded under the cap)
 
         # Compilation is outside the cap: a compiler's own memory (and the processes it
         # starts, which inherit the limit) is not the call's.

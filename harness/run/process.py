@@ -160,7 +160,7 @@ def start_worker(family: str, threads: int) -> dict:
     die_with_parent()
     info = set_threads(family, threads)
     warm_blas()
-    import scipy.stats  # noqa: F401  (the stop rule's: loaded while workers start, not in a case)
+    import scipy.special  # noqa: F401  (the stop rule's: loaded as workers start, not in a case)
 
     settle()
     return info

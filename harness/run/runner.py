@@ -5,8 +5,8 @@ cluster); what a run measures is the runner's: passes, repeats, re-measurement, 
 Cases are grouped by framework family, so a worker process serves a run of cases. With
 repeats, each pass over the cases runs in fresh workers. Figures measured under contention, or
 implausible within their configuration, are measured again at the end, in the last pass's
-workers (harness.analysis.stability). A case that raises, runs out of memory, crashes its worker or
-exceeds its timeout becomes that case's record; a fresh worker takes the next case.
+workers (harness.analysis.stability). A case that raises, runs out of memory, crashes its
+worker or exceeds its timeout becomes that case's record; a fresh worker takes the next case.
 """
 from __future__ import annotations
 
