@@ -26,7 +26,8 @@ MAX_REMEASURES = 2  # extra measurements of a contended or implausible figure, a
 
 
 def order_cases(cases: list[Case]) -> list[Case]:
-    """Group by family (one worker at a time), then by problem so inputs and references are reused."""
+    """Group by family (its cases in a row, in its worker), then by problem so inputs and
+    references are reused."""
     adapters = registry.adapters()
 
     def key(case: Case):
