@@ -9,6 +9,7 @@ framework family (harness.run.worker), so a crash, hang or out-of-memory costs o
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import socket
@@ -129,10 +130,8 @@ class Measurer:
         One that fails to start is left out: the first case that needs it says why."""
         with self.lock:
             for worker in [self._spawn(f) for f in families if not self._live(f)]:
-                try:
+                with contextlib.suppress(WorkerGone):  # _ready forgot it; its cases will say why
                     self._ready(worker)
-                except WorkerGone:
-                    pass
 
     def _worker_for(self, family: str) -> Worker:
         if self.current in self.on_gpu and self.current != family:
