@@ -74,10 +74,13 @@ def test_the_compile_call_is_no_warm_up_call_and_sizes_no_block():
 # --- a fallback to eager code is an error, never ok ---------------------------------------
 
 @pytest.fixture
-def dynamo_disabled(monkeypatch):
-    """torch.compile made a no-op, as TORCHDYNAMO_DISABLE=1 would: the code runs eager."""
+def dynamo_disabled():
+    """torch.compile made a no-op, as TORCHDYNAMO_DISABLE=1 would: the code runs eager. Set
+    through torch's own config.patch, which restores the key; monkeypatch would delete it and
+    leave it hidden for the rest of the process."""
     torch = pytest.importorskip("torch")
-    monkeypatch.setattr(torch._dynamo.config, "disable", True)
+    with torch._dynamo.config.patch(disable=True):
+        yield
 
 
 def test_flex_without_compilation_is_an_error(dynamo_disabled):
