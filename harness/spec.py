@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import values
+from harness.case import DEFAULTS, FIELD_NAMES, Case
 from harness.constants import DTYPES, LEVELS, MODES, NORMS
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -35,71 +36,6 @@ class TimingSettings:
 
 class SuiteError(values.BadValue):
     """A suite or filter the user got wrong; str() is the one line to show them."""
-
-
-@dataclass(frozen=True, order=True)
-class Case:
-    """One implementation on one problem. Hashable; `case_id` is stable across runs."""
-
-    impl: str
-    level: str = "kernel"
-    mode: str = "fwd"
-    device: str = "cpu"
-    dtype: str = "float32"
-    batch: int = 1
-    heads: int = 8
-    seq_len: int = 128
-    seq_len_kv: int = 0  # 0 means "same as seq_len"; normalised in __post_init__
-    head_dim: int = 64
-    causal: bool = False
-    seed: int = 0
-    # Fields added after the first release. Each default leaves case_id and problem_key as they
-    # were, so old records and baselines keep matching; a non-default value adds a suffix.
-    padding: float = 0.0  # fraction of each sequence's keys that are padding (key-padding mask)
-    norm: str = "post"  # encoder blocks: "post" (LayerNorm after the residual) or "pre"
-    ffn_mult: int = 4  # encoder blocks: feed-forward width = ffn_mult * d_model
-
-    def __post_init__(self):
-        if self.seq_len_kv == 0:
-            object.__setattr__(self, "seq_len_kv", self.seq_len)
-        object.__setattr__(self, "padding", float(self.padding))
-
-    @property
-    def d_model(self) -> int:
-        """Model width of the mha and encoder levels: heads x head_dim."""
-        return self.heads * self.head_dim
-
-    def _extras(self) -> list[str]:
-        """The non-default later fields, as case_id segments (empty for the defaults)."""
-        extras = []
-        if self.padding:
-            extras.append(f"pad{self.padding:g}")
-        if self.norm != "post":
-            extras.append(f"{self.norm}norm")
-        if self.ffn_mult != 4:
-            extras.append(f"ffn{self.ffn_mult}")
-        return extras
-
-    @property
-    def case_id(self) -> str:
-        mask = "causal" if self.causal else "full"
-        shape = f"b{self.batch}-h{self.heads}-n{self.seq_len}x{self.seq_len_kv}-d{self.head_dim}"
-        return "/".join([self.impl, self.level, self.mode, self.device, self.dtype, shape, mask,
-                         f"s{self.seed}", *self._extras()])
-
-    @property
-    def problem_key(self) -> tuple:
-        """What decides the inputs and the reference output: everything but impl, dtype and mode."""
-        return (self.level, self.batch, self.heads, self.seq_len, self.seq_len_kv,
-                self.head_dim, self.causal, self.seed, *self._extras())
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Case":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 # Sweep keys: name -> the kind of value each element must be (harness.values)
@@ -127,9 +63,9 @@ TIMING_KEYS = {"warmup_s": values.SECONDS, "min_samples": values.COUNT,
                "budget_s": values.SECONDS, "min_sample_s": values.SECONDS,
                "timeout_s": values.SECONDS, "repeats": values.COUNT,
                "cuda_graphs": values.BOOL}
-SWEEP_DEFAULTS = {"level": ["kernel"], "mode": ["fwd"], "device": ["cpu"], "dtype": ["float32"],
-                  "batch": [1], "heads": [8], "head_dim": [64], "causal": [False], "seed": [0],
-                  "padding": [0.0], "norm": ["post"], "ffn_mult": [4]}
+# A swept axis left out of the suite takes the Case field's default (seq_len_kv: as seq_len).
+SWEEP_DEFAULTS = {name: [DEFAULTS[name]] for name in FIELD_NAMES
+                  if name in DEFAULTS and name not in ("seq_len", "seq_len_kv")}
 TOP_KEYS = {"name", "description", "sweep", "timing"}
 
 
@@ -144,15 +80,32 @@ class Suite:
     description: str = ""
 
     def cases(self) -> list[Case]:
-        axes = ["impls", "level", "mode", "device", "dtype", "batch", "heads", "seq_len",
-                "seq_len_kv", "head_dim", "causal", "seed", "padding", "norm", "ffn_mult"]
+        """Every valid combination (see `case_problem`): an axis that one of the sweep's levels
+        cannot take (norm for a kernel, say) keeps its default at that level."""
+        axes = ["impls" if name == "impl" else name for name in FIELD_NAMES]
         values = [self.sweep.get(a, [0] if a == "seq_len_kv" else None) for a in axes]
         out = []
         for combo in itertools.product(*values):
             params = dict(zip(axes, combo))
             params["impl"] = params.pop("impls")
-            out.append(Case(**params))
+            case = Case(**params)
+            if case_problem(case) is None:
+                out.append(case)
         return out
+
+
+def case_problem(case: Case) -> tuple[str, str] | None:
+    """(sweep key, why) when no implementation can be asked this case, else None: the rules of
+    what a case may combine, in one place for suites, the CLI and adapters."""
+    if case.level != "encoder":
+        for key, default in (("norm", "post"), ("ffn_mult", 4)):
+            if getattr(case, key) != default:
+                return key, (f"{key} describes encoder blocks: a {case.level} case keeps its "
+                             f"default ({default}), not {getattr(case, key)!r}")
+    if case.level != "kernel" and case.seq_len_kv != case.seq_len:
+        return "seq_len_kv", (f"the {case.level} level is self-attention: seq_len_kv must equal "
+                              f"seq_len ({case.seq_len}), not {case.seq_len_kv}")
+    return None
 
 
 def resolve_suite_path(name_or_path: str | None) -> Path:
@@ -206,12 +159,32 @@ def load_suite(name_or_path: str | None, known_impls: set[str] | dict[str, str])
     name = data.get("name") or re.sub(r"[^A-Za-z0-9._+-]", "-", path.stem).lstrip(".-") or "suite"
     suite = Suite(name=name, path=path, sweep=sweep, timing=timing,
                   description=data.get("description", ""))
+    _check_combinations(where, suite)
     for case in suite.cases():
         problem = values.shape_problem(case.batch, case.heads, case.seq_len, case.seq_len_kv,
                                        case.head_dim)
         if problem:
             raise SuiteError(f"{where}: key 'sweep': a shape no tensor can have: {problem}")
     return suite
+
+
+def _check_combinations(where: str, suite: Suite) -> None:
+    """Every value a sweep lists must reach at least one valid case: a suite asking only for
+    combinations that cannot exist fails here, naming the key, rather than running nothing."""
+    cases = suite.cases()
+    for key, listed in suite.sweep.items():
+        field_name = "impl" if key == "impls" else key
+        used = {getattr(c, field_name) for c in cases}
+        if key == "seq_len_kv":
+            used = {c.seq_len_kv for c in cases} | {0}
+        for value in listed:
+            if value in used:
+                continue
+            params = {k: v[0] for k, v in suite.sweep.items() if k != "impls"}
+            params.update({"impl": suite.sweep["impls"][0], field_name: value})
+            problem = case_problem(Case(**params))
+            why = problem[1] if problem else "no valid combination uses it"
+            raise SuiteError(f"{where}: key 'sweep.{key}': {why}")
 
 
 def _checked(kind: values.Kind, value, where: str):

@@ -35,6 +35,8 @@ def duration(seconds, unit: str | None = None, missing: str = "-") -> str:
     return f"{significant(seconds / SCALES[chosen])} {chosen}"
 
 
+MIB = 2**20  # bytes in a mebibyte, the unit reports print memory in
+
 SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
               "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12,
               "tib": 2**40, "p": 2**50, "pb": 10**15, "pib": 2**50, "e": 2**60, "eb": 10**18,

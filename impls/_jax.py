@@ -10,10 +10,8 @@ import os
 
 import numpy as np
 
-from harness.constants import install_command
+from harness.constants import DTYPES, install_command
 from impls.base import Adapter, Prepared
-
-TO_BNHD = (0, 2, 1, 3)  # (B, H, N, D) <-> (B, N, H, D); the permutation is its own inverse
 
 
 def import_jax():
@@ -93,7 +91,7 @@ class JaxAdapter(Adapter):
 
     framework = "jax"
     devices = ("cpu", "cuda")
-    dtypes = ("float64", "float32", "bfloat16", "float16")
+    dtypes = DTYPES
     modes = ("fwd", "fwd_bwd")
     requires = ("jax",)
     install_hint = install_command("jax")

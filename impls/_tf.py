@@ -8,14 +8,9 @@ from __future__ import annotations
 import contextlib
 import os
 
-from harness.constants import install_command
-from impls.base import Adapter, Prepared
-
-TO_BNHD = (0, 2, 1, 3)  # (B, H, N, D) <-> (B, N, H, D); the permutation is its own inverse
-
-
-def _no_op() -> None:
-    return None
+from harness.constants import DTYPES, install_command
+from harness.measure.memory import tf_device_name
+from impls.base import Adapter, Prepared, no_op
 
 
 def import_tf():
@@ -42,13 +37,6 @@ def keras_backend_reasons(name: str) -> list[str]:
     return []
 
 
-def tf_device(case) -> str:
-    """TensorFlow's name for the case's device: cpu -> /CPU:0, cuda or cuda:N -> /GPU:N."""
-    if case.device == "cpu":
-        return "/CPU:0"
-    return f"/GPU:{case.device.partition(':')[2] or 0}"
-
-
 def device_reasons(case) -> list[str]:
     tf = import_tf()
     if case.device == "cpu":
@@ -73,7 +61,7 @@ def to_tensors(case, inputs, layout=None) -> list:
 
 def on_device(case):
     """The case's device scope (a context manager)."""
-    return import_tf().device(tf_device(case))
+    return import_tf().device(tf_device_name(case.device))
 
 
 def with_backward(forward, wrt: dict, dout):
@@ -126,7 +114,7 @@ def prepared(case, call, *, layout=None, wrt=None, inputs=None, grads_to_numpy=N
         call=call,
         to_numpy=to_numpy,
         out_dtype=lambda out: out.dtype.name,
-        sync=sync if case.device != "cpu" else _no_op,
+        sync=sync if case.device != "cpu" else no_op,
         close=scope.close,
         grads_to_numpy=grads_to_numpy,
     )
@@ -137,7 +125,7 @@ class TFAdapter(Adapter):
 
     framework = "tensorflow"
     devices = ("cpu", "cuda")
-    dtypes = ("float64", "float32", "bfloat16", "float16")
+    dtypes = DTYPES
     requires = ("tensorflow",)
     install_hint = install_command("tf")
 

@@ -7,15 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.constants import DTYPES
 from harness.problem.inputs import causal_keep
-from impls.base import Adapter, Prepared
-
-ALL_DTYPES = ("float64", "float32", "bfloat16", "float16")
-TO_BNHD = (0, 2, 1, 3)  # (B, H, N, D) <-> (B, N, H, D); the permutation is its own inverse
-
-
-def _no_op() -> None:
-    return None
+from impls.base import Adapter, Prepared, no_op
 
 
 def device_reasons(case) -> list[str]:
@@ -82,7 +76,18 @@ def causal_bias(case):
     return bias.to(device=case.device, dtype=getattr(torch, case.dtype))
 
 
-def prepared(case, call, *, layout=None, close=_no_op, kernel=None, wrt=None,
+def naive_attention(q, k, v, mask, scale: float):
+    """softmax(q·kᵀ·scale + mask)·v written out as a textbook does: matmul, scale, additive
+    mask (or None), softmax, matmul; no fused kernel."""
+    import torch
+
+    scores = torch.matmul(q, k.transpose(-2, -1)) * scale
+    if mask is not None:
+        scores = scores + mask
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
+def prepared(case, call, *, layout=None, close=no_op, kernel=None, wrt=None,
              inputs=None, grads_to_numpy=None) -> Prepared:
     """Wrap `call` with torch's conversions; `layout` is the output's permutation from (B,H,N,D).
 
@@ -109,7 +114,7 @@ def prepared(case, call, *, layout=None, close=_no_op, kernel=None, wrt=None,
         call=call,
         to_numpy=to_numpy,
         out_dtype=lambda out: str(out.dtype).removeprefix("torch."),
-        sync=sync if case.device.startswith("cuda") else _no_op,
+        sync=sync if case.device.startswith("cuda") else no_op,
         close=close,
         kernel=kernel,
         grads_to_numpy=grads_to_numpy,
@@ -121,7 +126,7 @@ class TorchAdapter(Adapter):
 
     framework = "torch"
     devices = ("cpu", "cuda")
-    dtypes = ALL_DTYPES
+    dtypes = DTYPES
     requires = ("torch",)
     install_hint = "pip install torch"
 

@@ -12,8 +12,14 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from harness.spec import case_problem
 
-def _nothing() -> None:
+
+TO_BNHD = (0, 2, 1, 3)  # (B, H, N, D) <-> (B, N, H, D); the permutation is its own inverse
+
+
+def no_op() -> None:
+    """What `sync` and `close` are when there is nothing to wait for or to leave."""
     return None
 
 
@@ -40,8 +46,8 @@ class Prepared:
     call: Callable[[], Any]
     to_numpy: Callable[[Any], np.ndarray]
     out_dtype: Callable[[Any], str]
-    sync: Callable[[], None] = _nothing
-    close: Callable[[], None] = _nothing
+    sync: Callable[[], None] = no_op
+    close: Callable[[], None] = no_op
     kernel: str | None = None
     grads_to_numpy: Callable[[dict], dict] | None = None
     compiled: bool = False
@@ -96,12 +102,9 @@ class Adapter:
             reasons.append(f"{self.name} supports modes {', '.join(self.modes)}, not {case.mode}")
         if case.padding and not self.supports_padding:
             reasons.append(f"{self.name} takes no key-padding mask (padding {case.padding:g})")
-        if case.level != "encoder" and (case.norm != "post" or case.ffn_mult != 4):
-            reasons.append(f"norm and ffn_mult describe encoder blocks; a {case.level} case "
-                           f"keeps their defaults (post, 4)")
-        if case.level != "kernel" and case.seq_len_kv != case.seq_len:
-            reasons.append(f"the {case.level} level is self-attention: seq_len_kv must equal "
-                           f"seq_len ({case.seq_len}), not {case.seq_len_kv}")
+        invalid = case_problem(case)  # a case built outside a suite, which would refuse it
+        if invalid:
+            reasons.append(invalid[1])
         missing = self.missing_packages()
         if missing:
             reasons.append(f"{', '.join(missing)} not installed: {self.install_hint}")

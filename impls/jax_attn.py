@@ -12,7 +12,8 @@ import math
 import numpy as np
 
 from harness.problem.inputs import causal_keep
-from impls._jax import TO_BNHD, JaxAdapter, array, import_jax, prepared
+from impls._jax import JaxAdapter, array, import_jax, prepared
+from impls.base import TO_BNHD
 
 
 class JaxNaive(JaxAdapter):

@@ -18,10 +18,8 @@ import numpy as np
 from harness.constants import install_command
 from harness.problem.inputs import case_keep
 from impls import _jax, _torch
-from impls.base import Adapter, Prepared
+from impls.base import TO_BNHD, Adapter, Prepared, no_op
 from impls.keras_encoders import attribute, block_map, encoder_block_class, exact_scale, mha_map
-
-TO_BNHD = (0, 2, 1, 3)
 
 
 def import_keras(backend: str):
@@ -92,7 +90,7 @@ class KerasOnBackend(Adapter):
 
         return Prepared(call=call, to_numpy=to_numpy,
                         out_dtype=lambda out: str(out.dtype).removeprefix("torch."),
-                        close=close or (lambda: None), grads_to_numpy=grads_to_numpy)
+                        close=close or no_op, grads_to_numpy=grads_to_numpy)
 
 
 class KerasOpsOn(KerasOnBackend):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 
 from harness.problem.inputs import causal_keep
-from impls._tf import (TO_BNHD, TFAdapter, import_keras, import_tf, keras_backend_reasons,
-                      on_device, prepared, to_tensors)
+from impls._tf import (TFAdapter, import_keras, import_tf, keras_backend_reasons, on_device,
+                      prepared, to_tensors)
+from impls.base import TO_BNHD
 
 
 class TFNaive(TFAdapter):

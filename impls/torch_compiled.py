@@ -15,7 +15,8 @@ import math
 import warnings
 
 from harness.measure.timer import time_once
-from impls._torch import TorchAdapter, causal_bias, device_reasons, prepared, to_device
+from impls._torch import (TorchAdapter, causal_bias, device_reasons, naive_attention, prepared,
+                          to_device)
 from impls.encoders import TorchEncoder
 
 # torch's words when flex_attention runs outside torch.compile (its unfused, N x N path)
@@ -72,22 +73,13 @@ class CompiledKernel(TorchAdapter):
         return out
 
 
-def _formula(q, k, v, mask, scale: float):
-    import torch
-
-    scores = torch.matmul(q, k.transpose(-2, -1)) * scale
-    if mask is not None:
-        scores = scores + mask
-    return torch.matmul(torch.softmax(scores, dim=-1), v)
-
-
 class CompiledNaive(CompiledKernel):
     name = "torch.compile.naive"
     description = "The textbook formula (torch.naive) under torch.compile (inductor)."
 
     def function(self, case):
         mask = causal_bias(case) if case.causal else None
-        return _formula, (mask, 1.0 / math.sqrt(case.head_dim))
+        return naive_attention, (mask, 1.0 / math.sqrt(case.head_dim))
 
 
 class CompiledSDPA(CompiledKernel):

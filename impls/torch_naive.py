@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from impls._torch import TorchAdapter, causal_bias, prepared, to_device
+from impls._torch import TorchAdapter, causal_bias, naive_attention, prepared, to_device
 
 
 class TorchNaive(TorchAdapter):
@@ -15,17 +15,12 @@ class TorchNaive(TorchAdapter):
     modes = ("fwd", "fwd_bwd")  # backward: torch autograd
 
     def prepare(self, case, inputs):
-        import torch
-
         q, k, v = to_device(case, inputs)
         scale = 1.0 / math.sqrt(case.head_dim)
         mask = causal_bias(case) if case.causal else None
 
         def call():
-            scores = torch.matmul(q, k.transpose(-2, -1)) * scale
-            if mask is not None:
-                scores = scores + mask
-            return torch.matmul(torch.softmax(scores, dim=-1), v)
+            return naive_attention(q, k, v, mask, scale)
 
         return prepared(case, call, wrt={"q": q, "k": k, "v": v}, inputs=inputs)
 

@@ -6,7 +6,8 @@ case, xformers says why for each one; that explanation is the reason we report.
 from __future__ import annotations
 
 from harness.constants import install_command
-from impls._torch import TO_BNHD, TorchAdapter, device_reasons, prepared, to_device
+from impls._torch import TorchAdapter, device_reasons, prepared, to_device
+from impls.base import TO_BNHD
 
 
 def condense(message: str) -> str:

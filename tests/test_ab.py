@@ -2,17 +2,20 @@
 head slowed by a test plugin (tests/plugins/slow.py, switched on by a variable given only to the
 head side) fails it. Narrowed to numpy and torch.naive at seq_len 64 to stay fast."""
 import json
+import re
 import sys
 
 import pytest
 
 from harness.run import ab
+from harness.run.worker import Worker, WorkerHandle
 from harness.spec import Case
 from harness.store import load_records
 
 NARROW = ["smoke", "--impl", "numpy,torch.naive", "--seq-len", "64", "--threads", "1"]
 SLOW_HEAD = ["--head-env", "ATTNBENCH_PLUGINS=tests.plugins.slow",
              "--head-env", "ATTNBENCH_TEST_SLOWDOWN=2.0"]  # each call 3x as long
+STEPS = {"truth", "prepare", "check", "kernel_pass", "memory_pass"}  # a run's harness_s
 
 
 def test_same_environment_on_both_sides_reports_no_regression(run_cli, tmp_path):
@@ -27,6 +30,9 @@ def test_same_environment_on_both_sides_reports_no_regression(run_cli, tmp_path)
         records = load_records(out / side)
         assert len(records) == 4 and all(r["status"] == "ok" for r in records)
         assert all(r["n_samples"] >= ab.MIN_SAMPLES for r in records)
+        for r in records:  # the phases of a run, timed as in a run
+            assert set(r["harness_s"]) == STEPS and all(v >= 0 for v in r["harness_s"].values())
+            assert re.fullmatch(r"\S+T\d\d:\d\d:\d\d\.\d{6}\+00:00", r["started_at"])  # as a run's
         env = json.loads((out / side / "env.json").read_text())
         assert env["ab"]["side"] == side and env["fingerprint"]["python"]
         assert set(env["workers"]) == {"numpy", "torch"}
@@ -101,20 +107,80 @@ def test_side_worker_keeps_a_prepared_case_between_sample_requests(tmp_path):
     worker = ab.SideWorker(spec, "numpy", 1, tmp_path / "worker.log")
     try:
         case = Case(impl="numpy", heads=2, seq_len=32, head_dim=16)
-        prepared = worker.ask({"kind": "prepare", "case": case.to_dict(), "warmup_s": 0.01}, 60, "")
+        prepared = worker.ask({"kind": "prepare", "case": case.to_dict(),
+                               "settings": {"warmup_s": 0.01}}, 60, "")
         assert prepared["status"] == "ok" and prepared["per_call_s"] > 0
         for _ in range(2):
             got = worker.ask({"kind": "samples", "n": 3, "calls_per_sample": 2}, 60, "")
             assert len(got["samples_s"]) == 3 and min(got["samples_s"]) > 0
+            assert got["spent_s"] >= sum(got["samples_s"]) * 2  # what the budget counts
         finished = worker.ask({"kind": "finish"}, 60, "")
-        assert finished["peak_mem_bytes"] > 0
+        assert finished["peak_mem_bytes"] > 0 and set(finished["harness_s"]) == STEPS
         assert worker.ask({"kind": "samples", "n": 1, "calls_per_sample": 1}, 60, "")[
             "status"] == "error"  # released: nothing left to time
+        assert "unknown request" in worker.ask({"kind": "release"}, 60, "")["reason"]
         raising = Case(impl="fault.raises", heads=2, seq_len=32, head_dim=16)
         failed = worker.ask({"kind": "prepare", "case": raising.to_dict()}, 60, "")
         assert failed["status"] == "error" and "deliberate failure" in failed["reason"]
         crash = Case(impl="fault.crashes", heads=2, seq_len=32, head_dim=16)
         with pytest.raises(ab.WorkerGone, match="SIGABRT"):
             worker.ask({"kind": "prepare", "case": crash.to_dict()}, 60, "")
+    finally:
+        worker.kill()
+
+
+def test_an_ab_memory_limit_is_a_runs_oversized_cases_are_oom_and_longer_ones_skipped(
+        run_cli, tmp_path):
+    suite = tmp_path / "oom.toml"
+    suite.write_text("""
+[sweep]
+impls = ["numpy"]
+seq_len = [64, 1024, 2048]
+heads = 8
+head_dim = 64
+causal = false
+[timing]
+warmup_s = 0.001
+min_samples = 3
+budget_s = 0.05
+""")
+    out = tmp_path / "ab"
+    result = run_cli("ab", suite, "--threads", "1", "--mem-limit", "32MiB", "--out", out)
+    assert result.returncode in (0, 1) and not result.stderr.strip(), result.stdout + result.stderr
+    for side in ("base", "head"):
+        records = {r["seq_len"]: r for r in load_records(out / side)}
+        assert records[64]["status"] == "ok" and set(records[64]["harness_s"]) == STEPS
+        tried = records[1024]  # its 8 x 1024 x 1024 float32 scores alone are the whole 32 MiB
+        assert tried["status"] == "oom" and not tried["predicted"]
+        assert tried["oom_bytes"] and tried["oom_bytes"] >= 8 * 1024 * 1024 * 4 * 0.9
+        skipped = records[2048]
+        assert skipped["status"] == "oom" and skipped["predicted"] is True
+        assert "1024" in skipped["reason"]
+    plan = json.loads((out / "base" / "plan.json").read_text())
+    assert plan["overrides"]["mem_limit_bytes"] == 32 * 2**20
+
+
+def test_a_bad_ab_memory_limit_is_refused_as_runs_is(run_cli, tmp_path):
+    result = run_cli("ab", *NARROW, "--mem-limit", "nan", "--out", tmp_path / "ab")
+    assert result.returncode == 2 and "--mem-limit" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["run", "ab"])
+def test_both_worker_handles_answer_stop_and_die_alike(tmp_path, kind):
+    """The run's Worker and an A/B side's SideWorker are one interface (WorkerHandle) over two
+    transports: each asks, answers alive(), and stops on its own STOP message."""
+    if kind == "run":
+        worker = Worker("numpy", 1, str(tmp_path / "worker.log"))
+    else:
+        worker = ab.SideWorker(ab.SideSpec("base", sys.executable, {}), "numpy", 1,
+                               tmp_path / "worker.log")
+    assert isinstance(worker, WorkerHandle) and worker.family == "numpy"
+    try:
+        assert worker.ready()["family"] == "numpy" and worker.alive()
+        assert worker.ask({"kind": "peaks", "targets": []}, 60, "measuring peaks") == {}
+        worker.stop()
+        assert not worker.alive()
+        exit_code = worker.process.exitcode if kind == "run" else worker.process.returncode
+        assert exit_code == 0  # it exited when asked, it was not killed
     finally:
         worker.kill()

@@ -14,6 +14,7 @@ MAX_LINES = 450
 LAYERS = (
     ("harness.constants", "harness.units"),
     ("harness.values",),
+    ("harness.case",),
     ("harness.spec",),
     ("harness.problem", "harness.store", "harness.measure"),
     ("impls", "harness.registry"),

@@ -12,7 +12,7 @@ import pytest
 from harness import registry
 from harness.run import executor
 from harness.run.execute import run_case
-from harness.run.executor import Measurer, RunConfig, worker_families
+from harness.run.executor import Measurer, OomHistory, RunConfig, worker_families
 from harness.run.process import WorkerGone
 from harness.spec import Case, TimingSettings
 from impls.numpy_ref import NumpyAttention
@@ -121,6 +121,18 @@ def test_a_worker_that_fails_to_start_fails_its_cases_not_the_others(measurer):
     assert measurer.measure(Case(impl="torch.sdpa"))["result"]["status"] == "ok"
     result = measurer.measure(Case(impl="tf.naive"))["result"]
     assert result == {"status": "error", "reason": "tensorflow failed to start"}
+
+
+def test_an_oom_predicts_the_longer_cases_of_its_sweep_for_the_run_and_each_ab_side():
+    ooms = OomHistory()
+    at = {n: Case(impl="numpy", seq_len=n) for n in (512, 1024, 2048)}
+    assert not ooms.note(at[512], {"status": "ok"})
+    assert ooms.note(at[1024], {"status": "oom", "reason": "MemoryError"})  # start afresh
+    assert ooms.predicted(at[512]) is None and ooms.predicted(at[1024]) is None
+    skipped = ooms.predicted(at[2048])
+    assert skipped["status"] == "oom" and skipped["predicted"] is True and "1024" in skipped["reason"]
+    assert not ooms.note(at[2048], skipped)  # a prediction is not evidence: no fresh worker
+    assert ooms.predicted(Case(impl="torch.naive", seq_len=2048)) is None  # its own sweep
 
 
 # --- where a case's untimed time goes: harness_s ------------------------------------------

@@ -143,14 +143,28 @@ def test_configurations_are_fitted_separately():
     recs = (sweep(lambda n: 1e-9 * n ** 2, causal=False)
             + sweep(lambda n: 1e-6 * n, causal=True)
             + sweep(lambda n: 1e-12 * n ** 3, dtype="bfloat16")
-            + sweep(lambda n: 1e-3 * n ** 0.5, seq_len_kv=128))
+            + [record(seq_len=4, seq_len_kv=n, median_s=1e-3 * n ** 0.5) for n in NS])
     rows = fits(recs)
     assert len(rows) == 4
-    assert only(rows, causal=False, dtype="float32", kv_equals_seq_len=True)["exponent"] \
+    assert only(rows, causal=False, dtype="float32", query_len=None)["exponent"] \
         == pytest.approx(2.0)
     assert only(rows, causal=True)["exponent"] == pytest.approx(1.0)
     assert only(rows, dtype="bfloat16")["exponent"] == pytest.approx(3.0)
-    assert only(rows, kv_equals_seq_len=False)["exponent"] == pytest.approx(0.5)
+    # a rectangular problem holds its queries fixed and is swept along the keys (decode)
+    decode = only(rows, query_len=4)
+    assert decode["exponent"] == pytest.approx(0.5) and decode["seq_lens"] == NS[-4:]
+
+
+def test_every_case_field_splits_configurations():
+    """A swept axis the fit rows did not name (norm, padding, ffn_mult) is its own series."""
+    recs = (sweep(lambda n: 1e-9 * n ** 2, level="encoder", norm="post")
+            + sweep(lambda n: 1e-6 * n, level="encoder", norm="pre")
+            + sweep(lambda n: 1e-6 * n ** 1.5, padding=0.25))
+    rows = fits(recs)
+    assert len(rows) == 3
+    assert only(rows, norm="post", level="encoder")["exponent"] == pytest.approx(2.0)
+    assert only(rows, norm="pre")["exponent"] == pytest.approx(1.0)
+    assert only(rows, padding=0.25)["exponent"] == pytest.approx(1.5)
 
 
 def test_fewer_than_three_seq_lens_give_a_note_and_no_exponent():

@@ -4,7 +4,8 @@ import time
 import numpy as np
 import pytest
 
-from harness.measure.timer import Samples, Timer, ci_rel, measure, median_ci
+from harness.measure.timer import (Samples, Timer, adaptive_stop, ci_rel, enough, measure,
+                                  median_ci)
 from harness.spec import TimingSettings
 
 
@@ -154,3 +155,27 @@ def test_median_ci_ranks_are_the_binomial_quantiles_of_scipy_stats():
             dist = binom(n, 0.5)
             expected = (int(dist.ppf(tail)) - 1, int(dist.isf(tail)))
             assert median_ci_ranks(n, confidence) == expected, (n, confidence)
+
+
+def test_the_stop_rule_waits_for_min_samples_then_stops_at_the_interval_budget_or_max():
+    settings = TimingSettings(min_samples=5, max_samples=40, budget_s=1.0, target_ci=0.05)
+    steady = [1.0] * 10
+    noisy = list(np.random.default_rng(0).uniform(1.0, 2.0, 20))
+    assert not enough(steady[:4], 10.0, settings)  # under min_samples: not even a spent budget
+    assert enough(steady[:5], 0.0, settings)  # the interval is within the target
+    assert not enough(steady[:5], 0.0, settings, check_ci=False)  # (the run's loop between checks)
+    assert not enough(noisy, 0.99, settings)  # wide, and budget left
+    assert enough(noisy, 1.0, settings)  # the budget is spent
+    assert enough(noisy * 2, 0.0, settings)  # max_samples taken
+    assert enough([1.0] * 3, 0.0, TimingSettings(min_samples=5, max_samples=3))  # max comes first
+
+
+def test_the_budget_counts_the_sampling_loops_wall_time_from_its_first_sample():
+    """The loop hands the stop rule its own wall time; the budget is spent when that reaches
+    it (an A/B side's blocks count the same way: their seconds summed)."""
+    readings = iter(np.cumsum([0.0] + [1e-3, 2e-3, 1e-3, 8e-3] * 50) * 1e9)
+    timer = Timer(lambda: None, lambda: None, TimingSettings(), clock=lambda: int(next(readings)))
+    settings = TimingSettings(min_samples=2, max_samples=1000, budget_s=0.05, target_ci=1e-9)
+    samples = timer.loop(adaptive_stop(settings))
+    # samples end at 3, 12, 15, 24, ... 48, 51 ms after the loop began: the ninth spends 50 ms
+    assert len(samples) == 9 and sorted(set(samples)) == pytest.approx([2e-3, 8e-3])

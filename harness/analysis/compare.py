@@ -45,10 +45,12 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.case import config_dict, value_of
 from harness.constants import FAILED_STATUSES
 from harness.measure.repeats import log_interval, split
 from harness.measure.timer import ci_rel
-from harness.store import PlanError, fingerprint, load_env, load_records, read_plan
+from harness.store import (PlanError, fingerprint, load_env, load_records, read_plan,
+                           require_run_dir)
 from harness.units import duration
 
 DEFAULT_THRESHOLD = 0.05
@@ -214,14 +216,19 @@ def _memory(base: dict, new: dict, mem_threshold: float) -> dict:
             "mem_verdict": "memory_growth" if grew else None}
 
 
+def problem_fields(record: dict) -> dict:
+    """What a comparison row says of its problem: the case id, the implementation, the
+    configuration (harness.case) and the lengths."""
+    return {"case_id": record["case_id"], "impl": record.get("impl"), **config_dict(record),
+            "seq_len": record.get("seq_len"), "seq_len_kv": value_of(record, "seq_len_kv"),
+            "seed": record.get("seed")}
+
+
 def judge_case(base: dict | None, new: dict | None, threshold: float = DEFAULT_THRESHOLD,
                mem_threshold: float = DEFAULT_MEM_THRESHOLD, interleaved: bool = False) -> dict:
     """One row of the comparison: the case, both statuses, the verdict and its evidence, and
     the rule that judged it (see the module docstring)."""
-    either = new or base
-    row = {"case_id": either["case_id"], "impl": either.get("impl"), "dtype": either.get("dtype"),
-           "device": either.get("device"), "seq_len": either.get("seq_len"),
-           "causal": either.get("causal"),
+    row = {**problem_fields(new or base),
            "base_status": base and base.get("status"), "new_status": new and new.get("status"),
            "reason": (new or {}).get("reason") or ""}
     verdict = _status_verdict(row["base_status"], row["new_status"])
@@ -278,9 +285,7 @@ def geomean_groups(rows: list[dict]) -> list[dict]:
 
 def other_machine_row(base: dict, new: dict, why: str) -> dict:
     """A case both runs have, measured on machines whose fingerprints differ: not judged."""
-    return {"case_id": new["case_id"], "impl": new.get("impl"), "dtype": new.get("dtype"),
-            "device": new.get("device"), "seq_len": new.get("seq_len"),
-            "causal": new.get("causal"), "base_status": base.get("status"),
+    return {**problem_fields(new), "base_status": base.get("status"),
             "new_status": new.get("status"), "verdict": "other_machine", "failing": False,
             "reason": f"measured on machines that differ: {why}"}
 
@@ -312,11 +317,9 @@ def compare_records(base: list[dict], new: list[dict], threshold: float = DEFAUL
 # ---- runs ---------------------------------------------------------------------------------
 
 def read_run(path: str | Path) -> tuple[list[dict], dict]:
-    """A run directory's records and env, or CompareError saying what is wrong with it."""
-    path = Path(path)
-    if not (path / "results.jsonl").is_file():
-        raise CompareError(f"{path}: not a run directory (no results.jsonl): expected a "
-                           "directory written by `attnbench run` or `attnbench ab`")
+    """A run directory's records and env, or CompareError saying what is wrong with it
+    (NotARunDir when it is none)."""
+    path = require_run_dir(path)
     try:
         records = load_records(path)
         env = load_env(path)
@@ -397,18 +400,3 @@ def compare_runs(base_dir, new_dir, threshold: float = DEFAULT_THRESHOLD,
 
 def exit_code(result: dict) -> int:
     return 1 if result["verdict"] == "fail" else 0
-
-
-def _plain(value):
-    """JSON without NaN or Infinity (which strict parsers reject)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def write_json(result: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(_plain(result), indent=1) + "\n")

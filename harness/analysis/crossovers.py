@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 from itertools import combinations
 
-from harness.analysis.series import CONFIG_FIELDS, Point, config_order, points
+from harness.analysis.series import Point, points
+from harness.case import CONFIG_FIELDS, config_key, config_order, named_config
 
 
 def _ahead(a: Point, b: Point, tie: float) -> int:
@@ -77,9 +78,8 @@ def crossovers(records: list[dict], metric: str = "time", min_ratio: float = 1.0
 
 def crossover_text(c: dict) -> str:
     """One crossover in words: who overtakes whom, near which N, and how clearly either side."""
-    mask = "causal" if c.get("causal") else "full"
     text = (f"{c['faster_above']} overtakes {c['faster_below']} near seq_len {c['seq_len']} "
-            f"({c['metric']}, {c['dtype']}, {mask}")
+            f"({c['metric']}, {named_config(c)}")
     if c.get("ratio_below") and c.get("ratio_above"):
         low, high = c["between"]
         text += (f"; {c['ratio_below']:.2f}x behind at N={low}, {c['ratio_above']:.2f}x ahead "
@@ -94,5 +94,5 @@ def group(found: list[dict]) -> list[tuple[tuple, list[dict]]]:
     """Crossovers grouped by configuration (and metric), in order."""
     out: dict[tuple, list[dict]] = {}
     for c in found:
-        out.setdefault((*(c.get(k) for k in CONFIG_FIELDS), c.get("metric")), []).append(c)
+        out.setdefault((*config_key(c), c.get("metric")), []).append(c)
     return list(out.items())

@@ -6,9 +6,10 @@ implementation why not.
 
 Within noise: the bootstrap gives the winner less than P_FASTER probability of being faster, or
 the two medians are within MIN_REL_UNCERTAINTY of each other (`series`: no figure is known
-better than that). The answer is for a measured shape: the one asked for, or the nearest one
-with the same device, dtype, mask and mode (distance: the sum of |log ratio| of batch, heads,
-seq_len and head_dim), and it says so.
+better than that). The answer is for a measured shape: the one asked for, or the nearest one of
+the same kind (every configuration axis that is not a size: level, device, dtype, mask, mode,
+padding...; harness.case) (distance: the sum of |log ratio| of the sizes: batch, heads, the
+sequence lengths, head_dim), and it says so.
 """
 from __future__ import annotations
 
@@ -16,47 +17,56 @@ import math
 
 import numpy as np
 
-from harness.analysis.series import MIN_REL_UNCERTAINTY, sort_key
+from harness.analysis.series import MIN_REL_UNCERTAINTY
+from harness.case import DEFAULTS, KIND_FIELDS, SIZE_FIELDS, axis_text, sort_key, value_of
+from harness.units import MIB
 
-SIZES = ("batch", "heads", "seq_len", "head_dim")
-KINDS = ("device", "dtype", "causal", "mode")
+SIZES = SIZE_FIELDS
+KINDS = KIND_FIELDS
+NAMED_KINDS = ("device", "dtype", "causal", "mode")  # always in a kind's text; others if set
 P_FASTER = 0.95
 RESAMPLES = 2000
-MIB = 2.0 ** 20
 
 
 class RecommendError(ValueError):
     """The records cannot answer the question; str() is one line."""
 
 
-def _kernel(r: dict) -> bool:
-    return (r.get("level", "kernel") == "kernel" and not r.get("padding")
-            and r.get("seq_len_kv") in (None, r.get("seq_len")))
-
-
 def _kind(x: dict) -> tuple:
-    return tuple(bool(x[k]) if k == "causal" else x[k] for k in KINDS)
+    return tuple(bool(value_of(x, k)) if k == "causal" else value_of(x, k) for k in KINDS)
 
 
 def kind_text(x: dict) -> str:
-    return f"{x['device']} {x['dtype']} {'causal' if x['causal'] else 'full'} {x['mode']}"
+    """"cpu float32 causal fwd", plus any other kind axis away from its default."""
+    parts = [axis_text(k, value_of(x, k)) for k in NAMED_KINDS]
+    parts += [f"{k}={axis_text(k, value_of(x, k))}" for k in KINDS
+              if k not in NAMED_KINDS and value_of(x, k) != DEFAULTS[k]]
+    return " ".join(parts)
 
 
 def shape_text(x: dict) -> str:
-    return f"b{x['batch']} h{x['heads']} N={x['seq_len']} d{x['head_dim']}"
+    n, nkv = value_of(x, "seq_len"), value_of(x, "seq_len_kv")
+    kv = f" Nkv={nkv}" if nkv != n else ""
+    return f"b{value_of(x, 'batch')} h{value_of(x, 'heads')} N={n}{kv} d{value_of(x, 'head_dim')}"
+
+
+def _sizes(x: dict) -> tuple:
+    return tuple(value_of(x, k) for k in SIZES)
 
 
 def nearest_shape(records: list[dict], problem: dict) -> tuple[dict, float]:
     """(the measured shape nearest to `problem`, its distance; 0 is the problem itself)."""
-    same = [r for r in records if _kernel(r) and _kind(r) == _kind(problem)]
+    same = [r for r in records if _kind(r) == _kind(problem)]
     if not same:
-        kinds = sorted({kind_text(r) for r in records if _kernel(r)})
-        raise RecommendError(f"no kernel case was measured on {kind_text(problem)}: expected one "
-                             f"of {', '.join(kinds) or 'none (the run has no kernel case)'}")
+        level = value_of(problem, "level")
+        kinds = sorted({kind_text(r) for r in records if value_of(r, "level") == level})
+        raise RecommendError(f"no {level} case was measured on {kind_text(problem)}: expected "
+                             f"one of {', '.join(kinds) or f'none (the run has no {level} case)'}")
+
     def distance(r):
-        return sum(abs(math.log(r[k] / problem[k])) for k in SIZES)
-    best = min(same, key=lambda r: (distance(r), tuple(r[k] for k in SIZES)))
-    return {k: best[k] for k in (*SIZES, *KINDS)}, distance(best)
+        return sum(abs(math.log(a / b)) for a, b in zip(_sizes(r), _sizes(problem)))
+    best = min(same, key=lambda r: (distance(r), _sizes(r)))
+    return {k: value_of(best, k) for k in (*SIZES, *KINDS)}, distance(best)
 
 
 def p_faster(fast, slow, resamples: int = RESAMPLES, seed: int = 0) -> float | None:
@@ -114,8 +124,7 @@ def recommend(records: list[dict], problem: dict, budget: int | None = None) -> 
     shape, distance = nearest_shape(records, problem)
     here = {}
     for r in records:
-        if _kernel(r) and all((bool(r[k]) if k == "causal" else r[k]) == shape[k]
-                              for k in (*SIZES, *KINDS)):
+        if _kind(r) == _kind(shape) and _sizes(r) == _sizes(shape):
             here.setdefault(r["impl"], r)  # one record per impl (the first seed)
     rows = []
     for impl, r in sorted(here.items()):
@@ -159,9 +168,9 @@ def _p_text(p: float | None) -> str:
 
 
 def shapes(records: list[dict]) -> list[dict]:
-    """Every kernel shape the records measured (SIZES and KINDS), in a stable order."""
-    found = {tuple((k, bool(r[k]) if k == "causal" else r[k]) for k in (*KINDS, *SIZES))
-             for r in records if _kernel(r)}
+    """Every shape the records measured (SIZES and KINDS), in a stable order."""
+    found = {tuple((k, bool(value_of(r, k)) if k == "causal" else value_of(r, k))
+                   for k in (*KINDS, *SIZES)) for r in records}
     return [dict(s) for s in sorted(found, key=lambda s: tuple(sort_key(v) for _, v in s))]
 
 

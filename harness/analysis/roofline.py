@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import math
 
-ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+from harness.constants import ITEMSIZE
+
 TILE = 128  # rows per block of a fused kernel (FlashAttention-2's and torch's usual size)
 FUSED_KERNELS = ("flash_attention", "efficient_attention", "cudnn_attention")
 FUSED_NAMES = ("flash", "efficient", "cudnn", "xformers", "mem_eff", "fused")

@@ -18,7 +18,6 @@ seq_lens (`left_out`).
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,12 @@ from scipy import stats
 
 from harness.analysis.crossovers import crossovers
 from harness.analysis import series
-from harness.analysis.series import CONFIG_FIELDS, METRICS, Point, config_order, sort_key
-from harness.constants import OPTIONAL_AXES
+from harness.analysis.series import METRICS, Point
+from harness.case import CONFIG_FIELDS, axis_title, config_order, label_axes, label_cells
+from harness.store import write_json
 
 __all__ = ["crossovers", "fit_exponent", "fits", "format_fits", "format_local", "local_rows",
-           "power_law_test", "sort_key", "write_scaling"]
+           "power_law_test", "write_scaling"]
 
 # The fit uses the largest FIT_POINTS seq_lens with a value: at small N fixed overheads (launch,
 # dispatch, allocation) and linear terms dominate, so the asymptotic exponent is read off the top
@@ -178,19 +178,6 @@ def local_rows(fit_rows: list[dict]) -> list[dict]:
     return [{**{k: r[k] for k in keys}, **seg} for r in fit_rows for seg in r.get("local", [])]
 
 
-def _json_safe(value):
-    """NaN/inf become None and numpy scalars plain Python, so strict JSON readers accept it."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_scaling(run_dir: str | Path, records: list[dict]) -> Path:
     """Write run_dir/scaling.json (fits, local exponents, time crossovers); written whole, then
     renamed."""
@@ -201,24 +188,13 @@ def write_scaling(run_dir: str | Path, records: list[dict]) -> Path:
             "max_half_width": MAX_HALF_WIDTH, "min_rel_uncertainty": series.MIN_REL_UNCERTAINTY,
             "crossover_margin": CROSSOVER_MARGIN, "fits": rows, "local": local_rows(rows),
             "crossovers": crossovers(records, min_ratio=CROSSOVER_MARGIN)}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_json_safe(data), indent=2, allow_nan=False))
-    tmp.replace(path)
-    return path
+    return write_json(path, data, indent=2)  # strict JSON: NaN as null, numpy as numbers
 
 
-def _labels(fit_rows: list[dict]) -> tuple[list[str], list[str]]:
-    """(key fields, their column names): axes with a single value among the rows are not
-    shown, as in `summary.latency_table`."""
-    varying = [k for k in (*OPTIONAL_AXES, "kv_equals_seq_len")
-               if len({r.get(k) for r in fit_rows}) > 1]
-    return ["impl", "dtype", "causal", *varying], ["impl", "dtype", "mask", *varying]
-
-
-def _label_cells(key: tuple) -> list[str]:
-    cells = [str(v) for v in key]
-    cells[2] = "causal" if key[2] else "full"
-    return cells
+def _label_axes(fit_rows: list[dict]) -> tuple[list[str], list[str]]:
+    """(label axes, their column names, impl first): as every table labels a configuration."""
+    axes = label_axes(fit_rows)
+    return axes, ["impl", *(axis_title(a) for a in axes)]
 
 
 NO_POWER_LAW = "no single power law"
@@ -231,15 +207,15 @@ def format_fits(fit_rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     A metric whose points reject one power law shows NO_POWER_LAW (the local exponents are in
     `format_local`); one with too few points shows "-" (its note is in the fit rows).
     """
-    keys, names = _labels(fit_rows)
+    axes, names = _label_axes(fit_rows)
     grouped: dict[tuple, dict[str, dict]] = {}
     for r in fit_rows:
-        grouped.setdefault(tuple(r.get(k) for k in keys), {})[r["metric"]] = r
+        grouped.setdefault((r["impl"], *label_cells(r, axes)), {})[r["metric"]] = r
     ci = f"{FIT_CONFIDENCE:.0%} CI"
     header = [*names, "time k", ci, "memory k", ci, "points"]
     body = []
     for key, by_metric in grouped.items():
-        cells = _label_cells(key)
+        cells = list(key)
         points = ""
         for metric in METRICS:
             r = by_metric.get(metric)
@@ -266,7 +242,7 @@ def local_text(seg: dict) -> str:
 def format_local(fit_rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of strings: per implementation, configuration and metric, the local
     exponent between each pair of neighbouring seq_lens (columns "N a→b")."""
-    keys, names = _labels(fit_rows)
+    axes, names = _label_axes(fit_rows)
     spans = sorted({(s["from_n"], s["to_n"]) for r in fit_rows for s in r.get("local", [])})
     header = [*names, "metric", *[f"N {a}→{b}" for a, b in spans]]
     body = []
@@ -274,6 +250,6 @@ def format_local(fit_rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         if not r.get("local"):
             continue
         by_span = {(s["from_n"], s["to_n"]): local_text(s) for s in r["local"]}
-        body.append([*_label_cells(tuple(r.get(k) for k in keys)), r["metric"],
+        body.append([r["impl"], *label_cells(r, axes), r["metric"],
                      *[by_span.get(span, "") for span in spans]])
     return header, body

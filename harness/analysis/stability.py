@@ -12,7 +12,7 @@ implausible it is kept with `stable: false`.
 """
 from __future__ import annotations
 
-from harness.constants import config_key
+from harness.case import series_key, sweep_len
 from harness.units import duration
 
 IMPLAUSIBLE_RATIO = 1.5
@@ -28,7 +28,7 @@ def implausible(records: list[dict]) -> dict[str, str]:
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         if _timed(r):
-            groups.setdefault(config_key(r), []).append(r)
+            groups.setdefault(series_key(r), []).append(r)
     out = {}
     for members in groups.values():
         for r in members:
@@ -41,7 +41,7 @@ def implausible(records: list[dict]) -> dict[str, str]:
 
 
 def _slower_than_larger(r: dict, members: list[dict]) -> str | None:
-    larger = [o for o in members if o["seq_len"] > r["seq_len"]]
+    larger = [o for o in members if sweep_len(o) > sweep_len(r)]
     if not larger:
         return None
     fastest = min(larger, key=lambda o: o["median_s"])
@@ -49,15 +49,15 @@ def _slower_than_larger(r: dict, members: list[dict]) -> str | None:
     if ratio <= IMPLAUSIBLE_RATIO:
         return None
     return (f"{ratio:.1f}x the {duration(fastest['median_s'])} measured at the larger seq_len "
-            f"{fastest['seq_len']}: a larger problem cannot be that much faster")
+            f"{sweep_len(fastest)}: a larger problem cannot be that much faster")
 
 
 def _faster_growth(r: dict, members: list[dict]) -> str | None:
     worst, other = 1.0, None
     for o in members:
-        if o["seq_len"] < r["seq_len"]:
+        if sweep_len(o) < sweep_len(r):
             excess = r["median_s"] / o["median_s"] / (
-                IMPLAUSIBLE_RATIO * (r["seq_len"] / o["seq_len"]) ** MAX_GROWTH_EXPONENT)
+                IMPLAUSIBLE_RATIO * (sweep_len(r) / sweep_len(o)) ** MAX_GROWTH_EXPONENT)
             if excess > worst:
                 worst, other = excess, o
     if other is None:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from harness.constants import FAILED_STATUSES, OPTIONAL_AXES, STATUSES, TIMED_STATUSES, config_key
+from harness.case import (axis_title, config_key, label_axes, label_cells, series_key,
+                          shape_key, shape_order, sweep_len)
+from harness.constants import FAILED_STATUSES, STATUSES, TIMED_STATUSES
 from harness.measure.timer import HOST
 from harness.units import duration
 
@@ -56,33 +58,26 @@ def cell(record: dict) -> str:
 
 
 def latency_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Rows: (impl, dtype, mask[, mode, level, device]); columns: seq_len; cells: median ms.
+    """Rows: implementation and configuration (dtype, mask and every axis that varies in the
+    run); columns: the sweep length; cells: median ms.
 
-    (impl, dtype) pairs that ran nothing are left out (see `not_run`). Axes with a single value in
-    the run are not shown as columns.
+    (impl, dtype) pairs that ran nothing are left out (see `not_run`).
     """
     groups: dict[tuple, set] = {}
     for r in records:
         groups.setdefault((r["impl"], r["dtype"]), set()).add(r["status"])
     shown = [r for r in records if groups[(r["impl"], r["dtype"])] != {"unsupported"}]
-    varying = [k for k in OPTIONAL_AXES if len({r[k] for r in shown}) > 1]
-    row_keys = ["impl", "dtype", "causal", *varying]
-    seq_lens = sorted({r["seq_len"] for r in shown})
+    axes = label_axes(shown)
+    lengths = sorted({sweep_len(r) for r in shown})
     rows: dict[tuple, dict[int, str]] = {}
+    labels: dict[tuple, list[str]] = {}
     for r in shown:
-        rows.setdefault(tuple(r[k] for k in row_keys), {})[r["seq_len"]] = cell(r)
-    header = ["impl", "dtype", "mask", *varying, *[f"N={n}" for n in seq_lens]]
-    body = []
-    for key in sorted(rows, key=lambda k: tuple(str(x) for x in k)):
-        labels = [str(v) for v in key]
-        labels[2] = "causal" if key[2] else "full"
-        body.append(labels + [rows[key].get(n, "") for n in seq_lens])
-    return header, body
-
-
-def shape_of(record: dict) -> tuple:
-    """The problem a record measured: its configuration (without impl) and sequence lengths."""
-    return (*config_key(record)[1:], record["seq_len"], record.get("seq_len_kv"))
+        key = (*series_key(r), r["seed"])
+        labels[key] = [r["impl"], *label_cells(r, axes)]
+        rows.setdefault(key, {})[sweep_len(r)] = cell(r)
+    header = ["impl", *(axis_title(a) for a in axes), *[f"N={n}" for n in lengths]]
+    order = sorted(rows, key=lambda k: (k[0], shape_order((*k[1:], 0))))
+    return header, [labels[k] + [rows[k].get(n, "") for n in lengths] for k in order]
 
 
 def matched_shapes(records: list[dict]) -> tuple[set[tuple], list[dict]]:
@@ -92,11 +87,11 @@ def matched_shapes(records: list[dict]) -> tuple[set[tuple], list[dict]]:
     there. A shape counts only where every one of them has an ok, stable record: a group figure
     over a set in which some implementation ran out of memory, failed or was disturbed at some
     N compares different problems, and can move opposite to every case inside it. The keys are
-    `shape_of` values.
+    `harness.case.shape_key` values.
     """
     configs: dict[tuple, dict[tuple, dict[str, dict]]] = {}
     for r in records:
-        configs.setdefault(config_key(r)[1:], {}).setdefault(shape_of(r), {})[r["impl"]] = r
+        configs.setdefault(config_key(r), {}).setdefault(shape_key(r), {})[r["impl"]] = r
     matched, left_out = set(), []
     for shapes in configs.values():
         compared = sorted({impl for by_impl in shapes.values() for impl, r in by_impl.items()
@@ -115,7 +110,7 @@ def matched_shapes(records: list[dict]) -> tuple[set[tuple], list[dict]]:
                 continue
             if why:
                 first = next(iter(by_impl.values()))
-                left_out.append({"shape": shape, "record": first, "seq_len": first["seq_len"],
+                left_out.append({"shape": shape, "record": first, "seq_len": sweep_len(first),
                                  "why": ", ".join(why)})
             else:
                 matched.add(shape)

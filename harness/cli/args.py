@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import fnmatch
 from pathlib import Path
 
 from harness import values
-from harness.constants import DTYPES, MODES
 from harness.spec import TIMING_KEYS
+from harness.store.plan import FILTER_KEYS, Request
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-RESULTS_DIR = Path("results")
 FILTER_OPTIONS = (("--impl", "implementations to keep (comma list, globs)"),
                   ("--seq-len", "seq_len values to keep (comma list)"),
                   ("--dtype", "dtypes to keep (comma list)"),
@@ -27,11 +25,6 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def split_values(values: list[str] | None) -> list[str]:
-    """Repeated options and comma lists alike: ["a,b", "c"] -> ["a", "b", "c"]."""
-    return [v.strip() for group in values or [] for v in group.split(",") if v.strip()]
-
-
 def arg(kind: values.Kind):
     """An argparse `type` checking text by the same rule as the suite key of that kind."""
     def parse(text: str):
@@ -43,14 +36,6 @@ def arg(kind: values.Kind):
     return parse
 
 
-def checked_list(option: str, kind: values.Kind, given: list[str] | None) -> list:
-    """A repeated or comma-list option, each value checked: --seq-len 128,256."""
-    try:
-        return [kind.from_text(v, option) for v in split_values(given)]
-    except values.BadValue as exc:
-        raise UsageError(str(exc)) from None
-
-
 def add_filter_options(parser, with_mode: bool = False) -> None:
     for option, text in FILTER_OPTIONS:
         parser.add_argument(option, action="append", help=text)
@@ -58,39 +43,20 @@ def add_filter_options(parser, with_mode: bool = False) -> None:
         parser.add_argument("--mode", action="append", help="modes to keep (fwd, fwd_bwd)")
 
 
-def filters_of(args, known_impls) -> dict[str, list]:
-    """The filter options as validated data (the plan records them); empty lists are absent."""
-    impls = split_values(args.impl)
-    for pattern in impls:
-        if not any(fnmatch.fnmatchcase(name, pattern) for name in known_impls):
-            raise UsageError(f"--impl: no implementation matches {pattern!r}: expected one of "
-                             f"{', '.join(sorted(known_impls))}")
-    dtypes = split_values(args.dtype)
-    for d in dtypes:
-        if d not in DTYPES:
-            raise UsageError(f"--dtype: unknown dtype {d!r}: expected one of {', '.join(DTYPES)}")
-    modes = split_values(getattr(args, "mode", None))
-    for m in modes:
-        if m not in MODES:
-            raise UsageError(f"--mode: unknown mode {m!r}: expected one of {', '.join(MODES)}")
-    found = {"impl": impls, "seq_len": checked_list("--seq-len", values.DIMENSION, args.seq_len),
-             "dtype": dtypes, "device": checked_list("--device", values.DEVICE, args.device),
-             "causal": checked_list("--causal", values.BOOL, args.causal), "mode": modes}
-    return {k: v for k, v in found.items() if v}
+def filter_text(args) -> dict[str, list[str] | None]:
+    """The filter options as given (harness.store.plan checks and applies them)."""
+    return {key: getattr(args, key, None) for key in FILTER_KEYS}
 
 
-def filter_cases(cases, filters: dict[str, list]):
-    """The cases the filters keep; UsageError when they keep none."""
-    def keep(c) -> bool:
-        return all(any(fnmatch.fnmatchcase(c.impl, p) for p in values) if key == "impl"
-                   else getattr(c, key) in values for key, values in filters.items())
+def size(text: str | None, option: str) -> int | None:
+    """A size option (--mem-limit 2GiB) in bytes; None when not given."""
+    return None if text is None else values.SIZE.from_text(text, option)
 
-    kept = [c for c in cases if keep(c)]
-    if not kept:
-        raise UsageError("the filters leave no case of the suite to run (suite has seq_len "
-                         f"{sorted({c.seq_len for c in cases})}, dtype {sorted({c.dtype for c in cases})}, "
-                         f"device {sorted({c.device for c in cases})})")
-    return kept
+
+def request_of(args) -> Request:
+    """What `run` and `ab` ask for, as data: the plan is built from it below the CLI."""
+    return Request(suite=args.suite, filters=filter_text(args), timing=timing_overrides(args),
+                   threads=args.threads, mem_limit=size(args.mem_limit, "--mem-limit"))
 
 
 def timing_overrides(args) -> dict:
@@ -130,12 +96,3 @@ def _output(check, text: str | None, option: str) -> Path | None:
         return check(text, option)
     except values.BadValue as exc:
         raise UsageError(str(exc)) from None
-
-
-def make_dir(path: Path, option: str = "--out") -> Path:
-    """Create an output directory; a place the system refuses is the user's to change."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"{option}: cannot create {path} ({exc.strerror})") from None
-    return path

@@ -165,7 +165,8 @@ def cmd_ab(args) -> int:
             extra = " ".join(f"{k}={v}" for k, v in spec.env.items())
             print(f"  {name}: {spec.python} (torch {envs[name]['packages'].get('torch')}) {extra}")
     runner = ab.ABRunner(specs["base"], specs["head"], out, settings, threads,
-                         on_record=None if args.quiet else show)
+                         on_record=None if args.quiet else show,
+                         mem_limit=plan.overrides.get("mem_limit_bytes"))
     try:
         runner.measure_peaks(cases)
         result = ab.run_ab(runner, cases, args.threshold, args.mem_threshold,
@@ -229,8 +230,12 @@ def add_parsers(sub) -> None:
     add_timing_options(p_ab, per="case and side")
     p_ab.add_argument("--threshold", type=arg(values.FRACTION), default=0.05, help="as for compare")
     p_ab.add_argument("--mem-threshold", type=arg(values.FRACTION), default=0.10, help="as for compare")
+    p_ab.add_argument("--mem-limit", metavar="SIZE",
+                      help="as for run: cap what one case may allocate on each side (e.g. "
+                           "512MiB); beyond it the case is recorded as oom and larger seq_len "
+                           "of its configuration skipped")
     p_ab.add_argument("--quiet", action="store_true", help="only the verdict")
-    p_ab.set_defaults(func=cmd_ab, mem_limit=None)
+    p_ab.set_defaults(func=cmd_ab)
 
     p_base = sub.add_parser("baseline", help="save or list reference runs (results/baselines/)")
     actions = p_base.add_subparsers(dest="action", parser_class=Parser, required=True)

@@ -91,7 +91,7 @@ def _torch_cuda_peak(prepared, device: str) -> tuple[int | None, str, str]:
     return peak, "torch.cuda.max_memory_allocated", ""
 
 
-def _tf_device(device: str) -> str:
+def tf_device_name(device: str) -> str:
     """TensorFlow's name for a harness device: cpu -> CPU:0, cuda or cuda:N -> GPU:N."""
     if device == "cpu":
         return "CPU:0"
@@ -105,7 +105,7 @@ def _tf_peak(prepared, device: str, workdir: str | None) -> tuple[int | None, st
     except ImportError:
         return None, "none", f"tensorflow not installed: {install_command('tf')}"
     stats = tf.config.experimental
-    dev = _tf_device(device)
+    dev = tf_device_name(device)
     with gc_paused():
         try:
             stats.reset_memory_stats(dev)

@@ -24,6 +24,7 @@ import numpy as np
 
 from harness.measure import contention
 from harness.measure.timer import CONFIDENCE, Samples, relative_half_width
+from harness.store.schema import DECLARED
 
 Z95 = 1.959964
 
@@ -48,21 +49,20 @@ def combine(results: list[dict], target_ci: float) -> dict:
     merged = dict(first, repeat_medians_s=medians, repeat_n_samples=sizes)
     if len(results) == 1:
         return merged
-    samples = np.concatenate([np.asarray(r["samples_s"], dtype=np.float64) for r in results])
+    # the Timing part: spread, extremes and counts from every repeat's samples ...
+    pooled = Samples(tuple(float(v) for r in results for v in r["samples_s"]),
+                     max(r["calls_per_sample"] for r in results),
+                     sum(r["warmup_calls"] for r in results),
+                     sum(r["timed_s"] or 0.0 for r in results), target_ci, timer=first.get("timer"))
+    merged.update(pooled.to_record())
+    # ... with the median and its interval from the repeat medians (see above)
     center, se, _, t = log_interval(medians, [r["ci_rel"] for r in results])
     median = math.exp(center)
     low, high = math.exp(center - t * se), math.exp(center + t * se)
     rel = relative_half_width(median, (low, high))
-    q25, q75 = np.percentile(samples, [25, 75])
     unstable = [r["instability"] for r in results if r.get("stable") is False]
     merged.update(
         median_s=median, ci_low_s=low, ci_high_s=high, ci_rel=rel, converged=bool(rel <= target_ci),
-        iqr_s=float(q75 - q25), min_s=float(samples.min()), mean_s=float(samples.mean()),
-        std_s=float(samples.std(ddof=1)), n_samples=int(len(samples)),
-        samples_s=[float(v) for v in samples],
-        calls_per_sample=max(r["calls_per_sample"] for r in results),
-        warmup_calls=sum(r["warmup_calls"] for r in results),
-        timed_s=sum(r["timed_s"] or 0.0 for r in results),
         harness_s=_summed([r.get("harness_s") for r in results]),
         peak_mem_bytes=_max_or_none([r.get("peak_mem_bytes") for r in results]),
         contention={**contention.worst([r.get("contention") for r in results]),
@@ -78,8 +78,9 @@ def combine(results: list[dict], target_ci: float) -> dict:
 def split(record: dict) -> list[dict]:
     """The repeats of a stored record, as `combine` takes them (a resumed run goes on from them).
 
-    Each part keeps the record's check and memory fields; its statistics are recomputed from its
-    own samples, and its contention figures and verdict are its own.
+    Each part keeps the record's check and memory fields (those the schema declares: a key from
+    a newer or hand-edited record is no field of the record this run makes); its statistics are
+    recomputed from its own samples, and its contention figures and verdict are its own.
     """
     sizes = record.get("repeat_n_samples") or [record["n_samples"]]
     samples = record["samples_s"]
@@ -93,7 +94,8 @@ def split(record: dict) -> list[dict]:
                       timer=record.get("timer")).to_record()
         start += size
         harness = {k: v * share for k, v in (record.get("harness_s") or {}).items()}
-        parts.append({**record, **own, "harness_s": harness or record.get("harness_s")})
+        fields = {k: v for k, v in record.items() if k in DECLARED}
+        parts.append({**fields, **own, "harness_s": harness or record.get("harness_s")})
     return parts
 
 

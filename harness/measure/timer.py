@@ -7,9 +7,10 @@ TimingSettings):
    call whose output the harness checks (`first_call`): the coldest call is never a sample.
 2. Blocks: if the fastest warm-up call was shorter than `min_sample_s`, each sample times a
    block of calls and divides, so the clock's own cost stays negligible.
-3. Samples until the stop rule holds: the 95% confidence interval of the median
+3. Samples until the stop rule (`enough`) holds: the 95% confidence interval of the median
    (distribution-free, from order statistics) is within ±`target_ci` of the median, or
-   `budget_s` of sampling is spent, or `max_samples` are taken; never fewer than `min_samples`.
+   `budget_s` of sampling is spent (wall seconds inside the sampling loop; in A/B, of one
+   side's blocks), or `max_samples` are taken; never fewer than `min_samples`.
 4. A sample's duration comes from the Timer's sample clock: `HostClock` (the host clock
    around the block, read after `sync`, so device work is inside the sample), or one of
    harness.measure.cuda's (CUDA events around the block with the L2 flushed before it; CUDA-
@@ -23,7 +24,8 @@ The garbage collector is paused during warm-up and sampling, as `timeit` does.
    timed alone as `compile_s` (`compile_call`), before step 1; it is no warm-up call, no sample
    and sizes no block.
 
-A/B (`take`), profiling and the pytest-benchmark path use the same loop with other stop rules.
+A/B (`take` in blocks, `enough` between them), profiling and the pytest-benchmark path use
+the same loop.
 """
 from __future__ import annotations
 
@@ -33,12 +35,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from harness.measure import contention
 from harness.spec import TimingSettings
+from harness.store.schema import TIMING_FIELDS
 
 MIN_WARMUP_CALLS = 2
 CONFIDENCE = 0.95
@@ -100,7 +103,10 @@ def ci_rel(samples) -> float:
 
 @dataclass(frozen=True)
 class Samples:
-    """Per-call times in seconds and how they were taken; the statistics every record carries."""
+    """Per-call times in seconds and how they were taken; the statistics every record carries.
+
+    One attribute or property per field of the record's `Timing` part (harness.store.schema),
+    named as the field; `to_record` reads them by those names, with the contention verdict."""
 
     per_call_s: tuple[float, ...]
     calls_per_sample: int = 1
@@ -130,22 +136,53 @@ class Samples:
     def converged(self) -> bool:
         return bool(self.ci_rel <= self.target_ci)
 
+    # The Timing part's figures, under the record's names.
+    @property
+    def median_s(self) -> float:
+        return self.median
+
+    @property
+    def ci_low_s(self) -> float:
+        return self.ci[0]
+
+    @property
+    def ci_high_s(self) -> float:
+        return self.ci[1]
+
+    @property
+    def iqr_s(self) -> float:
+        q25, q75 = np.percentile(self.array, [25, 75])
+        return float(q75 - q25)
+
+    @property
+    def min_s(self) -> float:
+        return float(self.array.min())
+
+    @property
+    def mean_s(self) -> float:
+        return float(self.array.mean())
+
+    @property
+    def std_s(self) -> float:
+        return float(self.array.std(ddof=1)) if len(self.array) > 1 else 0.0
+
+    @property
+    def n_samples(self) -> int:
+        return int(len(self.array))
+
+    @property
+    def samples_s(self) -> list[float]:
+        return [float(v) for v in self.array]
+
     def to_record(self) -> dict:
-        x = self.array
+        """Every field of the record's Timing part, and the contention signals with their
+        verdict (`stable`, `instability`: harness.measure.contention)."""
         instability = contention.verdict(self.contention)
-        q25, q75 = np.percentile(x, [25, 75])
-        low, high = self.ci
-        return {
-            "median_s": self.median, "ci_low_s": low, "ci_high_s": high, "ci_rel": self.ci_rel,
-            "converged": self.converged, "iqr_s": float(q75 - q25), "min_s": float(x.min()),
-            "mean_s": float(x.mean()), "std_s": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
-            "n_samples": int(len(x)), "samples_s": [float(v) for v in x],
-            "calls_per_sample": self.calls_per_sample, "warmup_calls": self.warmup_calls,
-            "timed_s": self.timed_s, "timer": self.timer, "contention": self.contention,
-            # unknown (None) where no signals were read: never called stable unwatched
-            "stable": None if self.contention is None else instability is None,
-            "instability": instability,
-        }
+        return {**{name: getattr(self, name) for name in TIMING_FIELDS},
+                "contention": self.contention,
+                # unknown (None) where no signals were read: never called stable unwatched
+                "stable": None if self.contention is None else instability is None,
+                "instability": instability}
 
 
 def calls_per_sample(fastest_call_s: float, min_sample_s: float) -> int:
@@ -153,24 +190,36 @@ def calls_per_sample(fastest_call_s: float, min_sample_s: float) -> int:
     return max(1, math.ceil(min_sample_s / fastest_call_s)) if fastest_call_s > 0 else 1
 
 
-def adaptive_stop(settings: TimingSettings) -> Callable[[list[float], int], bool]:
-    """The run's stop rule: target CI reached, budget spent or max_samples taken (see above)."""
-    state = {"deadline": None, "next_check": settings.min_samples}
+def enough(samples: Sequence[float], spent_s: float, settings: TimingSettings,
+           check_ci: bool = True) -> bool:
+    """The stop rule (step 3 above), for the run's loop and A/B's blocks alike: True once
+    `max_samples` are taken or, with at least `min_samples`, once `spent_s` reaches `budget_s`
+    or (where `check_ci`) the median's CI is within ±`target_ci`.
 
-    def stop(samples: list[float], now_ns: int) -> bool:
-        if state["deadline"] is None:
-            state["deadline"] = now_ns + settings.budget_s * 1e9
-        n = len(samples)
-        if n >= settings.max_samples:
+    `spent_s` is what the budget counts, the same everywhere: wall seconds inside the sampling
+    loop, from the start of its first sample (each sample's block, its sync and its clock's
+    hooks, such as an L2 flush). In A/B a side's loop runs in blocks, between the other side's
+    turns: that side's blocks are summed, and nothing outside them counts."""
+    n = len(samples)
+    if n >= settings.max_samples:
+        return True
+    if n < settings.min_samples:
+        return False
+    return spent_s >= settings.budget_s or (check_ci and ci_rel(samples) <= settings.target_ci)
+
+
+def adaptive_stop(settings: TimingSettings) -> Callable[[list[float], int], bool]:
+    """`enough` as the run's loop asks it after every sample (`stop(samples, spent_ns)`), with
+    the CI, which costs a sort, tested only after CHECK_EVERY more samples."""
+    next_check = settings.min_samples
+
+    def stop(samples: list[float], spent_ns: int) -> bool:
+        nonlocal next_check
+        due = len(samples) >= next_check
+        if enough(samples, spent_ns / 1e9, settings, check_ci=due):
             return True
-        if n < settings.min_samples:
-            return False
-        if now_ns >= state["deadline"]:
-            return True
-        if n >= state["next_check"]:
-            if ci_rel(samples) <= settings.target_ci:
-                return True
-            state["next_check"] = n + max(1, int(n * CHECK_EVERY))
+        if due:
+            next_check = len(samples) + max(1, int(len(samples) * CHECK_EVERY))
         return False
 
     return stop
@@ -259,14 +308,16 @@ class Timer:
         return self.calls_per_sample
 
     def loop(self, stop: Callable[[list[float], int], bool]) -> list[float]:
-        """The sampling loop: one block per sample until `stop(samples, now_ns)` says enough.
-        The sample clock's hooks run around each block (step 4 above)."""
+        """The sampling loop: one block per sample until `stop(samples, spent_ns)` says enough
+        (`spent_ns`: the loop's wall time so far, what the budget counts; see `enough`). The
+        sample clock's hooks run around each block (step 4 above)."""
         if self.sample_call is None:  # once, after any warm-up: a CUDA graph is captured here
             self.sample_call = self.sample_clock.ready(self.call)
         call, sync, clock, cps = self.sample_call, self.sync, self.clock, self.calls_per_sample
         sample_clock = self.sample_clock
         samples: list[float] = []
         with gc_paused():
+            begin = clock()
             while True:
                 sample_clock.before_sample()
                 t0 = clock()
@@ -278,7 +329,7 @@ class Timer:
                 t1 = clock()
                 self.timed_ns += t1 - t0
                 samples.append(sample_clock.elapsed_s(t1 - t0) / cps)
-                if stop(samples, t1):
+                if stop(samples, t1 - begin):
                     return samples
 
     def take(self, n: int) -> list[float]:

@@ -7,8 +7,7 @@ from __future__ import annotations
 import math
 import re
 
-MIB = 2.0 ** 20
-ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+from harness.units import MIB
 
 
 def fmt_mib(nbytes) -> str:

@@ -10,12 +10,13 @@ import io
 import math
 import re
 
-from harness.analysis.scaling import sort_key
-from harness.constants import CONFIG_FIELDS
-from harness.report.format import ITEMSIZE, MIB, finite, fmt_tflops, mask_name
+from harness.case import config_key, config_order, config_text, query_len, sweep_len
+from harness.constants import ITEMSIZE
+from harness.report.format import finite, fmt_tflops
 from harness.report.run import Run
 from harness.report.scaling import fit_lookup
 from harness.report.shapes import impls_of, varying
+from harness.units import MIB
 
 MAX_HEATMAP_ROWS = 120  # beyond this a heatmap is unreadable; the table has every row
 
@@ -79,22 +80,19 @@ MARKERS = "osD^vP*Xhp<>"
 
 
 def _panels(records: list[dict]) -> dict[tuple, list[dict]]:
-    """Records grouped by configuration (everything but N); square and non-square apart."""
+    """Records grouped by configuration (harness.case.config_key), in the tables' order."""
     out: dict[tuple, list[dict]] = {}
     for r in records:
-        square = r["seq_len_kv"] in (None, r["seq_len"])
-        out.setdefault((*(r[k] for k in CONFIG_FIELDS), square), []).append(r)
-    return dict(sorted(out.items(), key=lambda kv: (
-        tuple(sort_key(kv[0][i]) for i in (0, 1, 2, 3, 7, 4, 5, 6)), not kv[0][-1])))
+        out.setdefault(config_key(r), []).append(r)
+    return dict(sorted(out.items(), key=lambda kv: config_order(kv[0])))
 
 
-def panel_title(config: tuple, varying: list[str]) -> str:
-    values = dict(zip((*CONFIG_FIELDS, "square"), config))
-    parts = [str(values["dtype"]), mask_name(values["causal"]), str(values["level"])]
-    parts += [f"{k}={values[k]}" for k in varying if k != "level"]
-    if not values["square"]:
-        parts.append("N_kv≠N")
-    return ", ".join(parts)
+def panel_title(rs: list[dict], varying: list[str]) -> str:
+    """The panel's configuration as the tables name it, with its level, and the fixed query
+    length of a rectangular sweep (whose x axis is then the key length)."""
+    title = config_text(rs[0], ["level", *(a for a in varying if a != "level")])
+    q = query_len(rs[0])
+    return title + (f", {q} queries against N keys" if q is not None else "")
 
 
 def _grid(plt, n: int, width=4.4, height=4.4):
@@ -120,7 +118,7 @@ def _series(rs: list[dict], field: str) -> dict[str, list[tuple]]:
             continue
         low = finite(r["ci_low_s"]) if field == "median_s" else None
         high = finite(r["ci_high_s"]) if field == "median_s" else None
-        raw.setdefault(r["impl"], {}).setdefault(r["seq_len"], []).append((v, low, high))
+        raw.setdefault(r["impl"], {}).setdefault(sweep_len(r), []).append((v, low, high))
     out = {}
     for impl, by_n in sorted(raw.items()):
         pts = []
@@ -177,16 +175,16 @@ def latency(run: Run) -> str | None:
             ys = [p[1] * 1e3 for p in pts]
             lo = [(p[1] - (p[2] if p[2] is not None else p[1])) * 1e3 for p in pts]
             hi = [((p[3] if p[3] is not None else p[1]) - p[1]) * 1e3 for p in pts]
-            fit = fits.get((impl, "time", *config[:-1])) if config[-1] else None
+            fit = fits.get((impl, "time", *config))
             k = fit.get("exponent") if fit else None
             label = f"{impl}  k={k:.2f}" if k is not None else f"{impl}  k: –"
             ax.errorbar(ns, ys, yerr=[lo, hi], label=label, color=color[impl],
                         marker=_marker(color, impl), markersize=3.5,
                         linewidth=1.3, capsize=2.5, elinewidth=1)
         ax.set_yscale("log")
-        _log_n_axis(ax, sorted({r["seq_len"] for r in rs}))
+        _log_n_axis(ax, sorted({sweep_len(r) for r in rs}))
         ax.set_ylabel("median latency (ms)")
-        ax.set_title(panel_title(config, varying))
+        ax.set_title(panel_title(rs, varying))
         _legend(ax)
     fig.tight_layout()
     return to_svg(fig)
@@ -203,24 +201,25 @@ def memory(run: Run) -> str | None:
     for ax, (config, rs) in zip(axes, panels.items()):
         series = _series(rs, "peak_mem_bytes")
         for impl, pts in series.items():
-            fit = fits.get((impl, "memory", *config[:-1])) if config[-1] else None
+            fit = fits.get((impl, "memory", *config))
             k = fit.get("exponent") if fit else None
             label = f"{impl}  k={k:.2f}" if k is not None else impl
             ax.plot([p[0] for p in pts], [p[1] / MIB for p in pts], label=label,
                     color=color[impl], marker=_marker(color, impl),
                     markersize=3.5, linewidth=1.3)
-        ns = sorted({r["seq_len"] for r in rs})
+        ns = sorted({sweep_len(r) for r in rs})
         first = rs[0]
         itemsize = ITEMSIZE.get(first["dtype"])
         if itemsize and first["batch"] and first["heads"]:
-            kv = {r["seq_len"]: (r["seq_len_kv"] or r["seq_len"]) for r in rs}
-            ax.plot(ns, [first["batch"] * first["heads"] * n * kv[n] * itemsize / MIB for n in ns],
+            q = query_len(first)
+            ax.plot(ns, [first["batch"] * first["heads"] * (q or n) * n * itemsize / MIB
+                         for n in ns],
                     color="0.35", linestyle="--", linewidth=1.2,
                     label=f"one score matrix B·H·N²·{itemsize} B")
         ax.set_yscale("log")
         _log_n_axis(ax, ns)
         ax.set_ylabel("peak extra memory (MiB)")
-        ax.set_title(panel_title(config, varying))
+        ax.set_title(panel_title(rs, varying))
         _legend(ax)
     fig.tight_layout()
     return to_svg(fig)
@@ -241,7 +240,7 @@ def throughput(run: Run) -> str | None:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=impl, color=color[impl],
                     marker=_marker(color, impl), markersize=3.5,
                     linewidth=1.3)
-        ns = sorted({r["seq_len"] for r in rs})
+        ns = sorted({sweep_len(r) for r in rs})
         _log_n_axis(ax, ns)
         device, dtype = rs[0]["device"], rs[0]["dtype"]
         peak = (peaks.get(device) or {}).get("matmul_tflops", {}).get(dtype)
@@ -255,7 +254,7 @@ def throughput(run: Run) -> str | None:
         else:
             ax.set_ylim(bottom=0)
         ax.set_ylabel("achieved TFLOP/s")
-        ax.set_title(panel_title(config, varying))
+        ax.set_title(panel_title(rs, varying))
         _legend(ax)
     fig.tight_layout()
     return to_svg(fig)

@@ -1,25 +1,8 @@
-"""`attnbench recommend`'s answer as text lines and as plain JSON data."""
+"""`attnbench recommend`'s answer as text lines (as JSON: harness.store.json_safe)."""
 from __future__ import annotations
 
-import math
-
 from harness.analysis.recommend import kind_text, shape_text
-from harness.units import duration
-
-MIB = 2.0 ** 20
-
-
-def plain(value):
-    """JSON-safe: NaN/inf as None, tuples as lists, numpy scalars as Python numbers."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+from harness.units import MIB, duration
 
 
 def _p(p) -> str:

@@ -3,7 +3,7 @@ roof at that intensity and the share of the roof it reached (`harness.analysis.r
 from __future__ import annotations
 
 from harness.analysis.roofline import roofline
-from harness.analysis.scaling import sort_key
+from harness.case import sort_key
 from harness.report.format import fmt_tflops, mask_name
 from harness.report.run import Run
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.analysis import scaling
 from harness.analysis.crossovers import crossover_text
-from harness.constants import CONFIG_FIELDS
+from harness.case import config_key
 
 
 def _computed(records: list[dict]) -> dict:
@@ -74,9 +74,9 @@ def fit_lookup(run) -> dict[tuple, dict]:
     """{(impl, metric, config...): fit row} for the plots' legends."""
     out = {}
     for f in run.scaling.get("fits", []):
-        key = (f.get("impl"), f.get("metric"), *(f.get(k) for k in CONFIG_FIELDS))
-        if f.get("kv_equals_seq_len", True):
-            out[key] = f
+        if f.get("kv_equals_seq_len") is False:
+            continue  # an older file's rectangular series, keyed apart from today's
+        out[(f.get("impl"), f.get("metric"), *config_key(f))] = f
     return out
 
 

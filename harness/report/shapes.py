@@ -1,53 +1,46 @@
-"""Shapes and configurations as the report's tables label them.
+"""Shapes and configurations as the report's tables label them, from harness.case's one
+definition of a problem.
 
 A shape is everything that fixes the problem an implementation is asked to solve (one row of
-the latency matrix); a configuration is a shape without its sequence lengths (one line of a
-seq_len sweep, one panel of a plot).
+the latency matrix); a configuration is a shape without its sequence length (one line of a
+sweep, one panel of a plot). Labels name dtype and mask always, and every other axis that takes
+more than one value in the run, so two problems never share a label.
 """
 from __future__ import annotations
 
-from harness.analysis.scaling import sort_key
-from harness.constants import CONFIG_FIELDS, OPTIONAL_AXES
-from harness.report.format import finite, mask_name
+from harness.case import (CONFIG_FIELDS, axis_title, config_key, config_text, label_axes,
+                          label_cells, shape_key, shape_order, sweep_len, varying_axes)
+from harness.report.format import finite
 
+__all__ = ["config_key", "config_label", "fastest_by_shape", "impls_of", "shape_columns",
+           "shape_key", "shape_labels", "shape_order", "sweep_len", "varying"]
 
-def shape_key(r: dict) -> tuple:
-    return (*(r[k] for k in CONFIG_FIELDS), r["seq_len"], r["seq_len_kv"], r["seed"])
-
-
-def shape_order(key: tuple) -> tuple:
-    """Sort key of a shape_key: dtype and mask before the sizes, numbers numeric."""
-    level, mode, device, dtype, batch, heads, head_dim, causal, n, nkv, seed = key
-    return tuple(sort_key(v) for v in (level, mode, device, dtype, causal, batch, heads, head_dim,
-                                      n, nkv, seed))
+LENGTH_COLUMN = "N"
 
 
 def varying(records: list[dict]) -> list[str]:
-    """The optional axes (level, mode, device, sizes) that take more than one value here."""
-    return [k for k in OPTIONAL_AXES if len({r[k] for r in records}) > 1]
+    """The axes other than dtype and mask that take more than one value here."""
+    return varying_axes(records)
 
 
 def shape_columns(records: list[dict]) -> list[str]:
-    """Label columns of a shape: dtype, mask, the axes that vary in the run, then N."""
-    cols = ["dtype", "mask", *varying(records), "N"]
-    if any(r["seq_len_kv"] not in (None, r["seq_len"]) for r in records):
-        cols.append("N kv")
-    if len({r["seed"] for r in records}) > 1:
-        cols.append("seed")
-    return cols
+    """Column titles of a shape's labels: dtype, mask, the axes that vary in the run, then N
+    (the key length, which a rectangular configuration sweeps)."""
+    return [*(axis_title(a) for a in label_axes(records)), LENGTH_COLUMN]
 
 
 def shape_labels(key: tuple, columns: list[str]) -> list[str]:
-    values = dict(zip((*CONFIG_FIELDS, "N", "N kv", "seed"), key))
-    values["mask"] = mask_name(values["causal"])
-    return [str(values[c]) for c in columns]
+    """The label cells of a shape_key under `shape_columns`' titles."""
+    row = dict(zip((*CONFIG_FIELDS, "seed", "sweep_len"), key))
+    row.update(seq_len=row["query_len"] or row["sweep_len"], seq_len_kv=row["sweep_len"])
+    titles = {axis_title(a): a for a in (*CONFIG_FIELDS, "seed")}
+    return [str(row["sweep_len"]) if c == LENGTH_COLUMN else label_cells(row, [titles[c]])[0]
+            for c in columns]
 
 
 def config_label(r: dict, axes: list[str]) -> str:
-    """"float32 causal" plus the axes that vary in the run (e.g. "mode=fwd_bwd")."""
-    parts = [str(r["dtype"]), mask_name(r["causal"])]
-    parts += [f"{k}={r[k]}" for k in axes]
-    return " ".join(parts)
+    """"float32 causal" plus the axes that vary in the run (e.g. "norm=pre")."""
+    return config_text(r, axes)
 
 
 def impls_of(records: list[dict]) -> list[str]:

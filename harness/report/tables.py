@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections import Counter
 
 from harness.analysis import stability, summary
-from harness.analysis.scaling import sort_key
-from harness.constants import CONFIG_FIELDS, FAILED_STATUSES, STATUSES
+from harness.case import (axis_title, config_order, label_axes, label_cells, series_key, sort_key,
+                          sweep_len)
+from harness.constants import FAILED_STATUSES, STATUSES
 from harness.measure.timer import CONFIDENCE, relative_half_width
 from harness.report.format import (finite, fmt_err, fmt_mib, fmt_pct, fmt_ratio, fmt_tflops,
                                    percent, plural)
@@ -93,7 +94,7 @@ def _matched(records: list[dict]) -> list[dict]:
     """The ok records of the shapes every compared implementation ran, ok and stable
     (`summary.matched_shapes`): the only ones a headline figure aggregates over."""
     matched, _ = summary.matched_shapes(records)
-    return [r for r in records if r["status"] == "ok" and summary.shape_of(r) in matched]
+    return [r for r in records if r["status"] == "ok" and shape_key(r) in matched]
 
 
 def left_out(records: list[dict]) -> list[str]:
@@ -128,7 +129,7 @@ def impl_summary(records: list[dict]) -> list[dict]:
         where: dict[str, list[str]] = {}
         for k in won:
             r = by_key[k]
-            where.setdefault(config_label(r, axes), []).append(str(r["seq_len"]))
+            where.setdefault(config_label(r, axes), []).append(str(sweep_len(r)))
         rows.append({
             "impl": impl, "cases": len(mine), **{s: counts.get(s, 0) for s in STATUSES},
             "fastest": len(won), "contested": len(ran),
@@ -236,17 +237,17 @@ def throughput(records: list[dict], env: dict) -> dict:
     """TFLOP/s and percent of the measured matmul peak, per (impl, configuration) and N."""
     ok = [r for r in records if r["status"] == "ok" and finite(r["tflops"]) is not None]
     axes = varying(ok)
-    seq_lens = sorted({r["seq_len"] for r in ok})
+    seq_lens = sorted({sweep_len(r) for r in ok})
     rows: dict[tuple, dict] = {}
     for r in ok:
-        key = (r["impl"], *(r[k] for k in CONFIG_FIELDS))
-        row = rows.setdefault(key, {"impl": r["impl"], "config": config_label(r, axes),
-                                    "cells": {}, "dtype": r["dtype"], "device": r["device"]})
+        row = rows.setdefault(series_key(r), {"impl": r["impl"], "config": config_label(r, axes),
+                                              "cells": {}, "dtype": r["dtype"],
+                                              "device": r["device"]})
         pct = finite(r["pct_of_peak"])
-        row["cells"][r["seq_len"]] = {"tflops": finite(r["tflops"]), "pct": pct,
+        row["cells"][sweep_len(r)] = {"tflops": finite(r["tflops"]), "pct": pct,
                                       "text": fmt_tflops(finite(r["tflops"])),
                                       "pct_text": fmt_pct(pct)}
-    ordered = [rows[k] for k in sorted(rows, key=lambda k: tuple(sort_key(v) for v in k))]
+    ordered = [rows[k] for k in sorted(rows, key=lambda k: (k[0], config_order(k[1:])))]
     for row in ordered:
         row["best"] = max(row["cells"].values(), key=lambda c: c["tflops"])
     peaks = []
@@ -357,14 +358,12 @@ def headlines(records: list[dict], baseline: str) -> list[dict]:
     axes = varying(ok)
     configs: dict[tuple, list[dict]] = {}
     for r in ok:
-        square = r["seq_len_kv"] in (None, r["seq_len"])
-        configs.setdefault((*shape_key(r)[:8], square, r["seed"]), []).append(r)
+        configs.setdefault(shape_key(r)[:-1], []).append(r)  # the configuration and seed
     out = []
-    for key in sorted(configs, key=lambda k: tuple(sort_key(v) for v in
-                                                   (k[0], k[1], k[2], k[3], k[7], *k[4:7]))):
+    for key in sorted(configs, key=lambda k: (config_order(k[:-1]), sort_key(k[-1]))):
         rs = configs[key]
-        top = max(r["seq_len"] for r in rs)
-        at = [r for r in rs if r["seq_len"] == top]
+        top = max(sweep_len(r) for r in rs)
+        at = [r for r in rs if sweep_len(r) == top]
         best = min(at, key=lambda r: r["median_s"])
         worst = max(at, key=lambda r: r["median_s"])
         base = next((r for r in at if r["impl"] == baseline), None)
@@ -401,13 +400,16 @@ def compile_times(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     timed = [r for r in records if r.get("compile_s") is not None]
     if not timed:
         return [], []
-    lens = sorted({r["seq_len"] for r in timed})
+    lens = sorted({sweep_len(r) for r in timed})
+    axes = label_axes(timed)
     by_config: dict[tuple, dict[int, float]] = {}
+    labels: dict[tuple, list[str]] = {}
     for r in timed:
-        key = (r["impl"], r["level"], r["mode"], r["device"], r["dtype"],
-               "causal" if r["causal"] else "full")
-        by_config.setdefault(key, {})[r["seq_len"]] = r["compile_s"]
-    header = ["impl", "level", "mode", "device", "dtype", "mask", *[f"N={n}" for n in lens]]
-    rows = [[*key, *[f"{seen[n]:.2f}" if n in seen else "" for n in lens]]
-            for key, seen in sorted(by_config.items())]
+        key = series_key(r)
+        labels[key] = [r["impl"], *label_cells(r, axes)]
+        by_config.setdefault(key, {})[sweep_len(r)] = r["compile_s"]
+    header = ["impl", *(axis_title(a) for a in axes), *[f"N={n}" for n in lens]]
+    rows = [[*labels[key], *[f"{seen[n]:.2f}" if n in seen else "" for n in lens]]
+            for key, seen in sorted(by_config.items(),
+                                    key=lambda kv: (kv[0][0], config_order(kv[0][1:])))]
     return header, rows

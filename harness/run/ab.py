@@ -4,11 +4,13 @@ A comparison with a run stored weeks ago on another machine mixes the change wit
 else that moved. Here base and head are two Python interpreters (two virtualenvs: two torch
 versions, two versions of a kernel package, or the same interpreter with different environment
 variables), each with its own worker process (harness.run.ab_worker) for the case's framework
-family. Only one of them works at a time. For each case both prepare and warm up, then they
-take turns: `BLOCK` samples from one, `BLOCK` from the other, the order swapped every round
-(ABBA), until both medians' 95% intervals are within the target, or the case's budget is spent
-per side, or max_samples are taken; never fewer than `MIN_SAMPLES` per side. Both sides use the
-same number of calls per sample. Machine drift lands on both sides alike.
+family. Only one of them works at a time. Each side takes a run's phases
+(harness.run.execute.CaseRun: truth, prepare, the checked call under `--mem-limit`, samples,
+passes), one request at a time. For each case both prepare and warm up, then they take turns:
+`BLOCK` samples from one, `BLOCK` from the other, the order swapped every round (ABBA), until
+the run's stop rule (harness.measure.timer.enough) holds for both, each side's budget counting
+that side's blocks; never fewer than `MIN_SAMPLES` per side. Both sides use the same number of
+calls per sample. Machine drift lands on both sides alike.
 
 The cases the first pass flags (regression, improvement, new failure, memory growth) are measured
 once more, after all others, and that measurement decides: a transient disturbance has to strike
@@ -31,14 +33,15 @@ from typing import Callable
 from harness import registry
 from harness.analysis import compare
 from harness.constants import TIMED_STATUSES
-from harness.measure.timer import Samples, calls_per_sample, ci_rel
+from harness.measure.timer import Samples, calls_per_sample, enough
 from harness.run.ab_worker import PROTOCOL
-from harness.run.process import WorkerGone, describe_exit, worker_env
+from harness.run.executor import OomHistory, precise_now
+from harness.run.process import WorkerGone, worker_env
 from harness.run.record import case_record
 from harness.run.runner import order_cases
-from harness.run.worker import WORKER_START_TIMEOUT_S
+from harness.run.worker import WORKER_START_TIMEOUT_S, WorkerHandle
 from harness.spec import Case, TimingSettings
-from harness.store import RunDir, now_iso
+from harness.store import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_MODULE = "harness.run.ab_worker"
@@ -77,8 +80,11 @@ def side_env(spec: SideSpec, threads: int, suite_name: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-class SideWorker:
-    """A running harness.run.ab_worker for one side and one framework family."""
+class SideWorker(WorkerHandle):
+    """A running harness.run.ab_worker for one side and one framework family: JSON lines over
+    its stdin and stdout."""
+
+    STOP = {"kind": "stop"}
 
     def __init__(self, spec: SideSpec, family: str, threads: int, log_path: Path):
         self.spec, self.family = spec, family
@@ -88,20 +94,18 @@ class SideWorker:
                 cwd=spec.root, env=spec.environ(worker_env(family, threads)),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         self._buffer = b""
-        self.info = self._receive(WORKER_START_TIMEOUT_S, "starting")["info"]
+        self.info = None
+        self.ready()
         if self.info.get("protocol") != PROTOCOL:
             self.kill()
             raise ABError(f"{spec.name} side: the attnbench in {spec.root} speaks A/B protocol "
                           f"{self.info.get('protocol')}, this one {PROTOCOL}")
 
-    def _gone(self) -> WorkerGone:
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        return describe_exit(self.process.returncode)
+    def _send(self, message) -> None:
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+        self.process.stdin.flush()
 
-    def _receive(self, timeout_s: float, doing: str) -> dict:
+    def _read(self, timeout_s: float):
         deadline = time.monotonic() + timeout_s
         fd = self.process.stdout.fileno()
         with selectors.DefaultSelector() as sel:
@@ -109,43 +113,21 @@ class SideWorker:
             while b"\n" not in self._buffer:
                 left = deadline - time.monotonic()
                 if left <= 0 or not sel.select(left):
-                    self.kill()
-                    raise WorkerGone("timeout", f"no answer within {timeout_s:g} s while {doing};"
-                                                " worker killed")
+                    return None
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
-                    raise self._gone()
+                    raise EOFError("the worker closed its end of the pipe")
                 self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         return json.loads(line)
 
-    def ask(self, message: dict, timeout_s: float, doing: str) -> dict:
+    def _join(self, timeout_s: float) -> int | None:
         try:
-            self.process.stdin.write(json.dumps(message).encode() + b"\n")
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise self._gone() from None
-        return self._receive(timeout_s, doing)
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
 
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self) -> None:
-        if self.alive():
-            try:
-                self.ask({"kind": "stop"}, 1, "stopping")
-            except (WorkerGone, OSError, ValueError):
-                pass
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        self.kill()
-
-    def kill(self) -> None:
-        if self.alive():
-            self.process.kill()
-            self.process.wait(10)
+    def _close_pipes(self) -> None:
         for pipe in (self.process.stdin, self.process.stdout):
             try:
                 pipe.close()
@@ -164,11 +146,14 @@ class ABRunner:
     """Runs cases on both sides, interleaved, and keeps the two runs' records."""
 
     def __init__(self, base: SideSpec, head: SideSpec, out: Path, settings: TimingSettings,
-                 threads: int, on_record: Callable[[Case, dict, dict], None] | None = None):
+                 threads: int, on_record: Callable[[Case, dict, dict], None] | None = None,
+                 mem_limit: int | None = None):
         self.specs = {"base": base, "head": head}
         self.out = Path(out)
         self.settings = settings
         self.threads = threads
+        self.mem_limit = mem_limit  # `--mem-limit`, as in a run (harness.run.execute.CaseRun)
+        self.ooms = {name: OomHistory() for name in self.specs}
         self.on_record = on_record or (lambda case, base, head: None)
         self.dirs = {name: RunDir(self.out / name) for name in self.specs}
         self.workers: dict[str, SideWorker] = {}
@@ -198,29 +183,33 @@ class ABRunner:
             self.workers.pop(name, None)
             return {"status": gone.status, "reason": gone.reason}
 
+    def _prepare(self, name: str, family: str, case: Case) -> dict:
+        """One side's case up to its samples, or its result if it ends before them."""
+        predicted = self.ooms[name].predicted(case)
+        if predicted:
+            return predicted
+        return self._ask(name, family, {"kind": "prepare", "case": case.to_dict(),
+                                        "settings": dataclasses.asdict(self.settings),
+                                        "mem_limit": self.mem_limit}, "preparing the case")
+
+    def _discard(self, name: str) -> None:
+        worker = self.workers.pop(name, None)
+        if worker is not None:
+            worker.kill()
+
     def close(self, kill: bool = False) -> None:
         for worker in self.workers.values():
             worker.kill() if kill else worker.stop()
         self.workers = {}
 
     # -- one case, both sides --
-    def _enough(self, samples: list[float], cps: int) -> bool:
-        s, n = self.settings, len(samples)
-        if n < s.min_samples:
-            return False
-        return (n >= s.max_samples or sum(samples) * cps >= s.budget_s
-                or ci_rel(samples) <= s.target_ci)
-
     def measure(self, case: Case) -> dict[str, dict]:
         """Both sides' results for one case (status, check, timing, kernel, memory)."""
         family = registry.adapters()[case.impl].framework
-        results = {name: self._ask(name, family, {"kind": "prepare", "case": case.to_dict(),
-                                                  "warmup_s": self.settings.warmup_s,
-                                                  "min_sample_s": self.settings.min_sample_s},
-                                   "preparing the case")
-                   for name in self.specs}
+        results = {name: self._prepare(name, family, case) for name in self.specs}
         timing = [n for n in self.specs if results[n]["status"] in TIMED_STATUSES]
         samples: dict[str, list[float]] = {n: [] for n in timing}
+        spent = dict.fromkeys(timing, 0.0)  # each side's seconds in its blocks (the budget's)
         cps = 1
         if timing:
             fastest = min(results[n]["per_call_s"] for n in timing)
@@ -236,10 +225,12 @@ class ABRunner:
                     results[name] = got
                     timing.remove(name)
                     samples.pop(name)
+                    spent.pop(name)
                     continue
                 samples[name].extend(got["samples_s"])
+                spent[name] += got["spent_s"]
             order.reverse()
-            if all(self._enough(samples[n], cps) for n in timing):
+            if all(enough(samples[n], spent[n], self.settings) for n in timing):
                 break
         for name, values in samples.items():
             result = results[name]
@@ -250,8 +241,10 @@ class ABRunner:
                             timer=result.get("timer"))
             result.update(taken.to_record())
             result.update(self._ask(name, family, {"kind": "finish"}, "measuring memory"))
-        for result in results.values():
+        for name, result in results.items():
             result.pop("per_call_s", None)
+            if self.ooms[name].note(case, result):  # the side's worker starts afresh
+                self._discard(name)
         return results
 
     def record(self, case: Case, result: dict, started: str, wall_s: float, side: str) -> dict:
@@ -275,7 +268,7 @@ class ABRunner:
             run_dir.open_for_append()
         try:
             for case in order_cases(cases):
-                started, t0 = now_iso(), time.perf_counter()
+                started, t0 = precise_now(), time.perf_counter()
                 results = self.measure(case)
                 wall = time.perf_counter() - t0
                 pair = {}
@@ -300,12 +293,6 @@ def flagged(result: dict) -> set[str]:
             if r["failing"] or r["verdict"] in ("improvement", "regression", "new_failure")}
 
 
-def _rewrite(run_dir: RunDir, records: list[dict]) -> None:
-    tmp = run_dir.results_path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in records))
-    tmp.replace(run_dir.results_path)
-
-
 def run_ab(runner: ABRunner, cases: list[Case], threshold: float, mem_threshold: float,
            note: Callable[[str], None] = print) -> dict:
     """First pass, re-measure what it flags, write both runs and the comparison."""
@@ -326,7 +313,7 @@ def run_ab(runner: ABRunner, cases: list[Case], threshold: float, mem_threshold:
         for name in ("base", "head"):
             newer = {r["case_id"]: r for r in second[name]}
             final[name] = [newer.get(r["case_id"], r) for r in first[name]]
-            _rewrite(runner.dirs[name], final[name])
+            runner.dirs[name].rewrite(final[name])
         result = compare.compare_records(final["base"], final["head"], threshold, mem_threshold,
                                          interleaved=True)
     for row in result["cases"]:

@@ -4,16 +4,24 @@
 requests, one JSON object per line on stdin, one answer per line on stdout (the libraries' own
 output goes to LOG). Unlike the run worker (harness.run.worker, a multiprocessing child of the
 runner's interpreter), this one may run another interpreter (another virtualenv, another torch),
-so it speaks plain JSON over pipes. It keeps one prepared case between requests, so the
-orchestrator (harness.run.ab) can alternate blocks of samples between base and head:
+so it speaks plain JSON over pipes. Each case takes the phases of a run
+(harness.run.execute.CaseRun), the same memory cap, truth and `harness_s` included; this worker
+only keeps the case between requests, so the orchestrator (harness.run.ab) can alternate blocks
+of samples between base and head:
 
-  {"kind": "prepare", "case": {...}, "warmup_s": s}  support check, prepare, one checked call,
-                                                     warm-up; answers the check and per_call_s
-  {"kind": "samples", "n": n, "calls_per_sample": c} one untimed call, then n timed blocks
-  {"kind": "finish"}                                 kernel and memory passes, then release
-  {"kind": "peaks", "targets": [[device, dtype]]}    this side's matmul and bandwidth peaks
-  {"kind": "release"}                                drop the prepared case
-  {"kind": "stop"}                                   exit
+  {"kind": "prepare", "case": {...}, "settings": {...}, "mem_limit": bytes or null}
+        support check, truth, prepare, the checked first call and warm-up (under the cap);
+        answers the check, per_call_s, warmup_calls and timed_s
+  {"kind": "samples", "n": n, "calls_per_sample": c}
+        one untimed call, then n timed samples; answers samples_s and spent_s
+  {"kind": "finish"}
+        the kernel and memory passes (the cap lifted) and harness_s; the case is released
+  {"kind": "peaks", "targets": [[device, dtype]]}
+        this side's matmul and bandwidth peaks
+  {"kind": "stop"}
+        exit (no answer)
+
+A case that fails answers its status (as a run's would) and is released.
 
 `python -m harness.run.ab_worker --env THREADS SUITE` prints this interpreter's env.json instead.
 """
@@ -24,35 +32,31 @@ import os
 import sys
 import traceback
 
-PROTOCOL = 2
+PROTOCOL = 3
 
 
 class Session:
-    """The prepared case of this worker, if any, and the requests that use it."""
+    """The case this worker holds between requests, if any (a harness.run.execute.CaseRun)."""
 
     def __init__(self):
-        self.case = self.adapter = self.prepared = self.timer = None
+        self.run = None
 
-    def release(self) -> dict:
-        if self.prepared is not None:
-            try:
-                self.prepared.close()
-            finally:
-                self.case = self.adapter = self.prepared = self.timer = None
-        return {"released": True}
+    def release(self) -> None:
+        run, self.run = self.run, None
+        if run is not None:
+            run.close()
 
     def _failed(self, exc: BaseException) -> dict:
         from harness.run.execute import classify_exception
 
+        self.release()  # the memory cap lifted before anything else is allocated
         traceback.print_exc()
-        self.release()
         return classify_exception(exc)
 
     def prepare(self, message: dict) -> dict:
-        """Support check, prepare, the checked first call and the warm-up, as in a run."""
+        """The case's phases up to the samples: start, the checked call and the warm-up."""
         from harness import registry
-        from harness.problem.truth import problem, tolerance_for
-        from harness.run.execute import checked_timer
+        from harness.run.execute import CaseRun
         from harness.run.process import settle
         from harness.spec import Case, TimingSettings
 
@@ -65,43 +69,29 @@ class Session:
         except KeyError:
             return {"status": "unsupported", "reason": f"{case.impl} is not registered on this "
                                                        "side (plugin or package missing)"}
-        reasons = adapter.unsupported(case)
-        if reasons:
-            return {"status": "unsupported", "reason": "; ".join(reasons)}
+        self.run = CaseRun(case, adapter, TimingSettings(**message.get("settings", {})),
+                           message.get("mem_limit"))
         try:
-            inputs, _ = problem(case)
-            tolerance_for(case)
-            self.case, self.adapter = case, adapter
-            self.prepared = adapter.prepare(case, inputs)
-            settings = TimingSettings(warmup_s=message.get("warmup_s", TimingSettings.warmup_s),
-                                      min_sample_s=message.get("min_sample_s",
-                                                               TimingSettings.min_sample_s))
-            self.timer, result = checked_timer(case, self.prepared, settings)
-            self.timer.warm_up()
-            result.update(per_call_s=self.timer.fastest_call_s,
-                          warmup_calls=self.timer.warmup_calls,
-                          timed_s=self.timer.timed_ns / 1e9)
+            ended = self.run.start()
+            if ended:
+                self.release()
+                return ended
+            result = self.run.check()
+            result.update(self.run.warm_up())
             return result
         except Exception as exc:  # the case's failure, not the worker's
             return self._failed(exc)
 
     def samples(self, message: dict) -> dict:
-        """`n` samples of `calls_per_sample` calls each, after one untimed call: the side that
-        just got the machine back is not measured cold. The run's own sampling loop."""
+        """One block of samples: the run's own sampling loop."""
         try:
-            self.timer.calls_per_sample = int(message["calls_per_sample"])
-            self.timer.take(1)
-            return {"samples_s": self.timer.take(int(message["n"]))}
+            return self.run.take(int(message["n"]), int(message["calls_per_sample"]))
         except Exception as exc:
             return self._failed(exc)
 
     def finish(self) -> dict:
-        from harness.measure.kernels import kernel_pass
-        from harness.run.execute import memory_pass
-
         try:
-            result = kernel_pass(self.adapter, self.prepared)
-            result.update(memory_pass(self.adapter, self.case, self.prepared))
+            result = self.run.finish()
         except Exception as exc:
             return self._failed(exc)
         self.release()
@@ -111,14 +101,12 @@ class Session:
         kind = message.get("kind")
         if kind == "prepare":
             return self.prepare(message)
-        if kind in ("samples", "finish") and self.prepared is None:
+        if kind in ("samples", "finish") and self.run is None:
             return {"status": "error", "reason": f"A/B worker: {kind} without a prepared case"}
         if kind == "samples":
             return self.samples(message)
         if kind == "finish":
             return self.finish()
-        if kind == "release":
-            return self.release()
         if kind == "peaks":
             from harness.measure.peaks import measure_peaks
 

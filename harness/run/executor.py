@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 from harness import registry
-from harness.constants import config_key
+from harness.case import series_key, sweep_len
 from harness.run.process import WorkerGone
 from harness.run.worker import Worker
 from harness.spec import Case, TimingSettings
@@ -54,6 +54,33 @@ def precise_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
+class OomHistory:
+    """What `--mem-limit` promises beyond the cap itself, wherever cases run (a run's Measurer,
+    each A/B side): once an implementation's configuration ran out of memory at some length,
+    the longer cases of its sweep are recorded as predicted out of memory, not tried."""
+
+    def __init__(self):
+        self.smallest: dict[tuple, int] = {}  # series_key -> the least sweep_len that ran out
+
+    def predicted(self, case: Case) -> dict | None:
+        """The result of `case` if it is predicted to run out of memory, else None."""
+        smallest = self.smallest.get(series_key(case))
+        if smallest is None or sweep_len(case) <= smallest:
+            return None
+        return {"status": "oom", "predicted": True,
+                "reason": f"skipped: predicted out of memory, as seq_len {smallest} of the same "
+                          f"configuration already ran out"}
+
+    def note(self, case: Case, result: dict) -> bool:
+        """Remember `result` of `case`; True if it ran out of memory (not predicted to): its
+        worker may hold fragments and should start afresh."""
+        if result.get("status") != "oom" or result.get("predicted"):
+            return False
+        key, n = series_key(case), sweep_len(case)
+        self.smallest[key] = min(self.smallest.get(key, n), n)
+        return True
+
+
 class Measurer:
     """Measures cases one at a time, each in a worker process of its family. Lives where the
     cases run: in the runner's process (local) or in each Dask worker process. A measurement
@@ -77,7 +104,7 @@ class Measurer:
         self.workers: dict[str, Worker] = {}  # family -> its worker in this pass
         self.current: str | None = None  # the family of the last case's worker
         self.on_gpu: set[str] = set()  # families whose worker ran a case on a GPU
-        self.oom_at: dict[tuple, int] = {}
+        self.ooms = OomHistory()
         self.cache_dir: str | None = None  # the truth this process's workers share
         self.lock = threading.Lock()  # one case at a time, however many threads call
         self.host = socket.gethostname()
@@ -157,19 +184,11 @@ class Measurer:
                 peaks = {"error": gone.reason}
             return {"peaks": peaks, **self._report()}
 
-    def _predicted_oom(self, case: Case) -> dict | None:
-        smallest = self.oom_at.get(config_key(case))
-        if smallest is None or case.seq_len <= smallest:
-            return None
-        return {"status": "oom", "predicted": True,
-                "reason": f"skipped: predicted out of memory, as seq_len {smallest} of the same "
-                          f"configuration already ran out"}
-
     def _result(self, case: Case, adapter) -> dict:
         reasons = adapter.static_reasons(case)
         if reasons:  # known without a worker: missing package, device, dtype...
             return {"status": "unsupported", "reason": "; ".join(reasons)}
-        predicted = self._predicted_oom(case)
+        predicted = self.ooms.predicted(case)
         if predicted:
             return predicted
         family = adapter.framework
@@ -181,10 +200,7 @@ class Measurer:
         except WorkerGone as gone:
             self._discard(family)
             result = {"status": gone.status, "reason": gone.reason}
-        if result["status"] == "oom":
-            key = config_key(case)
-            self.oom_at[key] = min(self.oom_at.get(key, case.seq_len), case.seq_len)
-            # a worker that hit its limit may hold fragments: start afresh
+        if self.ooms.note(case, result):  # a worker that hit its limit starts afresh
             self._discard(family, kill=True)
         return result
 

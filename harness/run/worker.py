@@ -1,13 +1,14 @@
 """The run worker, both ends of its pipe: `worker_main` runs in a spawned process of one framework
 family and answers requests (run a case, probe the library, measure the machine's peaks);
-`Worker` is the runner's handle on it, which turns a death or a hang into WorkerGone.
+`Worker` is the runner's handle on it, which turns a death or a hang into WorkerGone, as every
+`WorkerHandle` does (an A/B side's too).
 """
 from __future__ import annotations
 
 import dataclasses
 import multiprocessing
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from harness.run.process import (WorkerGone, describe_exit, family_library, redirect_output,
                                   settle, start_worker, worker_env)
@@ -72,9 +73,95 @@ def _environ(extra: dict[str, str]):
                 os.environ[key] = value
 
 
-class Worker:
+class WorkerHandle:
+    """What the process that started a worker holds, whichever worker it is: the run's
+    (`Worker`: a multiprocessing child, Python objects over a Pipe) or an A/B side's
+    (harness.run.ab.SideWorker: another interpreter, JSON lines over its stdin and stdout).
+    `ask` sends a request and waits for the answer; a worker that dies or hangs instead raises
+    WorkerGone with the case's status, read the same way for both. A subclass supplies the
+    transport (`_send`, `_read`, `_close_pipes`), how to wait for its process (`_join`), and
+    STOP, the message that asks the worker to exit."""
+
+    STOP: object
+    family: str
+    process: object  # has kill(), whatever started it
+    info: dict | None = None  # the worker's start-up info, once it is ready
+
+    def _send(self, message) -> None:
+        raise NotImplementedError
+
+    def _read(self, timeout_s: float):
+        """The next answer, or None if none came within `timeout_s`; EOFError or OSError if the
+        pipe closed."""
+        raise NotImplementedError
+
+    def _join(self, timeout_s: float) -> int | None:
+        """Wait up to `timeout_s` for the process to end: its exit code, None while it runs."""
+        raise NotImplementedError
+
+    def _close_pipes(self) -> None:
+        raise NotImplementedError
+
+    def ready(self) -> dict:
+        """Wait until the worker has imported its library (its start-up info); WorkerGone if
+        it died or hung instead."""
+        if self.info is None:
+            self.info = self._receive(WORKER_START_TIMEOUT_S, "starting")["info"]
+        return self.info
+
+    def ask(self, message, timeout_s: float, doing: str):
+        """The worker's answer to `message`; WorkerGone if it dies, or says nothing within
+        `timeout_s` (it is killed then: `doing` says what it was doing)."""
+        try:
+            self._send(message)
+        except OSError:
+            raise self._gone() from None
+        return self._receive(timeout_s, doing)
+
+    def _receive(self, timeout_s: float, doing: str):
+        try:
+            answer = self._read(timeout_s)
+        except (EOFError, OSError):
+            raise self._gone() from None
+        if answer is None:
+            if not self.alive():
+                raise self._gone()
+            self.kill()
+            raise WorkerGone("timeout", f"no answer within {timeout_s:g} s while {doing}; "
+                                        "worker killed")
+        return answer
+
+    def _gone(self) -> WorkerGone:
+        """Why the worker stopped answering, from its exit code (harness.run.process)."""
+        code = self._join(5)
+        if code is None:
+            self.kill()
+            return WorkerGone("error", "worker closed its pipe without exiting; worker killed")
+        return describe_exit(code)
+
+    def alive(self) -> bool:
+        return self._join(0) is None
+
+    def stop(self) -> None:
+        """Ask the worker to exit; kill it if it has not within 10 s."""
+        if self.alive():
+            with suppress(OSError, ValueError):  # it died meanwhile
+                self._send(self.STOP)
+            self._join(10)
+        self.kill()
+
+    def kill(self) -> None:
+        if self.alive():
+            self.process.kill()
+            self._join(10)
+        self._close_pipes()
+
+
+class Worker(WorkerHandle):
     """One spawned process for one framework family (harness.run.process.FAMILIES), started
     with that family's environment (Keras' backend, JAX's settings) in place."""
+
+    STOP = None  # worker_main's loop ends on it
 
     def __init__(self, family: str, threads: int, log_path: str | None,
                  cache_dir: str | None = None, wait: bool = True):
@@ -89,36 +176,22 @@ class Worker:
         with _environ(worker_env(family, threads)):
             self.process.start()
         child.close()
-        self.info: dict | None = None
+        self.info = None
         if wait:
             self.ready()
 
-    def ready(self) -> dict:
-        """Wait until the worker has imported its library (its start-up info); WorkerGone if
-        it died or hung instead."""
-        if self.info is None:
-            self.info = self._receive(WORKER_START_TIMEOUT_S, "starting")["info"]
-        return self.info
+    def _send(self, message) -> None:
+        self.conn.send(message)
 
-    def _receive(self, timeout_s: float, doing: str):
-        if not self.conn.poll(timeout_s):
-            if self.process.is_alive():
-                self.kill()
-                raise WorkerGone("timeout", f"no result within {timeout_s:g} s while {doing}; "
-                                            f"worker killed")
-        try:
-            return self.conn.recv()
-        except (EOFError, OSError):
-            self.process.join(5)
-            raise describe_exit(self.process.exitcode) from None
+    def _read(self, timeout_s: float):
+        return self.conn.recv() if self.conn.poll(timeout_s) else None
 
-    def ask(self, message: dict, timeout_s: float, doing: str):
-        try:
-            self.conn.send(message)
-        except (BrokenPipeError, OSError):
-            self.process.join(5)
-            raise describe_exit(self.process.exitcode) from None
-        return self._receive(timeout_s, doing)
+    def _join(self, timeout_s: float) -> int | None:
+        self.process.join(timeout_s)
+        return self.process.exitcode
+
+    def _close_pipes(self) -> None:
+        self.conn.close()
 
     def run(self, case: Case, settings: TimingSettings, mem_limit: int | None = None) -> dict:
         message = {"kind": "run", "case": case.to_dict(), "settings": dataclasses.asdict(settings),
@@ -131,21 +204,3 @@ class Worker:
 
     def peaks(self, targets: list[tuple[str, str]], timeout_s: float = 600.0) -> dict:
         return self.ask({"kind": "peaks", "targets": targets}, timeout_s, "measuring peaks")
-
-    def alive(self) -> bool:
-        return self.process.is_alive()
-
-    def stop(self) -> None:
-        if self.process.is_alive():
-            try:
-                self.conn.send(None)
-            except OSError:
-                pass
-            self.process.join(10)
-        self.kill()
-
-    def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(10)
-        self.conn.close()

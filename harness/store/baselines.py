@@ -12,9 +12,10 @@ import shutil
 from pathlib import Path
 
 from harness.store import fingerprint, load_env, load_records, now_iso
+from harness.store.rundir import RESULTS_ROOT, require_run_dir, write_json
 from harness.values import NAME_KIND, BadValue
 
-BASELINES_DIR = Path("results") / "baselines"
+BASELINES_DIR = RESULTS_ROOT / "baselines"
 FILES = ("results.jsonl", "env.json", "suite.toml", "scaling.json", "report.md")
 
 
@@ -49,11 +50,10 @@ def names(root: str | Path = BASELINES_DIR) -> list[str]:
 
 def save(run_dir: str | Path, name: str, root: str | Path = BASELINES_DIR,
          replace: bool = False) -> Path:
-    """Copy a run's files into root/name; refuse to overwrite unless `replace`."""
+    """Copy a run's files into root/name; refuse to overwrite unless `replace` (BaselineError),
+    or a run_dir that is not one (NotARunDir)."""
     _check_name(name)
-    run_dir = Path(run_dir)
-    if not (run_dir / "results.jsonl").is_file():
-        raise BaselineError(f"{run_dir}: not a run directory (no results.jsonl)")
+    run_dir = require_run_dir(run_dir)
     records = load_records(run_dir)
     if not any(r.get("status") == "ok" for r in records):
         raise BaselineError(f"{run_dir}: no case ran ok: nothing to compare against")
@@ -70,7 +70,7 @@ def save(run_dir: str | Path, name: str, root: str | Path = BASELINES_DIR,
     meta = {"name": name, "saved_at": now_iso(), "source": str(run_dir.resolve()),
             "cases": len(records), "ok": sum(r.get("status") == "ok" for r in records),
             "git": env.get("git"), "fingerprint": fingerprint(env)}
-    (target / "baseline.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_json(target / "baseline.json", meta, indent=2)
     return target
 
 

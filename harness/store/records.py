@@ -1,23 +1,14 @@
 """A record: one JSON object per case, with every RECORD_FIELDS key (None where a case did not
-get that far), so DataFrames from different runs have the same columns."""
+get that far), so DataFrames from different runs have the same columns. The fields are declared
+in harness.store.schema; a key declared nowhere is an error when a record is made, and kept
+(after the declared ones) when an older or newer record is loaded."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-SCHEMA_VERSION = 1
+from harness.store.schema import RECORD_FIELDS, SCHEMA_VERSION, undeclared
 
-RECORD_FIELDS = (
-    "schema_version", "case_id", "impl", "level", "mode", "device", "dtype", "batch", "heads",
-    "seq_len", "seq_len_kv", "head_dim", "causal", "seed", "padding", "norm", "ffn_mult",
-    "status", "reason", "kernel",
-    "median_s", "ci_low_s", "ci_high_s", "ci_rel", "converged", "iqr_s", "min_s", "mean_s",
-    "std_s", "n_samples", "calls_per_sample", "warmup_calls", "timed_s", "samples_s", "timer",
-    "compile_s", "impl_info",
-    "repeat_medians_s", "repeat_n_samples", "stable", "instability", "contention", "remeasured",
-    "max_abs_err", "rel_err", "tolerance", "out_dtype", "grad_errors", "grad_err_ratio",
-    "flops", "tflops", "pct_of_peak", "peak_mem_bytes", "mem_method", "oom_bytes", "predicted",
-    "threads", "worker", "host", "executor_worker", "started_at", "wall_s", "harness_s",
-)
+__all__ = ["RECORD_FIELDS", "SCHEMA_VERSION", "complete", "make_record", "now_iso"]
 
 
 def now_iso() -> str:
@@ -25,7 +16,14 @@ def now_iso() -> str:
 
 
 def make_record(case, result: dict, **extra) -> dict:
-    """A complete record: every RECORD_FIELDS key, the case's fields, then what was measured."""
+    """A complete record: every RECORD_FIELDS key, the case's fields, then what was measured.
+
+    ValueError for a key that no part of harness.store.schema declares: a field is added
+    there, or it would be written to some records and read by no one."""
+    unknown = undeclared([*result, *extra])
+    if unknown:
+        raise ValueError(f"record key {unknown[0]!r} is not declared in harness.store.schema "
+                         f"(undeclared: {', '.join(unknown)}); declare it in one of its parts")
     record = dict.fromkeys(RECORD_FIELDS)
     record.update(schema_version=SCHEMA_VERSION, case_id=case.case_id, **case.to_dict())
     record.update(result)
@@ -34,5 +32,7 @@ def make_record(case, result: dict, **extra) -> dict:
 
 
 def complete(record: dict) -> dict:
-    """A loaded record with every RECORD_FIELDS key (older runs lack the newer fields)."""
+    """A loaded record with every RECORD_FIELDS key, in schema order: a field an older run
+    lacks is None; a key the schema does not declare (a newer run, a hand-edited file) is
+    kept, after the declared ones."""
     return {**dict.fromkeys(RECORD_FIELDS), **record}

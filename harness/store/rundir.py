@@ -8,19 +8,34 @@ A killed process can leave half a line at the end of results.jsonl; loading igno
 `RunDir.open_for_append` cuts it off before a resumed run appends. Any other line that is not a
 record (a disk error, an edit gone wrong) is skipped with a `DamagedLineWarning` naming it, so
 the rest of the run stays readable and `--resume` measures the lost cases again.
+
+A run directory's life is kept here, whichever command runs it (run, ab, recommend): it gets
+its name (`timestamped`), `RunDir.start` writes its plan, env.json and the suite's copy,
+`RunDir.note_env` adds what workers, hosts and executors report as the run goes, and
+`RunDir.rewrite` replaces the records when an A/B's second pass supersedes its first. Every
+JSON file but results.jsonl is written by `write_json`: strict JSON (`json_safe`), written
+whole, then renamed, so a reader never sees half a file.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 from harness.constants import STATUSES
-from harness.store.records import RECORD_FIELDS
+from harness.store.env import capture_env, physical_cores
+from harness.store.records import RECORD_FIELDS, complete
+from harness.values import BadValue
 
 RESULTS = "results.jsonl"
 ENV = "env.json"
+PLAN = "plan.json"
+SUITE_COPY = "suite.toml"
+RESULTS_ROOT = Path("results")  # where a run goes when no directory is given
 # env.json keys the harness reads, and the type each must have
 ENV_TYPES = {"peaks": dict, "workers": dict, "resumed_at": list, "packages": dict, "git": dict,
              "fingerprint": dict, "gpus": list, "argv": list, "threads": int,
@@ -36,6 +51,74 @@ class DamagedLineWarning(UserWarning):
     """A line of results.jsonl that is not a record was skipped."""
 
 
+class NotARunDir(BadValue):
+    """A path given as a run directory that holds no results.jsonl; str() is one line."""
+
+
+def require_run_dir(path: str | Path, where: str = "") -> Path:
+    """`path` when it is a run directory (it holds results.jsonl), else NotARunDir naming it
+    (and `where`, the option that gave it)."""
+    path = Path(path)
+    if not (path / RESULTS).is_file():
+        raise NotARunDir(f"{where}: " * bool(where) + f"{path} is not a run directory (no "
+                         f"{RESULTS}): expected a directory written by `attnbench run` or "
+                         "`attnbench ab`")
+    return path
+
+
+def timestamped(name: str, root: str | Path = RESULTS_ROOT) -> Path:
+    """root/NAME-YYYYmmdd-HHMMSS: the directory of a new run when none is given."""
+    return Path(root) / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def latest(name: str, root: str | Path = RESULTS_ROOT) -> Path | None:
+    """The newest directory `timestamped(name)` made that holds records (None: there is none)."""
+    runs = sorted(Path(root).glob(f"{name}-*/{RESULTS}"))
+    return runs[-1].parent if runs else None
+
+
+def make_dir(path: str | Path, where: str = "--out") -> Path:
+    """Create a directory; a place the system refuses is the user's to change (BadValue naming
+    `where`, the option that chose it)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadValue(f"{where}: cannot create {path} ({exc.strerror})") from None
+    return path
+
+
+def json_safe(value):
+    """`value` as strict JSON data: NaN and infinities as None (strict parsers reject them),
+    tuples as lists, numpy scalars as Python numbers, anything else JSON has no type for
+    (a path) as its text."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # a numpy scalar
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def write_json(path: str | Path, data, indent: int = 1) -> Path:
+    """`data` as strict JSON (json_safe), written whole, then renamed over `path`."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(json_safe(data), indent=indent, allow_nan=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _line(record: dict) -> str:
+    """One record as its line of results.jsonl (NaN kept: the records' own format)."""
+    return json.dumps(record, allow_nan=True) + "\n"
+
+
 class RunDir:
     """One run's directory. Records are appended one JSON line at a time and fsync'ed."""
 
@@ -45,6 +128,7 @@ class RunDir:
         self.env_path = self.path / ENV
         self.logs = self.path / "logs"
         self._fh = None
+        self._env: dict | None = None
 
     def records(self) -> list[dict]:
         return load_records(self.path) if self.results_path.exists() else []
@@ -59,19 +143,66 @@ class RunDir:
         self._fh = open(self.results_path, "a", encoding="utf-8")
 
     def append(self, record: dict) -> None:
-        self._fh.write(json.dumps(record, allow_nan=True) + "\n")
+        self._fh.write(_line(record))
         self._fh.flush()
         os.fsync(self._fh.fileno())
+
+    def rewrite(self, records: list[dict]) -> None:
+        """results.jsonl replaced by `records`, one line each, written whole, then renamed: an
+        A/B's second pass supersedes the first's lines of the cases it measured again."""
+        tmp = self.results_path.with_name(RESULTS + ".tmp")
+        tmp.write_text("".join(map(_line, records)))
+        tmp.replace(self.results_path)
 
     def close(self) -> None:
         if self._fh:
             self._fh.close()
             self._fh = None
 
-    def write_env(self, env: dict) -> None:
-        tmp = self.env_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(env, indent=2, default=str))
-        tmp.replace(self.env_path)
+    def start(self, plan, env: dict | None = None, suite_path: str | Path | None = None,
+              where: str = "--out", **notes) -> dict:
+        """Make the directory ready for `plan` (a harness.store.plan.Plan): created (BadValue
+        naming `where` if it cannot be), plan.json written, env.json begun with `notes` added
+        (see `note_env`), and a copy of the suite file beside them. `env` starts a fresh
+        env.json (an A/B side's, captured by its own interpreter) and a fresh suite copy;
+        without it the run keeps what an earlier start of it left, else captures this machine's
+        now. Returns env.json's content."""
+        make_dir(self.path, where)
+        write_json(self.path / PLAN, plan.to_dict())
+        fresh = env is not None
+        if not fresh:
+            env = self.read_env() or capture_env(plan.overrides.get("threads") or
+                                                 physical_cores(), plan.suite)
+        copy = self.path / SUITE_COPY
+        if suite_path and (fresh or not copy.exists()):
+            shutil.copyfile(suite_path, copy)
+        self._env = env
+        return self.note_env(**notes)
+
+    @property
+    def env(self) -> dict:
+        """env.json as this run keeps it: read once, then kept up to date by `note_env`."""
+        if self._env is None:
+            self._env = self.read_env()
+        return self._env
+
+    def note_env(self, **notes) -> dict:
+        """Add what the run learns as it goes to env.json, and write it: a dict merges into
+        the key's dict (`workers={"torch": info}`, `hosts={host: entry}`), a list extends the
+        key's list (`executors=[...]`, `resumed_at=[when]`), any other value (or a key not
+        there yet) sets the key; a None note is no note. Returns env.json's content."""
+        env = self.env
+        for key, value in notes.items():
+            if value is None:
+                continue
+            if isinstance(value, dict) and isinstance(env.get(key), dict):
+                env[key].update(value)
+            elif isinstance(value, list) and isinstance(env.get(key), list):
+                env[key].extend(value)
+            else:
+                env[key] = dict(value) if isinstance(value, dict) else value
+        write_json(self.env_path, env, indent=2)
+        return env
 
     def read_env(self) -> dict:
         """env.json as written ({} when there is none); DamagedFile when it is not that."""
@@ -167,11 +298,23 @@ def _parse_record(line: bytes) -> tuple[dict | None, str | None]:
 
 
 def load_dataframe(run_dir: str | Path):
-    """A run's records as a pandas DataFrame, one row per case (samples_s stays a list)."""
+    """A run's records as a pandas DataFrame, one row per case (samples_s stays a list).
+
+    One column per RECORD_FIELDS field, in schema order (null where an older run lacks a
+    field), then a column for each key the schema does not declare (a newer run, a hand-edited
+    file), in the order first seen: nothing that was recorded is dropped."""
     import pandas as pd
 
-    frame = pd.DataFrame(load_records(run_dir), columns=list(RECORD_FIELDS))
-    return frame
+    records = [complete(r) for r in load_records(run_dir)]
+    return pd.DataFrame(records, columns=record_columns(records))
+
+
+def record_columns(records: list[dict]) -> list[str]:
+    """RECORD_FIELDS, then the undeclared keys of `records` in the order first seen."""
+    columns = dict.fromkeys(RECORD_FIELDS)
+    for record in records:
+        columns.update(dict.fromkeys(record))
+    return list(columns)
 
 
 def load_env(run_dir: str | Path) -> dict:

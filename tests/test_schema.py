@@ -1,0 +1,186 @@
+"""The record schema: every key a run writes is declared once (harness.store.schema), a record
+has every declared field, an undeclared key is an error when a record is made, and loading
+keeps what older and newer runs recorded. The README's field list is the schema's."""
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from harness import registry
+from harness.measure import repeats
+from harness.measure.timer import Samples
+from harness.run.execute import execute
+from harness.run.record import case_record
+from harness.run.runner import Runner
+from harness.spec import Case, TimingSettings
+from harness.store import RECORD_FIELDS, RunDir, complete, load_dataframe, load_records, make_record
+from harness.store import schema
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+FAST = TimingSettings(budget_s=0.05, warmup_s=0.01, min_samples=3)
+CASE = Case(impl="numpy", heads=2, seq_len=16, head_dim=8)
+
+
+def real_record(case=CASE) -> dict:
+    result = execute(case, registry.get(case.impl), FAST)
+    return case_record(case, result, threads=1, worker="numpy", started_at="2026-01-01T00:00:00",
+                       wall_s=0.1)
+
+
+def test_record_fields_are_the_parts_in_order_once_each():
+    from_parts = [f.name for part in schema.PARTS for f in dataclasses.fields(part)]
+    assert list(RECORD_FIELDS) == from_parts
+    assert len(set(RECORD_FIELDS)) == len(RECORD_FIELDS), "a field is declared in two parts"
+    # the case's fields are Case's own: a new Case field is a record field
+    case_fields = tuple(f.name for f in dataclasses.fields(Case))
+    assert schema.CASE_FIELDS == case_fields
+    start = RECORD_FIELDS.index("case_id") + 1
+    assert RECORD_FIELDS[start:start + len(case_fields)] == case_fields
+
+
+def test_every_part_is_typed_and_defaults_to_null():
+    for part in schema.PARTS:
+        if part is Case:
+            continue
+        assert dataclasses.asdict(part()) == dict.fromkeys(schema.names(part)), part.__name__
+        assert all(f.type for f in dataclasses.fields(part)), part.__name__
+
+
+def test_every_key_of_a_real_record_is_declared_and_every_field_is_there():
+    record = real_record()
+    assert record["status"] == "ok", record["reason"]
+    assert schema.undeclared(record) == []
+    assert list(record) == list(RECORD_FIELDS)  # every field, in column order
+    assert record["median_s"] > 0 and record["flops"] > 0 and record["tolerance"] > 0
+
+
+def test_a_failed_case_has_every_field_with_nulls_where_it_stopped():
+    case = Case(impl="numpy", heads=2, seq_len=16, head_dim=8, device="cuda")
+    record = real_record(case)
+    assert record["status"] == "unsupported"
+    assert list(record) == list(RECORD_FIELDS)
+    assert record["median_s"] is None and record["samples_s"] is None
+
+
+def test_the_timer_fills_the_timing_part_and_declares_every_key():
+    record = Samples((1e-3, 2e-3, 3e-3, 4e-3), contention={"cpu_pressure": 0.0}).to_record()
+    assert set(schema.TIMING_FIELDS) <= set(record)
+    assert schema.undeclared(record) == []
+
+
+def test_combined_and_split_repeats_declare_every_key():
+    one = {**Samples((1e-3, 1.1e-3, 0.9e-3, 1e-3), contention={"cpu_pressure": 0.0}).to_record(),
+           "peak_mem_bytes": 10, "harness_s": {"prepare": 0.1}}
+    two = {**Samples((2e-3, 2.1e-3, 1.9e-3, 2e-3)).to_record(), "peak_mem_bytes": 12,
+           "harness_s": {"prepare": 0.2}}
+    for results in ([one], [one, two]):
+        merged = repeats.combine(results, target_ci=0.02)
+        assert schema.undeclared(merged) == []
+        assert set(schema.TIMING_FIELDS) <= set(merged)
+    record = make_record(CASE, {"status": "ok", **repeats.combine([one, two], target_ci=0.02)})
+    for part in repeats.split(record):
+        assert schema.undeclared(part) == []
+
+
+def test_a_stored_record_with_a_newer_key_still_resumes():
+    # a key this version does not know is no field of the record it makes from the repeats
+    record = {**make_record(CASE, {"status": "ok", **Samples((1e-3,) * 4).to_record()}),
+              "bytes_moved": 1024}
+    parts = repeats.split(record)
+    assert "bytes_moved" not in parts[0]
+    again = make_record(CASE, repeats.combine([*parts, parts[0]], target_ci=0.02))
+    assert again["n_samples"] == 8
+
+
+def test_a_runs_records_declare_every_key(tmp_path):
+    # the runner's own path: worker processes, two repeats, where it ran
+    run_dir = RunDir(tmp_path / "run")
+    settings = dataclasses.replace(FAST, repeats=2)
+    Runner(run_dir, settings, threads=1).run([CASE])
+    (record,) = load_records(run_dir.path)
+    assert record["status"] == "ok", record["reason"]
+    assert len(record["repeat_medians_s"]) == 2
+    assert schema.undeclared(record) == []
+    assert set(record) == set(RECORD_FIELDS)
+
+
+@pytest.mark.parametrize("where", ["result", "extra"])
+def test_an_undeclared_key_is_an_error_naming_it(where):
+    result, extra = {"status": "ok"}, {}
+    (result if where == "result" else extra)["bytes_movd"] = 1
+    with pytest.raises(ValueError, match="'bytes_movd'.*harness.store.schema"):
+        make_record(CASE, result, **extra)
+
+
+def test_make_record_has_every_declared_field():
+    record = make_record(CASE, {"status": "unsupported", "reason": "no"})
+    assert list(record) == list(RECORD_FIELDS)
+    assert record["schema_version"] == schema.SCHEMA_VERSION
+    assert record["seq_len"] == 16 and record["case_id"] == CASE.case_id
+
+
+def write_lines(path: Path, records: list[dict]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def older_record(seq_len: int) -> dict:
+    """A record as a first release wrote it: the case, the outcome, a few timing figures."""
+    case = Case(impl="numpy", seq_len=seq_len)
+    fields = ("impl", "level", "mode", "device", "dtype", "batch", "heads", "seq_len",
+              "seq_len_kv", "head_dim", "causal", "seed")
+    return {"schema_version": 1, "case_id": case.case_id,
+            **{k: getattr(case, k) for k in fields},
+            "status": "ok", "reason": "", "median_s": 1e-3, "n_samples": 5}
+
+
+def test_an_older_record_loads_with_nulls(tmp_path):
+    run = write_lines(tmp_path / "old", [older_record(8), older_record(16)])
+    frame = load_dataframe(run)
+    assert list(frame.columns) == list(RECORD_FIELDS)
+    assert frame["median_s"].tolist() == [1e-3, 1e-3]
+    assert frame["padding"].isna().all() and frame["harness_s"].isna().all()
+    completed = complete(older_record(8))
+    assert list(completed) == list(RECORD_FIELDS)
+    assert completed["compile_s"] is None and completed["median_s"] == 1e-3
+
+
+def test_an_unknown_key_survives_loading_after_the_declared_columns(tmp_path):
+    newer = {**older_record(16), "bytes_moved": 4096}
+    hand_edited = {**older_record(32), "note": "rerun after the driver update"}
+    run = write_lines(tmp_path / "new", [older_record(8), newer, hand_edited])
+    frame = load_dataframe(run)
+    assert list(frame.columns) == [*RECORD_FIELDS, "bytes_moved", "note"]
+    assert frame["bytes_moved"].tolist()[1] == 4096 and frame["bytes_moved"].isna().tolist() == [
+        True, False, True]
+    assert frame["note"].tolist()[2] == "rerun after the driver update"
+    completed = complete(newer)
+    assert list(completed) == [*RECORD_FIELDS, "bytes_moved"]
+    assert load_records(run)[1]["bytes_moved"] == 4096
+
+
+def readme_fields() -> list[str]:
+    """The field names of the README's "Record fields" list, in order: the backticked names
+    before the first colon of each item."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = lines.index("### Record fields") + 1
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("#"))
+    items: list[str] = []
+    for line in lines[start:end]:
+        if line.startswith("- "):
+            items.append(line[2:])
+        elif line.startswith("  ") and items:
+            items[-1] += " " + line.strip()
+    return [name for item in items for name in re.findall(r"`(\w+)`", item.split(": ", 1)[0])]
+
+
+def test_the_readme_documents_every_field_and_no_other():
+    documented = readme_fields()
+    missing = [f for f in RECORD_FIELDS if f not in documented]
+    extra = [f for f in documented if f not in RECORD_FIELDS]
+    assert not missing, f"README.md's Record fields list lacks {missing}"
+    assert not extra, f"README.md's Record fields list names {extra}, which the schema lacks"
+    assert documented == list(RECORD_FIELDS), "README.md lists the fields in another order"
