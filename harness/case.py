@@ -21,6 +21,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 IMPL, LENGTH, REPLICATE, CONFIG = "impl", "length", "replicate", "config"
+TOP_LEFT, BOTTOM_RIGHT = "top_left", "bottom_right"
+CAUSAL_ALIGNS = (TOP_LEFT, BOTTOM_RIGHT)
 
 
 def _axis(default, role: str = CONFIG, segment=None, inputs: bool = True, size: bool = False):
@@ -54,11 +56,27 @@ class Case:
     norm: str = _axis("post", segment=lambda v: f"{v}norm")
     # encoder blocks: feed-forward width = ffn_mult * d_model
     ffn_mult: int = _axis(4, segment=lambda v: f"ffn{v}")
+    # key/value heads (grouped-query attention: query head h reads K/V head h // (heads /
+    # kv_heads)); 0 means "as many as heads", normalised in __post_init__
+    kv_heads: int = _axis(0, segment=lambda v: f"kvh{v}", size=True)
+    # where a causal mask sits when seq_len != seq_len_kv: "top_left" (query i sees keys 0..i,
+    # SDPA's is_causal) or "bottom_right" (query i is token Nk - Nq + i: decode, chunked prefill)
+    causal_align: str = _axis(TOP_LEFT, segment=lambda v: "br" if v == BOTTOM_RIGHT else v)
 
     def __post_init__(self):
         if self.seq_len_kv == 0:
             object.__setattr__(self, "seq_len_kv", self.seq_len)
+        if self.kv_heads == 0:
+            object.__setattr__(self, "kv_heads", self.heads)
+        if not self.causal or self.seq_len == self.seq_len_kv:
+            # one problem, one name: without a causal mask, or square, the alignments agree
+            object.__setattr__(self, "causal_align", TOP_LEFT)
         object.__setattr__(self, "padding", float(self.padding))
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per K/V head (1 without grouping)."""
+        return self.heads // self.kv_heads if self.kv_heads else 1
 
     @property
     def d_model(self) -> int:
@@ -66,9 +84,13 @@ class Case:
         return self.heads * self.head_dim
 
     def id_segments(self) -> list[str]:
-        """The later fields at non-default values, as case_id segments (none at the defaults)."""
+        """The later fields at non-default values, as case_id segments (none at the defaults:
+        kv_heads equal to heads is its default)."""
         return [f.metadata["segment"](getattr(self, f.name)) for f in SEGMENT_FIELDS
-                if getattr(self, f.name) != f.default]
+                if not self.at_default(f.name)]
+
+    def at_default(self, name: str) -> bool:
+        return is_default(self, name)
 
     @property
     def case_id(self) -> str:
@@ -124,9 +146,18 @@ def value_of(row, name: str):
     if name == "seq_len_kv":
         return _lengths(row)[1]
     value = row.get(name) if isinstance(row, dict) else getattr(row, name)
+    if name == "kv_heads" and not value:  # from before grouped heads: as many as heads
+        return value_of(row, "heads")
     if value is None and name in DEFAULTS:
         return DEFAULTS[name]
     return value
+
+
+def is_default(row, name: str) -> bool:
+    """Whether a field of a Case or a record is at its default (kv_heads: equal to heads)."""
+    if name == "kv_heads":
+        return value_of(row, name) == value_of(row, "heads")
+    return value_of(row, name) == DEFAULTS.get(name)
 
 
 def _lengths(row) -> tuple[int, int]:
@@ -232,4 +263,4 @@ def named_config(row) -> str:
     """The configuration in words without the run around it: dtype, mask and every other axis
     away from its default (two configurations never read alike)."""
     return config_text(row, [a for a in CONFIG_ORDER if a not in ALWAYS_SHOWN
-                             and value_of(row, a) != DEFAULTS.get(a)])
+                             and not is_default(row, a)])

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import values
-from harness.case import DEFAULTS, FIELD_NAMES, Case
+from harness.case import BOTTOM_RIGHT, CAUSAL_ALIGNS, DEFAULTS, FIELD_NAMES, TOP_LEFT, Case
 from harness.constants import DTYPES, LEVELS, MODES, NORMS
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -56,6 +56,8 @@ SWEEP_KEYS = {
     "padding": values.PADDING,
     "norm": values.one_of(NORMS),
     "ffn_mult": values.DIMENSION,
+    "kv_heads": values.DIMENSION,
+    "causal_align": values.one_of(CAUSAL_ALIGNS),
 }
 # Timing keys: the kind of each TimingSettings field (the CLI's --budget and friends use these)
 TIMING_KEYS = {"warmup_s": values.SECONDS, "min_samples": values.COUNT,
@@ -91,7 +93,7 @@ class Suite:
             case = Case(**params)
             if case_problem(case) is None:
                 out.append(case)
-        return out
+        return list(dict.fromkeys(out))  # square cases of both alignments are one problem
 
 
 def case_problem(case: Case) -> tuple[str, str] | None:
@@ -105,7 +107,30 @@ def case_problem(case: Case) -> tuple[str, str] | None:
     if case.level != "kernel" and case.seq_len_kv != case.seq_len:
         return "seq_len_kv", (f"the {case.level} level is self-attention: seq_len_kv must equal "
                               f"seq_len ({case.seq_len}), not {case.seq_len_kv}")
+    if case.kv_heads > case.heads or case.heads % case.kv_heads:
+        return "kv_heads", (f"heads ({case.heads}) must be a multiple of kv_heads "
+                            f"({case.kv_heads}): each K/V head serves a whole group of query heads")
+    if case.level != "kernel" and case.kv_heads != case.heads:
+        return "kv_heads", (f"grouped K/V heads are a kernel-level problem: a {case.level} case "
+                            f"keeps kv_heads equal to heads ({case.heads}), not {case.kv_heads}")
     return None
+
+
+ALIGN_MEANINGS = (f"{TOP_LEFT}: query i sees keys 0..i, as SDPA's is_causal; {BOTTOM_RIGHT}: "
+                  "query i is token Nk - Nq + i and sees keys 0..Nk - Nq + i, as in decode")
+
+
+def _check_alignment(where: str, table: dict, suite: Suite) -> None:
+    """A causal case whose query and key lengths differ means two different problems under the
+    two alignments: the suite must say which."""
+    if "causal_align" in table:
+        return
+    for case in suite.cases():
+        if case.causal and case.seq_len != case.seq_len_kv:
+            raise SuiteError(
+                f"{where}: missing key 'sweep.causal_align': a causal case with seq_len "
+                f"{case.seq_len} != seq_len_kv {case.seq_len_kv} is ambiguous; expected "
+                f"causal_align = \"{TOP_LEFT}\" or \"{BOTTOM_RIGHT}\" ({ALIGN_MEANINGS})")
 
 
 def resolve_suite_path(name_or_path: str | None) -> Path:
@@ -160,6 +185,7 @@ def load_suite(name_or_path: str | None, known_impls: set[str] | dict[str, str])
     suite = Suite(name=name, path=path, sweep=sweep, timing=timing,
                   description=data.get("description", ""))
     _check_combinations(where, suite)
+    _check_alignment(where, sweep_table, suite)
     for case in suite.cases():
         problem = values.shape_problem(case.batch, case.heads, case.seq_len, case.seq_len_kv,
                                        case.head_dim)
@@ -171,20 +197,16 @@ def load_suite(name_or_path: str | None, known_impls: set[str] | dict[str, str])
 def _check_combinations(where: str, suite: Suite) -> None:
     """Every value a sweep lists must reach at least one valid case: a suite asking only for
     combinations that cannot exist fails here, naming the key, rather than running nothing."""
-    cases = suite.cases()
     for key, listed in suite.sweep.items():
-        field_name = "impl" if key == "impls" else key
-        used = {getattr(c, field_name) for c in cases}
-        if key == "seq_len_kv":
-            used = {c.seq_len_kv for c in cases} | {0}
         for value in listed:
-            if value in used:
+            if dataclasses.replace(suite, sweep={**suite.sweep, key: [value]}).cases():
                 continue
             params = {k: v[0] for k, v in suite.sweep.items() if k != "impls"}
-            params.update({"impl": suite.sweep["impls"][0], field_name: value})
+            params.update({"impl": suite.sweep["impls"][0]})
+            params["impl" if key == "impls" else key] = value
             problem = case_problem(Case(**params))
             why = problem[1] if problem else "no valid combination uses it"
-            raise SuiteError(f"{where}: key 'sweep.{key}': {why}")
+            raise SuiteError(f"{where}: key 'sweep.{problem[0] if problem else key}': {why}")
 
 
 def _checked(kind: values.Kind, value, where: str):

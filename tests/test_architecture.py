@@ -10,6 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES = 450
+MAX_CLI_FUNCTION_LINES = 60  # the CLI parses, checks and calls one function per command
 # Lower layers first; a module may import its own layer or a lower one, never a higher one.
 LAYERS = (
     ("harness.constants", "harness.units"),
@@ -176,7 +177,26 @@ def test_modules_stay_small(module):
     assert lines <= MAX_LINES, f"{MODULES[module]}: {lines} lines (at most {MAX_LINES})"
 
 
+def long_functions(source: str, limit: int) -> list[tuple[str, int, int]]:
+    """(name, first line, lines) of every function or method in `source` longer than `limit`
+    lines, from its `def` to its last line."""
+    return [(node.name, node.lineno, node.end_lineno - node.lineno + 1)
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > limit]
+
+
+def test_cli_functions_stay_short():
+    wrong = [f"{MODULES[m]}:{line} {name}: {lines} lines (at most {MAX_CLI_FUNCTION_LINES})"
+             for m in sorted(MODULES) if package_of(m) == "harness.cli"
+             for name, line, lines in long_functions(MODULES[m].read_text(),
+                                                     MAX_CLI_FUNCTION_LINES)]
+    assert not wrong, "the CLI is thin; move the work below it:\n" + "\n".join(wrong)
+
+
 def test_the_checker_catches_a_cycle_and_an_upward_import():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     assert layer_of("harness.cli.run") > layer_of("harness.report.tables") > layer_of("harness.spec")
+    assert long_functions("def f():\n" + "    x = 1\n" * 60, 60) == [("f", 1, 61)]
+    assert long_functions("def f():\n" + "    x = 1\n" * 59, 60) == []

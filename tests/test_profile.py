@@ -1,9 +1,11 @@
-"""`attnbench profile` (harness/profile.py): Chrome traces, top operators, and where an encoder
-block's time goes (attention, feed-forward, norm), forward and backward."""
+"""`attnbench profile` (harness/run/profile.py): Chrome traces, top operators, and where an
+encoder block's time goes (attention, feed-forward, norm), forward and backward; torch in a
+worker process, never in the command's."""
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import pytest
 
@@ -81,10 +83,13 @@ def test_cmd_profile_end_to_end(tmp_path, capsys):
     assert "| 32 |" in (folder / "summary.md").read_text()
     out = capsys.readouterr().out
     assert "skipped keras.encoder" in out and "torch" in out
+    assert summary["torch"] and summary["threads"] == 1
+    assert "torch" not in sys.modules  # the profiler ran in its worker, not in this process
 
 
 def test_cmd_profile_refuses_what_it_cannot_profile(tmp_path):
     from harness.cli.args import UsageError
+    from harness.values import BadValue
 
     suite = tmp_path / "tf.toml"
     suite.write_text('[sweep]\nimpls = ["keras.encoder"]\nlevel = "encoder"\nseq_len = 8\n')
@@ -94,5 +99,6 @@ def test_cmd_profile_refuses_what_it_cannot_profile(tmp_path):
     with pytest.raises(UsageError, match="no torch case"):
         args.func(args)
     args = parser.parse_args(["profile", str(suite), "--mode", "backward"])
-    with pytest.raises(UsageError, match="--mode"):
+    with pytest.raises(BadValue, match="--mode"):  # the plan's filters are checked below the CLI
         args.func(args)
+    assert not (tmp_path / "x").exists()

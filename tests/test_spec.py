@@ -91,3 +91,75 @@ def test_impls_all_means_every_implementation_of_the_suite_s_levels(tmp_path):
     path = write(tmp_path, '[sweep]\nimpls = "all"\nlevel = "encoder"\nseq_len = 8\n')
     with pytest.raises(SuiteError, match="no implementation of level encoder"):
         load_suite(str(path), levels)
+
+
+# ---- one definition of a problem -----------------------------------------------------------
+
+def test_every_case_field_is_a_sweep_key_with_a_role():
+    """A new Case field is a sweep key and part of every problem key unless it says otherwise."""
+    import dataclasses
+
+    from harness.case import CONFIG_FIELDS, REPLICATE_FIELDS, SHAPE_FIELDS
+    from harness.spec import SWEEP_KEYS
+
+    for f in dataclasses.fields(Case):
+        assert ("impls" if f.name == "impl" else f.name) in SWEEP_KEYS, f.name
+        if f.metadata["role"] == "config":
+            assert f.name in CONFIG_FIELDS and f.name in SHAPE_FIELDS
+    assert set(REPLICATE_FIELDS) <= set(SHAPE_FIELDS) and "seed" not in CONFIG_FIELDS
+
+
+def test_default_axes_stay_out_of_the_case_id():
+    plain = Case(impl="numpy", heads=8, seq_len=64, head_dim=16, causal=True)
+    assert Case(impl="numpy", heads=8, kv_heads=8, seq_len=64, head_dim=16, causal=True,
+                causal_align="bottom_right").case_id == plain.case_id  # square: one problem
+    grouped = Case(impl="numpy", heads=8, kv_heads=2, seq_len=1, seq_len_kv=64, head_dim=16,
+                   causal=True, causal_align="bottom_right")
+    assert grouped.case_id == plain.case_id.replace("n64x64", "n1x64") + "/kvh2/br"
+    assert grouped.problem_key != Case(**{**grouped.to_dict(), "kv_heads": 4}).problem_key
+
+
+@pytest.mark.parametrize("body, words", [
+    ('heads = 8\nkv_heads = [3]', ["sweep.kv_heads", "multiple of kv_heads"]),
+    ('level = "kernel"\nnorm = ["pre"]', ["sweep.norm", "encoder blocks"]),
+    ('level = "mha"\nimpls = ["numpy"]\nseq_len_kv = [64]', ["sweep.seq_len_kv", "self-attention"]),
+    ('causal = true\nseq_len_kv = [64]', ["sweep.causal_align", "ambiguous", "top_left",
+                                          "bottom_right", "Nk - Nq + i"]),
+])
+def test_a_sweep_whose_values_reach_no_valid_case_fails_naming_the_key(tmp_path, body, words):
+    lines = {"impls": '["numpy"]', "seq_len": "[16]"}
+    text = "[sweep]\n" + "\n".join(f"{k} = {v}" for k, v in lines.items()
+                                    if f"{k} =" not in body) + "\n" + body + "\n"
+    with pytest.raises(SuiteError) as err:
+        load_suite(str(write(tmp_path, text)), KNOWN)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(str(tmp_path))
+    for word in words:
+        assert word in message, message
+
+
+def test_a_mixed_level_sweep_keeps_each_axis_where_it_applies(tmp_path):
+    path = write(tmp_path, """
+[sweep]
+impls = ["numpy"]
+level = ["kernel", "encoder"]
+norm = ["post", "pre"]
+seq_len = [16]
+""")
+    cases = load_suite(str(path), KNOWN).cases()
+    assert {(c.level, c.norm) for c in cases} == {("kernel", "post"), ("encoder", "post"),
+                                                  ("encoder", "pre")}
+
+
+def test_both_alignments_of_a_square_problem_are_one_case(tmp_path):
+    path = write(tmp_path, """
+[sweep]
+impls = ["numpy"]
+seq_len = [16]
+seq_len_kv = [16, 64]
+causal = true
+causal_align = ["top_left", "bottom_right"]
+""")
+    cases = load_suite(str(path), KNOWN).cases()
+    assert sorted((c.seq_len_kv, c.causal_align) for c in cases) == [
+        (16, "top_left"), (64, "bottom_right"), (64, "top_left")]

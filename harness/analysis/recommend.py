@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from harness.analysis.series import MIN_REL_UNCERTAINTY
-from harness.case import DEFAULTS, KIND_FIELDS, SIZE_FIELDS, axis_text, sort_key, value_of
+from harness.case import KIND_FIELDS, SIZE_FIELDS, axis_text, is_default, sort_key, value_of
 from harness.units import MIB
 
 SIZES = SIZE_FIELDS
@@ -40,7 +40,7 @@ def kind_text(x: dict) -> str:
     """"cpu float32 causal fwd", plus any other kind axis away from its default."""
     parts = [axis_text(k, value_of(x, k)) for k in NAMED_KINDS]
     parts += [f"{k}={axis_text(k, value_of(x, k))}" for k in KINDS
-              if k not in NAMED_KINDS and value_of(x, k) != DEFAULTS[k]]
+              if k not in NAMED_KINDS and not is_default(x, k)]
     return " ".join(parts)
 
 

@@ -81,18 +81,9 @@ def add_timing_options(parser, per: str = "case") -> None:
 
 def output_dir(text: str | None, option: str = "--out") -> Path | None:
     """--out as a directory attnbench can create or add to (None when not given)."""
-    return _output(values.output_dir, text, option)
+    return None if text is None else values.output_dir(text, option)
 
 
 def output_file(text: str | None, option: str) -> Path | None:
     """--md FILE, --json FILE: a file attnbench can write (None when not given)."""
-    return _output(values.output_file, text, option)
-
-
-def _output(check, text: str | None, option: str) -> Path | None:
-    if text is None:
-        return None
-    try:
-        return check(text, option)
-    except values.BadValue as exc:
-        raise UsageError(str(exc)) from None
+    return None if text is None else values.output_file(text, option)

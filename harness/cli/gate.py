@@ -4,24 +4,22 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from datetime import datetime
 from pathlib import Path
 
 from harness import values
-from harness.cli.args import (EXIT_INTERRUPTED, EXIT_OK, RESULTS_DIR, Parser, UsageError,
-                              add_filter_options, add_timing_options, arg, make_dir,
-                              output_dir, output_file)
+from harness.cli.args import (EXIT_INTERRUPTED, EXIT_OK, Parser, UsageError, add_filter_options,
+                              add_timing_options, arg, output_dir, output_file, request_of)
 
 
 def _write_comparison(result: dict, md_path, json_path, title: str) -> None:
-    from harness.analysis import compare
     from harness.report import gate as gate_text
+    from harness.store import write_json
 
     try:
         if md_path:
             Path(md_path).write_text(gate_text.render_markdown(result, title), encoding="utf-8")
         if json_path:
-            compare.write_json(result, json_path)
+            write_json(json_path, result)
     except OSError as exc:
         raise UsageError(f"cannot write {exc.filename} ({exc.strerror})") from None
     for line in gate_text.console_lines(result):
@@ -111,44 +109,58 @@ def _root(path: str | None, option: str) -> Path:
     return root
 
 
-def cmd_ab(args) -> int:
+def _sides(args) -> dict:
+    """The two sides' interpreters, environment variables and checkouts, each checked."""
+    from harness.run.ab import SideSpec
+
+    return {name: SideSpec(name, _python(getattr(args, f"{name}_python"), f"--{name}-python"),
+                           _env_pairs(getattr(args, f"{name}_env"), f"--{name}-env"),
+                           _root(getattr(args, f"{name}_root"), f"--{name}-root"))
+            for name in ("base", "head")}
+
+
+def _start_sides(out: Path, suite, plan, specs: dict) -> dict:
+    """OUT/base and OUT/head started as run directories, each with the env.json its own
+    interpreter captured (its own package versions) and what makes it that side."""
     import dataclasses
 
-    from harness.analysis import compare, scaling
-    from harness.cli.run import make_plan
-    from harness.report import gate as gate_text
-    from harness.report import write_reports
     from harness.run import ab
-    from harness.store import RunDir, write_plan
-    from harness.units import duration
+    from harness.store import RunDir
 
-    given = output_dir(args.out)
-    suite, plan = make_plan(args)
-    settings = ab.ab_settings(plan.timing)
-    plan = dataclasses.replace(plan, timing=settings)
-    cases, threads = list(plan.cases), plan.overrides["threads"]
-    specs = {"base": ab.SideSpec("base", _python(args.base_python, "--base-python"),
-                                 _env_pairs(args.base_env, "--base-env"),
-                                 _root(args.base_root, "--base-root")),
-             "head": ab.SideSpec("head", _python(args.head_python, "--head-python"),
-                                 _env_pairs(args.head_env, "--head-env"),
-                                 _root(args.head_root, "--head-root"))}
-    out = given or RESULTS_DIR / f"ab-{suite.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    for name in specs:
-        if (out / name / "results.jsonl").exists():
-            raise UsageError(f"--out: {out / name} already holds a run; choose another directory")
+    dirs = {name: RunDir(out / name) for name in specs}
+    for run_dir in dirs.values():
+        if run_dir.results_path.exists():
+            raise UsageError(f"--out: {run_dir.path} already holds a run; choose another "
+                             "directory")
     try:
-        envs = {name: ab.side_env(spec, threads, suite.name) for name, spec in specs.items()}
+        envs = {name: ab.side_env(spec, plan.overrides["threads"], suite.name)
+                for name, spec in specs.items()}
     except ab.ABError as exc:
         raise UsageError(str(exc)) from None
-    for name, env in envs.items():
-        run_dir = RunDir(make_dir(out / name))
-        env["ab"] = {"side": name, "python": specs[name].python, "env": specs[name].env,
-                     "root": str(specs[name].root)}
-        run_dir.write_env(env)
-        write_plan(run_dir.path, dataclasses.replace(plan, extra={**plan.extra, "ab_side": name}))
-        if suite.path:
-            shutil.copyfile(suite.path, run_dir.path / "suite.toml")
+    for name, run_dir in dirs.items():
+        spec = specs[name]
+        side = {"side": name, "python": spec.python, "env": spec.env, "root": str(spec.root)}
+        run_dir.start(dataclasses.replace(plan, extra={**plan.extra, "ab_side": name}),
+                      env={**envs[name], "ab": side}, suite_path=suite.path)
+    return dirs
+
+
+def _announce(suite, plan, specs: dict, dirs: dict, out: Path) -> None:
+    settings = plan.timing
+    print(f"attnbench ab suite {suite.name}: {len(plan.cases)} cases, "
+          f"{plan.overrides['threads']} threads, {settings.min_samples}..{settings.max_samples} "
+          f"samples per side -> {out}")
+    for name, spec in specs.items():
+        extra = " ".join(f"{k}={v}" for k, v in spec.env.items())
+        torch = dirs[name].env["packages"].get("torch")
+        print(f"  {name}: {spec.python} (torch {torch}) {extra}")
+
+
+def _show(args):
+    """One line per case as both sides finish it: the verdict so far and the two medians."""
+    from harness.analysis import compare
+    from harness.report import gate as gate_text
+    from harness.units import duration
 
     def show(case, base, head):
         row = compare.judge_case(base, head, args.threshold, args.mem_threshold, interleaved=True)
@@ -157,79 +169,98 @@ def cmd_ab(args) -> int:
                   if row.get("ratio") else f"{row['base_status']} / {row['new_status']}")
         print(f"{gate_text.LABELS.get(row['verdict'], row['verdict']):>15}  {case.case_id}: "
               f"{timing}", flush=True)
+    return show
 
+
+def cmd_ab(args) -> int:
+    import dataclasses
+
+    from harness import registry
+    from harness.analysis import compare
+    from harness.report.finish import finish_run
+    from harness.run import ab
+    from harness.store import make_plan, timestamped
+
+    given = output_dir(args.out)
+    suite, plan = make_plan(request_of(args), registry.adapters())
+    plan = dataclasses.replace(plan, timing=ab.ab_settings(plan.timing))
+    specs = _sides(args)
+    out = given or timestamped(f"ab-{suite.name}")
+    dirs = _start_sides(out, suite, plan, specs)
     if not args.quiet:
-        print(f"attnbench ab suite {suite.name}: {len(cases)} cases, {threads} threads, "
-              f"{settings.min_samples}..{settings.max_samples} samples per side -> {out}")
-        for name, spec in specs.items():
-            extra = " ".join(f"{k}={v}" for k, v in spec.env.items())
-            print(f"  {name}: {spec.python} (torch {envs[name]['packages'].get('torch')}) {extra}")
-    runner = ab.ABRunner(specs["base"], specs["head"], out, settings, threads,
-                         on_record=None if args.quiet else show,
+        _announce(suite, plan, specs, dirs, out)
+    runner = ab.ABRunner(specs["base"], specs["head"], out, plan.timing, plan.overrides["threads"],
+                         on_record=None if args.quiet else _show(args),
                          mem_limit=plan.overrides.get("mem_limit_bytes"))
     try:
-        runner.measure_peaks(cases)
-        result = ab.run_ab(runner, cases, args.threshold, args.mem_threshold,
+        runner.measure_peaks(list(plan.cases))
+        result = ab.run_ab(runner, list(plan.cases), args.threshold, args.mem_threshold,
                            note=(lambda text: None) if args.quiet else print)
     except ab.ABError as exc:
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
         print(f"interrupted: partial runs in {out}/base and {out}/head", file=sys.stderr)
         return EXIT_INTERRUPTED
-    for name, env in envs.items():
-        env["workers"] = runner.infos[name]
-        env["peaks"] = runner.peaks[name]
-        RunDir(out / name).write_env(env)
-        scaling.write_scaling(out / name, RunDir(out / name).records())
-        write_reports(out / name)
+    for name, run_dir in dirs.items():
+        run_dir.note_env(workers=runner.infos[name], peaks=runner.peaks[name])
+        finish_run(run_dir, plan)
     result.update(base=str(out / "base"), new=str(out / "head"), forced=False,
                   differences=[list(d) for d in compare.fingerprint_differences(
-                      envs["base"], envs["head"])])
+                      dirs["base"].env, dirs["head"].env)])
     _write_comparison(result, out / "compare.md", out / "compare.json", "attnbench A/B")
     return compare.exit_code(result)
 
 
-def add_parsers(sub) -> None:
-    """The regression gate's subcommands: compare, ab, baseline."""
-    from harness.store.baselines import BASELINES_DIR
+def _percent(fraction: float) -> str:
+    return f"{fraction:.0%}".replace("%", "%%")  # argparse formats help text with %
 
+
+def _add_thresholds(parser, own_help: bool = True) -> None:
+    """--threshold and --mem-threshold, defaulting to the gate's own (harness.analysis.compare)."""
+    from harness.analysis.compare import DEFAULT_MEM_THRESHOLD, DEFAULT_THRESHOLD
+
+    parser.add_argument("--threshold", type=arg(values.FRACTION), default=DEFAULT_THRESHOLD,
+                        help=f"smallest slowdown that counts, e.g. 5%% (default "
+                             f"{_percent(DEFAULT_THRESHOLD)})" if own_help else "as for compare")
+    parser.add_argument("--mem-threshold", type=arg(values.FRACTION),
+                        default=DEFAULT_MEM_THRESHOLD,
+                        help=f"smallest peak-memory growth that counts (default "
+                             f"{_percent(DEFAULT_MEM_THRESHOLD)})" if own_help else "as for compare")
+
+
+def _add_compare(sub, baselines_dir: Path) -> None:
     p_cmp = sub.add_parser("compare", help="regression gate: compare a new run with a base run "
                                            "or a stored baseline (exit 1 on a regression)")
     p_cmp.add_argument("runs", nargs="+", metavar="RUN",
                        help="BASE_RUN NEW_RUN, or only NEW_RUN with --baseline")
     p_cmp.add_argument("--baseline", metavar="NAME", help="compare with results/baselines/NAME")
-    p_cmp.add_argument("--baselines-dir", default=str(BASELINES_DIR), metavar="DIR",
-                       help=f"where baselines live (default: {BASELINES_DIR})")
-    p_cmp.add_argument("--threshold", type=arg(values.FRACTION), default=0.05,
-                       help="smallest slowdown that counts, e.g. 5%% (default 5%%)")
-    p_cmp.add_argument("--mem-threshold", type=arg(values.FRACTION), default=0.10,
-                       help="smallest peak-memory growth that counts (default 10%%)")
+    p_cmp.add_argument("--baselines-dir", default=str(baselines_dir), metavar="DIR",
+                       help=f"where baselines live (default: {baselines_dir})")
+    _add_thresholds(p_cmp)
     p_cmp.add_argument("--force", action="store_true",
                        help="compare runs from different machines or software anyway")
     p_cmp.add_argument("--md", metavar="FILE", help="write the Markdown (a PR comment) to FILE")
     p_cmp.add_argument("--json", metavar="FILE", help="write every case's statistics to FILE")
     p_cmp.set_defaults(func=cmd_compare)
 
+
+def _add_ab(sub) -> None:
     p_ab = sub.add_parser("ab", help="interleaved A/B: the same cases in two Python environments, "
                                      "side by side, then the regression gate")
     p_ab.add_argument("suite", nargs="?", help="suite file or built-in name")
-    p_ab.add_argument("--base-python", default=sys.executable, metavar="PATH",
-                      help="interpreter of the base side (default: this one)")
-    p_ab.add_argument("--head-python", default=sys.executable, metavar="PATH",
-                      help="interpreter of the head side (default: this one)")
-    p_ab.add_argument("--base-env", action="append", metavar="KEY=VALUE",
-                      help="environment variable for the base side only (repeatable)")
-    p_ab.add_argument("--head-env", action="append", metavar="KEY=VALUE",
-                      help="environment variable for the head side only (repeatable)")
-    p_ab.add_argument("--base-root", metavar="DIR",
-                      help="attnbench checkout the base side imports (default: this one)")
-    p_ab.add_argument("--head-root", metavar="DIR",
-                      help="attnbench checkout the head side imports (default: this one)")
+    for side in ("base", "head"):
+        p_ab.add_argument(f"--{side}-python", default=sys.executable, metavar="PATH",
+                          help=f"interpreter of the {side} side (default: this one)")
+    for side in ("base", "head"):
+        p_ab.add_argument(f"--{side}-env", action="append", metavar="KEY=VALUE",
+                          help=f"environment variable for the {side} side only (repeatable)")
+    for side in ("base", "head"):
+        p_ab.add_argument(f"--{side}-root", metavar="DIR",
+                          help=f"attnbench checkout the {side} side imports (default: this one)")
     p_ab.add_argument("--out", help="output directory (default: results/ab-<suite>-<timestamp>)")
     add_filter_options(p_ab)
     add_timing_options(p_ab, per="case and side")
-    p_ab.add_argument("--threshold", type=arg(values.FRACTION), default=0.05, help="as for compare")
-    p_ab.add_argument("--mem-threshold", type=arg(values.FRACTION), default=0.10, help="as for compare")
+    _add_thresholds(p_ab, own_help=False)
     p_ab.add_argument("--mem-limit", metavar="SIZE",
                       help="as for run: cap what one case may allocate on each side (e.g. "
                            "512MiB); beyond it the case is recorded as oom and larger seq_len "
@@ -237,6 +268,8 @@ def add_parsers(sub) -> None:
     p_ab.add_argument("--quiet", action="store_true", help="only the verdict")
     p_ab.set_defaults(func=cmd_ab)
 
+
+def _add_baseline(sub, baselines_dir: Path) -> None:
     p_base = sub.add_parser("baseline", help="save or list reference runs (results/baselines/)")
     actions = p_base.add_subparsers(dest="action", parser_class=Parser, required=True)
     b_save = actions.add_parser("save", help="store RUN_DIR as baseline NAME")
@@ -245,7 +278,14 @@ def add_parsers(sub) -> None:
     b_save.add_argument("--force", action="store_true", help="replace an existing baseline")
     b_list = actions.add_parser("list", help="the stored baselines")
     for p in (b_save, b_list):
-        p.add_argument("--baselines-dir", default=str(BASELINES_DIR), metavar="DIR")
+        p.add_argument("--baselines-dir", default=str(baselines_dir), metavar="DIR")
     p_base.set_defaults(func=cmd_baseline)
 
 
+def add_parsers(sub) -> None:
+    """The regression gate's subcommands: compare, ab, baseline."""
+    from harness.store.baselines import BASELINES_DIR
+
+    _add_compare(sub, BASELINES_DIR)
+    _add_ab(sub)
+    _add_baseline(sub, BASELINES_DIR)

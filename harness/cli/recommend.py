@@ -4,13 +4,11 @@ made by the ordinary runner into a run directory of its own. `--table` prints th
 every shape of a run."""
 from __future__ import annotations
 
-import fnmatch
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 
-from harness.cli.args import EXIT_FAILED, EXIT_OK, RESULTS_DIR, UsageError, split_values
+from harness.cli.args import EXIT_FAILED, EXIT_OK, UsageError
 from harness.constants import DTYPES
 
 # A short focused measurement: a few tenths of a second of samples per implementation.
@@ -38,71 +36,53 @@ def _problem(args) -> dict:
     return problem
 
 
-def _budget(args) -> int | None:
-    if args.mem_budget is None:
-        return None
-    from harness.values import SIZE
-
-    try:
-        return SIZE.from_text(args.mem_budget, "--mem-budget")
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
 def _records_from(path: str) -> list[dict]:
-    from harness.store import load_records
+    from harness.store import load_records, require_run_dir
 
-    run_dir = Path(path)
-    if not (run_dir / "results.jsonl").is_file():
-        raise UsageError(f"--from: {run_dir} is not a run directory (no results.jsonl): expected "
-                         "a directory written by `attnbench run`")
-    return load_records(run_dir)
+    return load_records(require_run_dir(path, "--from"))
 
 
 def _impls(args, records: list[dict] | None) -> list[str]:
     """The implementations --impl keeps: of the run's, or of every registered kernel."""
+    from harness.store.plan import impl_patterns, matches
+
     if records is not None:
         known = sorted({r["impl"] for r in records})
     else:
         from harness import registry
 
         known = sorted(n for n, a in registry.adapters().items() if a.level == "kernel")
-    patterns = split_values(args.impl)
-    for pattern in patterns:
-        if not any(fnmatch.fnmatchcase(name, pattern) for name in known):
-            raise UsageError(f"--impl: no implementation matches {pattern!r}: expected one of "
-                             f"{', '.join(known)}")
-    return [n for n in known if not patterns or any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    patterns = impl_patterns(args.impl, known)
+    return [n for n in known if not patterns or matches(n, patterns)]
 
 
 def _measure(problem: dict, impls: list[str]) -> tuple[list[dict], Path]:
     """Measure the one problem with each implementation through the ordinary runner."""
     from harness.run.runner import Runner
     from harness.spec import Case, TimingSettings
-    from harness.store import Plan, RunDir, capture_env, now_iso, physical_cores, write_plan
+    from harness.store import Plan, RunDir, now_iso, physical_cores, timestamped
 
     cases = [Case(impl=i, level="kernel", **problem) for i in impls]
-    out = RESULTS_DIR / f"recommend-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     timing = TimingSettings(**QUICK_TIMING)
     threads = physical_cores()
     plan = Plan(suite="recommend", suite_path=None, filters={"impl": impls},
                 overrides={"threads": threads}, timing=timing, cases=tuple(cases),
                 created_at=now_iso(), extra={"recommend": problem})
-    run_dir = RunDir(out)
-    run_dir.path.mkdir(parents=True, exist_ok=True)
-    write_plan(run_dir.path, plan)
-    run_dir.write_env(capture_env(threads, "recommend"))
+    run_dir = RunDir(timestamped("recommend"))
+    run_dir.start(plan)
     print(f"measuring {len(cases)} implementations on this problem "
-          f"({timing.budget_s:g} s of samples each) -> {out}", file=sys.stderr)
+          f"({timing.budget_s:g} s of samples each) -> {run_dir.path}", file=sys.stderr)
     Runner(run_dir, timing, threads).run(cases)
-    return run_dir.records(), out
+    return run_dir.records(), run_dir.path
 
 
 def cmd_recommend(args) -> int:
     from harness.analysis import recommend as rec
+    from harness.cli.args import size
     from harness.report import recommend as text
+    from harness.store import json_safe
 
-    budget = _budget(args)
+    budget = size(args.mem_budget, "--mem-budget")
     problem = None if args.table else _problem(args)
     records = _records_from(args.source) if args.source else None
     if args.table:
@@ -112,7 +92,7 @@ def cmd_recommend(args) -> int:
         keep = set(_impls(args, records))
         table = rec.dispatch_table([r for r in records if r["impl"] in keep], budget)
         if args.json:
-            print(json.dumps(text.plain(table), indent=1))
+            print(json.dumps(json_safe(table), indent=1))
         else:
             for line in text.table_lines(table, args.source):
                 print(line)
@@ -128,7 +108,7 @@ def cmd_recommend(args) -> int:
         raise UsageError(f"--from: {source}: {exc}") from None
     answer["source"], answer["measured_now"] = source, args.source is None
     if args.json:
-        print(json.dumps(text.plain(answer), indent=1))
+        print(json.dumps(json_safe(answer), indent=1))
     else:
         for line in text.answer_lines(answer):
             print(line)

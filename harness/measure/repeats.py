@@ -24,7 +24,6 @@ import numpy as np
 
 from harness.measure import contention
 from harness.measure.timer import CONFIDENCE, Samples, relative_half_width
-from harness.store.schema import DECLARED
 
 Z95 = 1.959964
 
@@ -78,9 +77,8 @@ def combine(results: list[dict], target_ci: float) -> dict:
 def split(record: dict) -> list[dict]:
     """The repeats of a stored record, as `combine` takes them (a resumed run goes on from them).
 
-    Each part keeps the record's check and memory fields (those the schema declares: a key from
-    a newer or hand-edited record is no field of the record this run makes); its statistics are
-    recomputed from its own samples, and its contention figures and verdict are its own.
+    Each part keeps the record's check and memory fields; its statistics are recomputed from its
+    own samples, and its contention figures and verdict are its own.
     """
     sizes = record.get("repeat_n_samples") or [record["n_samples"]]
     samples = record["samples_s"]
@@ -94,8 +92,7 @@ def split(record: dict) -> list[dict]:
                       timer=record.get("timer")).to_record()
         start += size
         harness = {k: v * share for k, v in (record.get("harness_s") or {}).items()}
-        fields = {k: v for k, v in record.items() if k in DECLARED}
-        parts.append({**fields, **own, "harness_s": harness or record.get("harness_s")})
+        parts.append({**record, **own, "harness_s": harness or record.get("harness_s")})
     return parts
 
 

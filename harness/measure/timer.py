@@ -41,7 +41,6 @@ import numpy as np
 
 from harness.measure import contention
 from harness.spec import TimingSettings
-from harness.store.schema import TIMING_FIELDS
 
 MIN_WARMUP_CALLS = 2
 CONFIDENCE = 0.95
@@ -106,7 +105,8 @@ class Samples:
     """Per-call times in seconds and how they were taken; the statistics every record carries.
 
     One attribute or property per field of the record's `Timing` part (harness.store.schema),
-    named as the field; `to_record` reads them by those names, with the contention verdict."""
+    named as the field and listed in TIMING (tests/test_schema.py holds the two to the same
+    names); `to_record` reads them by those names, with the contention verdict."""
 
     per_call_s: tuple[float, ...]
     calls_per_sample: int = 1
@@ -115,6 +115,10 @@ class Samples:
     target_ci: float = TimingSettings.target_ci
     contention: dict | None = None  # harness.measure.contention.signals over warm-up and sampling
     timer: str | None = None  # the sample clock's name (harness.measure.clocks.TIMERS)
+
+    TIMING = ("median_s", "ci_low_s", "ci_high_s", "ci_rel", "converged", "iqr_s", "min_s",
+              "mean_s", "std_s", "n_samples", "calls_per_sample", "warmup_calls", "timed_s",
+              "samples_s", "timer")
 
     @cached_property
     def array(self) -> np.ndarray:
@@ -178,7 +182,7 @@ class Samples:
         """Every field of the record's Timing part, and the contention signals with their
         verdict (`stable`, `instability`: harness.measure.contention)."""
         instability = contention.verdict(self.contention)
-        return {**{name: getattr(self, name) for name in TIMING_FIELDS},
+        return {**{name: getattr(self, name) for name in self.TIMING},
                 "contention": self.contention,
                 # unknown (None) where no signals were read: never called stable unwatched
                 "stable": None if self.contention is None else instability is None,

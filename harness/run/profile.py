@@ -25,13 +25,26 @@ How time is attributed. Every profiler event's self time goes to one category:
   - anything else (residual adds, views, the autograd engine's bookkeeping) is other.
 Shares are of the summed self time of all events, i.e. of the calls' time on the CPU; the
 profiler's own overhead inflates small cases (compare ms per call with the run's median).
+
+torch runs in a worker process of its own (`Profiler`), started as a run's torch worker is
+(harness.run.process: its environment, thread count and start-up), never in the command's
+process: a crash or a hang costs one case, and the next case gets a fresh worker.
 """
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
+import statistics
 from pathlib import Path
 
-import numpy as np
+from harness.run.process import WorkerGone, start_worker, worker_env
+from harness.run.worker import WorkerHandle
+from harness.spec import Case
+
+PROBE_TIMEOUT_S = 120.0  # asking the library whether it can run a case
+PROFILE_TIMEOUT_S = 1800.0  # one case: warm-up, the recorded calls, the trace written
+NOT_TORCH = "not a torch implementation (the profiler is torch's)"
 
 CATEGORIES = ("attention", "attention.core", "feed_forward", "norm", "other")
 LABELS = {"attention": "attention", "attention.core": "attention.core",
@@ -163,7 +176,7 @@ def profile_case(case, adapter, out_dir: Path, repeats: int = 3, warmup: int = 2
         if min_time_s > 0 and per_call > 0:
             repeats = max(repeats, min(1000, math.ceil(min_time_s / per_call)))
         with profile(activities=activities) as prof:
-            wall = float(np.mean(timer.take(repeats)))  # the calls, not the profiler's start/stop
+            wall = statistics.fmean(timer.take(repeats))  # the calls, not the profiler's start/stop
     finally:
         prepared.close()
     base = out_dir / slug(case)
@@ -186,3 +199,113 @@ def profile_case(case, adapter, out_dir: Path, repeats: int = 3, warmup: int = 2
         "self_ms": {k: v / 1e3 / repeats for k, v in totals.items()},
         "shares": shares(totals),
     }
+
+
+# ---- the worker ----------------------------------------------------------------------------
+
+def serve(conn, threads: int) -> None:
+    """The profiling worker's loop, in its own process: answer "probe" (the library's reasons it
+    cannot run a case) and "profile" (the case's summary) until told to stop (None)."""
+    os.environ.update(worker_env("torch", threads))  # before torch or NumPy is imported
+    info = start_worker("torch", threads)
+    conn.send({"ready": True, "info": info})
+    while (message := conn.recv()) is not None:
+        conn.send(_answer(message))
+    conn.close()
+
+
+def _answer(message: dict) -> dict:
+    from harness import registry
+
+    case = Case.from_dict(message["case"])
+    adapter = registry.get(case.impl)
+    try:
+        if message["kind"] == "probe":
+            return {"reasons": adapter.unsupported(case)}
+        return {"summary": profile_case(case, adapter, Path(message["folder"]),
+                                        **message["options"])}
+    except Exception as exc:  # the case's failure is told; the worker takes the next request
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+class ProfileWorker(WorkerHandle):
+    """The handle on one profiling worker (`serve`), spawned as the run's workers are."""
+
+    STOP = None  # serve's loop ends on it
+    family = "torch"
+
+    def __init__(self, threads: int):
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=serve, args=(child, threads), daemon=True,
+                                   name="attnbench-profile")
+        self.process.start()
+        child.close()
+        self.info = None
+        self.ready()
+
+    def _send(self, message) -> None:
+        self.conn.send(message)
+
+    def _read(self, timeout_s: float):
+        return self.conn.recv() if self.conn.poll(timeout_s) else None
+
+    def _join(self, timeout_s: float) -> int | None:
+        self.process.join(timeout_s)
+        return self.process.exitcode
+
+    def _close_pipes(self) -> None:
+        self.conn.close()
+
+
+class Profiler:
+    """torch.profiler for the command's cases, in a worker process (started at the first
+    request, again after one dies). A worker that dies or hangs is that case's error."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.worker: ProfileWorker | None = None
+        self.info: dict = {}  # the worker's start-up info: torch's version, its threads
+
+    def __enter__(self) -> "Profiler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def _ask(self, message: dict, timeout_s: float, doing: str) -> dict:
+        try:
+            if self.worker is None:
+                self.worker = ProfileWorker(self.threads)
+                self.info = self.worker.info
+            return self.worker.ask(message, timeout_s, doing)
+        except WorkerGone as gone:
+            if self.worker is not None:
+                self.worker.kill()
+            self.worker = None
+            return {"error": gone.reason}
+
+    def select(self, cases: list[Case], adapters: dict) -> tuple[list[Case], dict[str, str]]:
+        """The cases torch.profiler can profile here, and why each other one is left out (an
+        implementation that is not torch's; the library's own reason)."""
+        runnable, skipped = [], {}
+        for case in cases:
+            if adapters[case.impl].framework != "torch":
+                skipped[case.impl] = NOT_TORCH
+                continue
+            answer = self._ask({"kind": "probe", "case": case.to_dict()}, PROBE_TIMEOUT_S,
+                               "asking the library")
+            reasons = answer["reasons"] if "reasons" in answer else [answer["error"]]
+            if reasons:
+                skipped.setdefault(case.impl + f" ({case.mode})", reasons[0])
+                continue
+            runnable.append(case)
+        return runnable, skipped
+
+    def profile(self, case: Case, out_dir: Path, **options) -> dict:
+        """`profile_case`'s summary of one case (its options as there), or {"error": why}."""
+        answer = self._ask({"kind": "profile", "case": case.to_dict(), "folder": str(Path(out_dir).resolve()),
+                            "options": options}, PROFILE_TIMEOUT_S, "profiling the case")
+        return answer.get("summary") or answer
