@@ -126,6 +126,8 @@ SIZE_FIELDS = tuple(f.name for f in FIELDS if f.metadata["size"])
 KIND_FIELDS = tuple(k for k in CONFIG_FIELDS if k not in SIZE_FIELDS and k != "query_len")
 REPLICATE_FIELDS = tuple(f.name for f in FIELDS if f.metadata["role"] == REPLICATE)
 SHAPE_FIELDS = (*CONFIG_FIELDS, *REPLICATE_FIELDS, "sweep_len")
+# Variants of the textbook problem: named in a label wherever they are off their default.
+VARIANT_AXES = (*(f.name for f in SEGMENT_FIELDS), "query_len")
 # Always named in a label (a dtype or a mask is never implied); the rest only where they vary.
 ALWAYS_SHOWN = ("dtype", "causal")
 # The order configurations are listed in: what the reader scans by first, then the sizes.
@@ -243,8 +245,13 @@ def axis_text(name: str, value) -> str:
 
 
 def label_axes(rows) -> list[str]:
-    """The axes a table labels its rows with: dtype, mask and whatever else varies in `rows`."""
-    return [*ALWAYS_SHOWN, *varying_axes(rows)]
+    """The axes a table labels its rows with: dtype, mask, whatever else varies in `rows`, and
+    every variant of the textbook problem (grouped K/V heads, alignment, padding, a fixed query
+    length...) wherever it is off its default, varying or not."""
+    rows = list(rows)
+    shown = set(varying_axes(rows))
+    shown |= {a for a in VARIANT_AXES if any(not is_default(r, a) for r in rows)}
+    return [*ALWAYS_SHOWN, *(a for a in (*CONFIG_ORDER, *REPLICATE_FIELDS) if a in shown)]
 
 
 def label_cells(row, axes: list[str]) -> list[str]:

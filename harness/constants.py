@@ -13,6 +13,13 @@ STATUSES = ("ok", "unsupported", "mismatch", "oom", "timeout", "error")
 FAILED_STATUSES = ("mismatch", "oom", "timeout", "error")
 TIMED_STATUSES = ("ok", "mismatch")
 
+# Optional problem features an implementation declares it takes (impls.base.Adapter.features):
+# grouped K/V heads (kv_heads != heads), a causal mask aligned bottom-right (Nq != Nk), a
+# key-padding mask (padding > 0)
+FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT, FEATURE_PADDING = "kv_heads", "bottom_right", "padding"
+FEATURES = (FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT, FEATURE_PADDING)
+
+
 def install_command(extra: str) -> str:
     """How to install an optional framework: the project extra that pins it with the rest."""
     return f"pip install 'attnbench[{extra}]'"

@@ -107,6 +107,10 @@ def case_problem(case: Case) -> tuple[str, str] | None:
     if case.level != "kernel" and case.seq_len_kv != case.seq_len:
         return "seq_len_kv", (f"the {case.level} level is self-attention: seq_len_kv must equal "
                               f"seq_len ({case.seq_len}), not {case.seq_len_kv}")
+    if case.causal_align == BOTTOM_RIGHT and case.seq_len > case.seq_len_kv:
+        return "causal_align", (f"bottom-right causal with more queries ({case.seq_len}) than keys "
+                                f"({case.seq_len_kv}) leaves the first "
+                                f"{case.seq_len - case.seq_len_kv} queries no key to attend to")
     if case.kv_heads > case.heads or case.heads % case.kv_heads:
         return "kv_heads", (f"heads ({case.heads}) must be a multiple of kv_heads "
                             f"({case.kv_heads}): each K/V head serves a whole group of query heads")

@@ -1,12 +1,14 @@
 """Torch plumbing shared by the torch-family adapters, so each adapter module says only its call.
 
-Moving inputs to a device in a dtype and layout, the causal bias, device checks, and the
-`Prepared` conversions (float64, reference layout) are the same for every torch adapter.
+Moving inputs to a device in a dtype and layout, the causal bias, grouped K/V heads, SDPA's
+mask and head options, device checks, and the `Prepared` conversions (float64, reference
+layout) are the same for every torch adapter.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from harness.case import BOTTOM_RIGHT
 from harness.constants import DTYPES
 from harness.problem.inputs import causal_keep
 from impls.base import Adapter, Prepared, no_op
@@ -68,23 +70,72 @@ def with_backward(forward, wrt: dict, dout):
 
 
 def causal_bias(case):
-    """Additive (Nq, Nk) mask: 0 where a query sees a key, -inf above the diagonal."""
+    """Additive (Nq, Nk) mask: 0 where a query sees a key, -inf where it does not (the
+    diagonal aligned as the case says: top-left or bottom-right)."""
     import torch
 
-    keep = causal_keep(case.seq_len, case.seq_len_kv)
+    keep = causal_keep(case.seq_len, case.seq_len_kv, case.causal_align)
     bias = torch.from_numpy(np.where(keep, 0.0, -np.inf))
     return bias.to(device=case.device, dtype=getattr(torch, case.dtype))
 
 
-def naive_attention(q, k, v, mask, scale: float):
-    """softmax(q·kᵀ·scale + mask)·v written out as a textbook does: matmul, scale, additive
-    mask (or None), softmax, matmul; no fused kernel."""
+def repeat_kv(x, group: int):
+    """Hugging Face's `repeat_kv`: (B, Hkv, N, D) -> (B, Hkv·group, N, D), each K/V head
+    repeated for the `group` query heads that read it (query head h reads K/V head h // group).
+    Eager model code runs it in every forward, so the naive adapters call it inside the timed
+    call (autograd sums the gradients of the copies back onto the Hkv heads)."""
+    if group == 1:
+        return x
+    b, kv_heads, n, d = x.shape
+    return x[:, :, None, :, :].expand(b, kv_heads, group, n, d).reshape(b, kv_heads * group, n, d)
+
+
+def naive_attention(q, k, v, mask, scale: float, group: int = 1):
+    """softmax(q·kᵀ·scale + mask)·v written out as a textbook does: K/V heads repeated for
+    their query groups (`repeat_kv`), matmul, scale, additive mask (or None), softmax, matmul;
+    no fused kernel."""
     import torch
 
+    k, v = repeat_kv(k, group), repeat_kv(v, group)
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale
     if mask is not None:
         scores = scores + mask
     return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
+def sdpa_options(case, q, k, v) -> dict:
+    """`scaled_dot_product_attention`'s keyword arguments for the case's heads and mask, built
+    in `prepare` (inside any pinned-backend context: the choice below asks torch what the pin
+    allows).
+
+    Grouped K/V heads: `enable_gqa=True` (query head h reads K/V head h // group, as the
+    reference). Causal top-left: `is_causal=True`, SDPA's own alignment. Causal bottom-right:
+    torch's `causal_lower_right` bias where torch runs it as a fused causal kernel (the flash or
+    memory-efficient backends, on CUDA); anywhere else torch would materialise that bias as a
+    boolean (Nq, Nk) mask inside every call, so the same mask is built here, once, and passed
+    as `attn_mask`. A mask decides the backend: on the CPU the flash backend takes it; on CUDA
+    flash takes none, so the dispatcher runs memory-efficient, cuDNN or math (the record's
+    `kernel` says which), and a pinned backend that cannot is refused by its trial call.
+    """
+    import torch
+
+    options = {}
+    if case.kv_heads != case.heads:
+        options["enable_gqa"] = True
+    if case.causal_align == BOTTOM_RIGHT:
+        from torch.backends.cuda import (SDPAParams, can_use_efficient_attention,
+                                         can_use_flash_attention)
+        from torch.nn.attention.bias import causal_lower_right
+
+        params = SDPAParams(q, k, v, None, 0.0, False, options.get("enable_gqa", False))
+        if can_use_flash_attention(params) or can_use_efficient_attention(params):
+            options["attn_mask"] = causal_lower_right(case.seq_len, case.seq_len_kv)
+        else:
+            keep = causal_keep(case.seq_len, case.seq_len_kv, case.causal_align)
+            options["attn_mask"] = torch.from_numpy(keep).to(q.device)
+    elif case.causal:
+        options["is_causal"] = True
+    return options
 
 
 def prepared(case, call, *, layout=None, close=no_op, kernel=None, wrt=None,

@@ -12,6 +12,8 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from harness.case import BOTTOM_RIGHT
+from harness.constants import FEATURE_BOTTOM_RIGHT, FEATURE_KV_HEADS, FEATURE_PADDING, FEATURES
 from harness.spec import case_problem
 
 
@@ -21,6 +23,29 @@ TO_BNHD = (0, 2, 1, 3)  # (B, H, N, D) <-> (B, N, H, D); the permutation is its 
 def no_op() -> None:
     """What `sync` and `close` are when there is nothing to wait for or to leave."""
     return None
+
+
+# Each optional problem feature: whether a case needs it, and what a user is told when an
+# implementation does not take it (name, case) -> reason.
+FEATURE_NEEDS: dict[str, tuple[Callable[[Any], bool], Callable[[str, Any], str]]] = {
+    FEATURE_KV_HEADS: (
+        lambda case: case.kv_heads != case.heads,
+        lambda name, case: (f"{name} takes no grouped K/V heads (kv_heads {case.kv_heads} of "
+                            f"heads {case.heads})")),
+    FEATURE_BOTTOM_RIGHT: (
+        lambda case: case.causal_align == BOTTOM_RIGHT,  # Case keeps it for causal Nq != Nk only
+        lambda name, case: (f"{name} cannot align a causal mask bottom-right (seq_len "
+                            f"{case.seq_len}, seq_len_kv {case.seq_len_kv})")),
+    FEATURE_PADDING: (
+        lambda case: case.padding > 0,
+        lambda name, case: f"{name} takes no key-padding mask (padding {case.padding:g})"),
+}
+assert set(FEATURE_NEEDS) == set(FEATURES)
+
+
+def case_features(case) -> frozenset[str]:
+    """The optional features a case needs of whatever implementation runs it."""
+    return frozenset(f for f, (needs, _) in FEATURE_NEEDS.items() if needs(case))
 
 
 @dataclass
@@ -63,8 +88,8 @@ class Adapter:
     """Base class with the declarative checks; subclasses set the class attributes below.
 
     `unsupported(case)` returns reasons a user can act on (empty means the case can run).
-    The declarative part (level, device, dtype, mode, missing package) is checked here;
-    `library_reasons` lets an adapter ask its library why it cannot run a case.
+    The declarative part (level, device, dtype, mode, optional features, missing package) is
+    checked here; `library_reasons` lets an adapter ask its library why it cannot run a case.
     """
 
     name: ClassVar[str]
@@ -82,8 +107,17 @@ class Adapter:
     # "compiled" (whether torch.compile's code really ran)
     kernel_probe: ClassVar[str | None] = None
     labels: ClassVar[bool] = False  # prepare(case, inputs, labels=True) marks profiler regions
-    supports_padding: ClassVar[bool] = False  # can it take a key-padding mask (case.padding > 0)
+    # the optional problem features it takes (harness.constants.FEATURES; case_features says
+    # which a case needs): grouped K/V heads, a bottom-right causal mask, key padding
+    features: ClassVar[frozenset[str]] = frozenset()
     description: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        unknown = set(cls.features) - set(FEATURES)
+        if unknown:
+            raise TypeError(f"{cls.__name__} declares unknown features {sorted(unknown)}: "
+                            f"expected some of {', '.join(FEATURES)}")
 
     def missing_packages(self) -> list[str]:
         """Required modules that cannot be found, without importing them."""
@@ -100,8 +134,8 @@ class Adapter:
             reasons.append(f"{self.name} supports dtypes {', '.join(self.dtypes)}, not {case.dtype}")
         if case.mode not in self.modes:
             reasons.append(f"{self.name} supports modes {', '.join(self.modes)}, not {case.mode}")
-        if case.padding and not self.supports_padding:
-            reasons.append(f"{self.name} takes no key-padding mask (padding {case.padding:g})")
+        for feature in sorted(case_features(case) - self.features, key=FEATURES.index):
+            reasons.append(FEATURE_NEEDS[feature][1](self.name, case))
         invalid = case_problem(case)  # a case built outside a suite, which would refuse it
         if invalid:
             reasons.append(invalid[1])

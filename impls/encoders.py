@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from harness.constants import FEATURE_PADDING
 from harness.problem.inputs import case_keep, key_padding
 from impls._torch import TorchAdapter, prepared, tensor
 
@@ -197,7 +198,7 @@ class TorchLayer(TorchAdapter):
     level = "mha"
     modes = ("fwd", "fwd_bwd")
     dtypes = ("float64", "float32", "bfloat16")
-    supports_padding = True
+    features = frozenset({FEATURE_PADDING})
     eval_mode = False  # True: eval() under torch.inference_mode (torch's fast path, if it applies)
     labels = True  # prepare(..., labels=True) marks regions for `attnbench profile`
 

@@ -15,9 +15,11 @@ import os
 
 import numpy as np
 
-from harness.constants import install_command
+from harness.constants import (FEATURE_BOTTOM_RIGHT, FEATURE_KV_HEADS, FEATURE_PADDING,
+                               install_command)
 from harness.problem.inputs import case_keep
 from impls import _jax, _torch
+from impls._keras import grouping_reasons, mask_options
 from impls.base import TO_BNHD, Adapter, Prepared, no_op
 from impls.keras_encoders import attribute, block_map, encoder_block_class, exact_scale, mha_map
 
@@ -94,14 +96,32 @@ class KerasOnBackend(Adapter):
 
 
 class KerasOpsOn(KerasOnBackend):
+    """keras.ops.dot_product_attention on this backend (grouped heads and the mask as
+    impls/_keras.py says)."""
+
+    features = frozenset({FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT})
+
+    def library_reasons(self, case) -> list[str]:
+        return (super().library_reasons(case)
+                or grouping_reasons(import_keras(self.backend), case, self.name))
+
+    def boolean(self, case, value):
+        """A boolean NumPy array as the backend's tensor on the case's device."""
+        if self.backend == "jax":
+            return _jax.import_jax().device_put(value, _jax.jax_device(case))
+        import torch
+
+        return torch.from_numpy(value).to(case.device)
+
     def prepare(self, case, inputs):
         keras = import_keras(self.backend)
         grad = case.mode == "fwd_bwd"
         q, k, v = (self.array(case, np.transpose(inputs[n], TO_BNHD), grad) for n in "qkv")
-        scale, causal = 1.0 / math.sqrt(case.head_dim), case.causal
+        scale = 1.0 / math.sqrt(case.head_dim)
+        options = mask_options(case, lambda keep: self.boolean(case, keep))
 
         def attention(q, k, v):
-            return keras.ops.dot_product_attention(q, k, v, scale=scale, is_causal=causal)
+            return keras.ops.dot_product_attention(q, k, v, scale=scale, **options)
 
         return self.finish(case, attention, {"q": q, "k": k, "v": v}, inputs, layout=TO_BNHD)
 
@@ -110,7 +130,7 @@ class KerasLayerOn(KerasOnBackend):
     """keras.layers.MultiHeadAttention, or the encoder block, on this backend."""
 
     level = "mha"
-    supports_padding = True
+    features = frozenset({FEATURE_PADDING})
 
     def build(self, case, keras, shape):
         if self.level == "mha":

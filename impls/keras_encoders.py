@@ -15,6 +15,7 @@ import functools
 
 import numpy as np
 
+from harness.constants import FEATURE_PADDING
 from harness.problem.inputs import case_keep
 from impls._tf import (TFAdapter, import_keras, import_tf, keras_backend_reasons, on_device,
                       prepared)
@@ -99,7 +100,7 @@ class KerasLayer(TFAdapter):
     requires = ("tensorflow", "keras")
     modes = ("fwd", "fwd_bwd")
     dtypes = ("float64", "float32", "bfloat16")
-    supports_padding = True
+    features = frozenset({FEATURE_PADDING})
 
     def library_reasons(self, case) -> list[str]:
         return keras_backend_reasons(self.name) or super().library_reasons(case)

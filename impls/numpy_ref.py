@@ -1,7 +1,9 @@
 """The seed formula in NumPy: softmax(Q Kᵀ / √d + mask) V, exactly as a first version is written.
 
 It is the baseline every other implementation is read against, so it stays plain: one matmul
-for the scores, a stable softmax (subtract the row max), one matmul for the output.
+for the scores, a stable softmax (subtract the row max), one matmul for the output. Grouped K/V
+heads are repeated for their query heads inside the call, as eager model code does (Hugging
+Face's `repeat_kv`); the causal mask, either alignment, is built in `prepare`.
 """
 from __future__ import annotations
 
@@ -9,8 +11,24 @@ import math
 
 import numpy as np
 
+from harness.constants import FEATURE_BOTTOM_RIGHT, FEATURE_KV_HEADS
 from harness.problem.inputs import causal_keep
 from impls.base import Adapter, Prepared
+
+
+def repeat_kv(x, group: int):
+    """(B, Hkv, N, D) -> (B, Hkv·group, N, D): each K/V head repeated for the `group` query
+    heads that read it (query head h reads K/V head h // group)."""
+    return x if group == 1 else np.repeat(x, group, axis=1)
+
+
+def sum_groups(grad, group: int):
+    """The backward of `repeat_kv`: (B, Hkv·group, N, D) -> (B, Hkv, N, D), each K/V head's
+    gradient the sum over the query heads that read it."""
+    if group == 1:
+        return grad
+    b, h, n, d = grad.shape
+    return grad.reshape(b, h // group, group, n, d).sum(axis=2)
 
 
 def attention(q, k, v, scale: float, mask, keep_weights: bool = False):
@@ -46,6 +64,7 @@ class NumpyAttention(Adapter):
     requires = ("numpy",)
     install_hint = "pip install numpy"
     modes = ("fwd", "fwd_bwd")  # backward written by hand (attention_fwd_bwd)
+    features = frozenset({FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT})
 
     def prepare(self, case, inputs) -> Prepared:
         dtype = np.dtype(case.dtype)
@@ -54,12 +73,21 @@ class NumpyAttention(Adapter):
         scale = 1.0 / math.sqrt(case.head_dim)
         mask = None
         if case.causal:
-            keep = causal_keep(case.seq_len, case.seq_len_kv)
+            keep = causal_keep(case.seq_len, case.seq_len_kv, case.causal_align)
             mask = np.where(keep, 0.0, -np.inf).astype(dtype)
-        call = lambda: attention(q, k, v, scale, mask)  # noqa: E731
+        group = case.group_size
         if case.mode == "fwd_bwd":
             dout = np.ascontiguousarray(inputs["dout"], dtype=dtype)
-            call = lambda: attention_fwd_bwd(q, k, v, scale, mask, dout)  # noqa: E731
+
+            def call():
+                out, grads = attention_fwd_bwd(q, repeat_kv(k, group), repeat_kv(v, group),
+                                               scale, mask, dout)
+                return out, {"q": grads["q"], "k": sum_groups(grads["k"], group),
+                             "v": sum_groups(grads["v"], group)}
+        else:
+            def call():
+                return attention(q, repeat_kv(k, group), repeat_kv(v, group), scale, mask)
+
         return Prepared(
             call=call,
             to_numpy=lambda out: np.asarray(out, dtype=np.float64),

@@ -4,12 +4,19 @@ tf.function, and XLA-compiled with jit_compile=True), and Keras 3's fused op (ea
 The graph and XLA variants compile on their first call (timed apart as compile_s); in fwd_bwd
 the forward and its GradientTape backward are one function. Keras 3 works in (B, N, H, D); the transpose happens in
 `prepare`. This module is only ever imported next to TensorFlow in a worker of its own.
+
+Grouped K/V heads: the tutorial's function repeats them for their query heads inside the call
+(`tf.repeat`, as eager model code does, Hugging Face's `repeat_kv`); Keras takes them as they
+are (impls/_keras.py). A bottom-right causal mask: the tutorial's look-ahead mask shifted by
+Nk - Nq; Keras gets the aligned boolean mask (its `is_causal` is top-left).
 """
 from __future__ import annotations
 
 import math
 
+from harness.constants import FEATURE_BOTTOM_RIGHT, FEATURE_KV_HEADS
 from harness.problem.inputs import causal_keep
+from impls._keras import grouping_reasons, mask_options
 from impls._tf import (TFAdapter, import_keras, import_tf, keras_backend_reasons, on_device,
                       prepared, to_tensors)
 from impls.base import TO_BNHD
@@ -19,10 +26,11 @@ class TFNaive(TFAdapter):
     name = "tf.naive"
     description = "The TensorFlow tutorial's scaled_dot_product_attention, eager."
     modes = ("fwd", "fwd_bwd")  # backward: tf.GradientTape
+    features = frozenset({FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT})
 
     def prepare(self, case, inputs):
         tf = import_tf()
-        bias = None
+        bias, group = None, case.group_size
         with on_device(case):
             q, k, v = to_tensors(case, inputs)
             sqrt_dk = tf.math.sqrt(tf.cast(case.head_dim, case.dtype))  # the tutorial's dk
@@ -30,15 +38,18 @@ class TFNaive(TFAdapter):
                 # The tutorial's look-ahead mask (1 above the diagonal) and its `mask * -1e9`
                 # depend only on the shape: hoisted out of the timed call. In float16 -1e9
                 # overflows to -inf and 0 * -inf is NaN: the tutorial's formula, faithfully.
-                keep = causal_keep(case.seq_len, case.seq_len_kv)
+                keep = causal_keep(case.seq_len, case.seq_len_kv, case.causal_align)
                 bias = tf.constant(1.0 - keep, case.dtype) * -1e9
 
         def call():
-            logits = tf.matmul(q, k, transpose_b=True) / sqrt_dk
+            keys, values = k, v
+            if group > 1:  # repeat_kv: query head h reads K/V head h // group
+                keys, values = tf.repeat(k, group, axis=1), tf.repeat(v, group, axis=1)
+            logits = tf.matmul(q, keys, transpose_b=True) / sqrt_dk
             if bias is not None:
                 logits += bias
             weights = tf.nn.softmax(logits, axis=-1)
-            return tf.matmul(weights, v)
+            return tf.matmul(weights, values)
 
         return prepared(case, call, wrt={"q": q, "k": k, "v": v}, inputs=inputs)
 
@@ -70,9 +81,11 @@ class KerasOps(TFAdapter):
     description = "keras.ops.dot_product_attention on the TensorFlow backend, eager."
     requires = ("tensorflow", "keras")
     modes = ("fwd", "fwd_bwd")  # backward: tf.GradientTape
+    features = frozenset({FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT})
 
     def library_reasons(self, case) -> list[str]:
-        return keras_backend_reasons(self.name) or super().library_reasons(case)
+        return (keras_backend_reasons(self.name) or super().library_reasons(case)
+                or grouping_reasons(import_keras(), case, self.name))
 
     def prepare(self, case, inputs):
         keras = import_keras()
@@ -83,10 +96,10 @@ class KerasOps(TFAdapter):
             # it to the logits' dtype: float64 would lose its precision (errors ~1e-8). The
             # same 1/√d as a tensor of the case's dtype is exact; other dtypes are unchanged.
             scale = tf.constant(1.0 / math.sqrt(case.head_dim), case.dtype)
-        causal = case.causal
+            options = mask_options(case, tf.constant)
         return prepared(
             case,
-            lambda: keras.ops.dot_product_attention(q, k, v, scale=scale, is_causal=causal),
+            lambda: keras.ops.dot_product_attention(q, k, v, scale=scale, **options),
             layout=TO_BNHD,
             wrt={"q": q, "k": k, "v": v},
             inputs=inputs,

@@ -7,6 +7,11 @@ apart by the harness as compile_s. Nothing may quietly run eager instead of the 
 a graph break raises (fullgraph), a recompilation raises (a recompile limit of one with
 `fail_on_recompile_limit_hit`, where dynamo would otherwise fall back to eager at its limit), FlexAttention's warning that
 it runs unfused is an error, and the harness checks in a profile that the compiled graph ran.
+
+Grouped K/V heads and a bottom-right causal mask: the formula repeats K/V heads inside the
+compiled function (`repeat_kv`, as eager model code does) and takes the aligned additive mask;
+SDPA gets the same options as eager (impls._torch.sdpa_options); FlexAttention takes
+`enable_gqa=True` and a mask_mod shifted by Nk - Nq.
 """
 from __future__ import annotations
 
@@ -14,9 +19,11 @@ import contextlib
 import math
 import warnings
 
+from harness.constants import FEATURE_BOTTOM_RIGHT, FEATURE_KV_HEADS
 from harness.measure.timer import time_once
+from harness.problem.inputs import causal_offset
 from impls._torch import (TorchAdapter, causal_bias, device_reasons, naive_attention, prepared,
-                          to_device)
+                          sdpa_options, to_device)
 from impls.encoders import TorchEncoder
 
 # torch's words when flex_attention runs outside torch.compile (its unfused, N x N path)
@@ -54,14 +61,15 @@ class CompiledKernel(TorchAdapter):
 
     modes = ("fwd", "fwd_bwd")
     kernel_probe = "compiled"
+    features = frozenset({FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT})
 
-    def function(self, case):
-        """(fn, extra positional arguments after q, k, v)."""
+    def function(self, case, q, k, v):
+        """(fn, extra positional arguments after q, k, v), given the prepared q, k, v."""
         raise NotImplementedError
 
     def prepare(self, case, inputs):
         q, k, v = to_device(case, inputs)
-        fn, extra = self.function(case)
+        fn, extra = self.function(case, q, k, v)
         compiled = compile_static(fn)
         context = strict()
         return self.finish(case, lambda: compiled(q, k, v, *extra), context, inputs,
@@ -77,28 +85,34 @@ class CompiledNaive(CompiledKernel):
     name = "torch.compile.naive"
     description = "The textbook formula (torch.naive) under torch.compile (inductor)."
 
-    def function(self, case):
+    def function(self, case, q, k, v):
         mask = causal_bias(case) if case.causal else None
-        return naive_attention, (mask, 1.0 / math.sqrt(case.head_dim))
+        return naive_attention, (mask, 1.0 / math.sqrt(case.head_dim), case.group_size)
 
 
 class CompiledSDPA(CompiledKernel):
     name = "torch.compile.sdpa"
     description = "scaled_dot_product_attention under torch.compile (inductor)."
 
-    def function(self, case):
+    def function(self, case, q, k, v):
         import torch.nn.functional as F
 
-        causal = case.causal
+        options = sdpa_options(case, q, k, v)
 
         def sdpa(q, k, v):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            return F.scaled_dot_product_attention(q, k, v, **options)
 
         return sdpa, ()
 
 
-def _causal_mod(b, h, q_idx, kv_idx):
-    return q_idx >= kv_idx  # top-left aligned, as the reference: query i sees keys j <= i
+def causal_mod(offset: int):
+    """The causal mask_mod (flex_attention has no causal flag of its own, so the alignment is
+    this one's): query i sees keys j <= i + offset (0: top-left; Nk - Nq: bottom-right,
+    harness.problem.inputs.causal_offset)."""
+    def causal(b, h, q_idx, kv_idx):
+        return q_idx + offset >= kv_idx
+
+    return causal
 
 
 class Flex(CompiledKernel):
@@ -138,8 +152,9 @@ class Flex(CompiledKernel):
                 if case.device.startswith("cuda"):
                     torch.cuda.synchronize(case.device)
 
+            mask_mod = causal_mod(causal_offset(case.seq_len, case.seq_len_kv, case.causal_align))
             block_mask, build_s = time_once(
-                lambda: create_block_mask(_causal_mod, None, None, case.seq_len, case.seq_len_kv,
+                lambda: create_block_mask(mask_mod, None, None, case.seq_len, case.seq_len_kv,
                                           device=case.device, BLOCK_SIZE=BLOCK_SIZE), sync)
             computed = int(block_mask.kv_num_blocks.sum())
             if block_mask.full_kv_num_blocks is not None:
@@ -149,8 +164,9 @@ class Flex(CompiledKernel):
                     "block_mask_sparsity": 1.0 - computed / tiles}
         compiled = compile_static(flex_attention)
         context = strict()
-        return self.finish(case, lambda: compiled(q, k, v, block_mask=block_mask), context,
-                           inputs, {"q": q, "k": k, "v": v}, info)
+        gqa = case.kv_heads != case.heads  # query head h reads K/V head h // group, as the reference
+        return self.finish(case, lambda: compiled(q, k, v, block_mask=block_mask, enable_gqa=gqa),
+                           context, inputs, {"q": q, "k": k, "v": v}, info)
 
 
 class CompiledEncoder(TorchEncoder):

@@ -3,13 +3,19 @@
 Pinning uses `torch.nn.attention.sdpa_kernel`, entered in `prepare` and exited in `close`, so
 entering the context is never part of the timed call. Whether a pinned backend can run a case
 is asked of torch itself with a trial call, and torch's own words become the reason.
+
+Grouped K/V heads go in as they are (`enable_gqa`); a bottom-right causal mask as torch's
+`causal_lower_right` or a boolean mask (`impls._torch.sdpa_options` says which, and why). A
+backend that cannot take either is refused by its trial call when pinned; the dispatcher falls
+back (to math, say), and the record's `kernel`, read from the profiler, names what ran.
 """
 from __future__ import annotations
 
 import contextlib
 import warnings
 
-from impls._torch import TorchAdapter, device_reasons, prepared, to_device
+from harness.constants import FEATURE_BOTTOM_RIGHT, FEATURE_KV_HEADS
+from impls._torch import TorchAdapter, device_reasons, prepared, sdpa_options, to_device
 
 # id, SDPBackend member (None: the dispatcher chooses), description
 SDPA_VARIANTS = (
@@ -27,6 +33,7 @@ class TorchSDPA(TorchAdapter):
 
     kernel_probe = "sdpa"  # the harness asks the profiler which backend really ran
     modes = ("fwd", "fwd_bwd")  # backward: torch autograd, through the same backend
+    features = frozenset({FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT})
 
     def __init__(self, name: str, backend: str | None, description: str):
         self.name = name
@@ -42,7 +49,8 @@ class TorchSDPA(TorchAdapter):
         return sdpa_kernel(getattr(SDPBackend, self.backend))
 
     def library_reasons(self, case) -> list[str]:
-        """A trial call on zeros (batch=1, heads=1) under the pinned backend; torch says why not.
+        """A trial call on zeros (batch 1; one K/V head and its query group) under the pinned
+        backend, with the case's mask and head options; torch says why not.
 
         The math backend, and the dispatcher (which falls back to math), accept every case;
         a trial for them would only materialise the N x N scores, so they are not asked.
@@ -54,13 +62,13 @@ class TorchSDPA(TorchAdapter):
         import torch.nn.functional as F
 
         options = {"device": case.device, "dtype": getattr(torch, case.dtype)}
-        q = torch.zeros(1, 1, case.seq_len, case.head_dim, **options)
+        q = torch.zeros(1, case.group_size, case.seq_len, case.head_dim, **options)
         kv = torch.zeros(1, 1, case.seq_len_kv, case.head_dim, **options)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 with self._backend_context():
-                    F.scaled_dot_product_attention(q, kv, kv, is_causal=case.causal)
+                    F.scaled_dot_product_attention(q, kv, kv, **sdpa_options(case, q, kv, kv))
             except torch.cuda.OutOfMemoryError:
                 raise  # the case itself would not fit: let the harness call it oom
             except RuntimeError as exc:
@@ -74,12 +82,13 @@ class TorchSDPA(TorchAdapter):
         import torch.nn.functional as F
 
         q, k, v = to_device(case, inputs)
-        causal = case.causal
-        backend = contextlib.ExitStack()
-        backend.enter_context(self._backend_context())  # exited by Prepared.close
+        with contextlib.ExitStack() as entering:
+            entering.enter_context(self._backend_context())
+            options = sdpa_options(case, q, k, v)  # under the pin: it asks what the pin allows
+            backend = entering.pop_all()  # left by Prepared.close
         return prepared(
             case,
-            lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+            lambda: F.scaled_dot_product_attention(q, k, v, **options),
             close=backend.close,
             kernel=self.kernel,
             wrt={"q": q, "k": k, "v": v},

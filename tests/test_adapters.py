@@ -2,13 +2,16 @@
 tolerance, in the case's dtype, or says (in one readable line) why it cannot.
 
 Cases go through `harness.execute.run_case`, the path a worker takes, on ordinary and odd
-shapes, causal and not. TensorFlow never enters this process (it imports torch): the TF and
-Keras adapters run in a child process (tests/tf_cases_worker.py) and report JSON back.
+shapes, causal and not, with grouped K/V heads and a bottom-right causal mask. TensorFlow never
+enters this process (it imports torch): the TF and Keras adapters run in a child process
+(tests/tf_cases_worker.py) and report JSON back; so do JAX and Keras on JAX or torch.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
+import json
 import math
 import subprocess
 import sys
@@ -18,10 +21,13 @@ import numpy as np
 import pytest
 
 from harness import registry
-from harness.run.execute import run_case
-from harness.problem.inputs import kernel_inputs
+from harness.case import BOTTOM_RIGHT, TOP_LEFT
+from harness.constants import FEATURES
+from harness.run.execute import execute, run_case
+from harness.problem.inputs import causal_keep, kernel_inputs
 from harness.spec import DTYPES, Case
 from harness.spec import TimingSettings
+from impls.base import case_features
 from impls.numpy_ref import NumpyAttention
 from layer_cases import (FAMILY_KERNELS, assert_ok, child_env, family_kernel_cases, family_run,
                          require_family, run_tf_cases)
@@ -65,6 +71,15 @@ COMPILED = {"torch.compile.naive": [(1, False), (1, True), (2, True)],
             "tf.naive.graph": [(0, False), (1, True), (2, True), (3, True)],
             "tf.naive.xla": [(0, False), (1, True), (2, True), (3, True)]}
 HAVE_TF = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "keras"))
+# Grouped K/V heads and a bottom-right causal mask: (batch, heads, kv_heads, seq_len,
+# seq_len_kv, head_dim, causal, causal_align): 4 query heads on 2 K/V heads (causal) and on 1
+# (multi-query); bottom-right, a prefill chunk (3 queries on 17 keys) and a grouped decode step
+# (1 query on 33 keys). The compiled adapters take the last (both features at once).
+FEATURE_SHAPES = [(2, 4, 2, 16, 16, 16, True, TOP_LEFT), (1, 4, 1, 16, 16, 16, False, TOP_LEFT),
+                  (1, 2, 2, 3, 17, 24, True, BOTTOM_RIGHT), (1, 4, 2, 1, 33, 16, True, BOTTOM_RIGHT)]
+# Cases a library refuses on this CPU, though the adapter takes the feature: Keras 3.15 on
+# TensorFlow repeats K/V heads only when there are more than one (multi-query fails its einsum)
+LIBRARY_REFUSES = {"keras.ops": lambda case: case.kv_heads == 1 < case.heads}
 
 
 def kernel_adapters(in_tf_process: bool) -> list[str]:
@@ -85,6 +100,18 @@ def contract_cases(names) -> list[Case]:
             for name in names for dtype in CONTRACT_DTYPES]
 
 
+def feature_cases(names, picks=range(len(FEATURE_SHAPES)), dtypes=CONTRACT_DTYPES) -> list[Case]:
+    return [Case(impl=name, dtype=dtype, batch=b, heads=h, kv_heads=kv, seq_len=n, seq_len_kv=nk,
+                 head_dim=d, causal=causal, causal_align=align)
+            for i in picks for (b, h, kv, n, nk, d, causal, align) in [FEATURE_SHAPES[i]]
+            for name in names for dtype in dtypes]
+
+
+def compiled_feature_cases(family: str = "torch") -> list[Case]:
+    return feature_cases([n for n in COMPILED if registry.get(n).framework == family],
+                         picks=[len(FEATURE_SHAPES) - 1], dtypes=("float32",))
+
+
 def compiled_cases(family: str = "torch") -> list[Case]:
     out = []
     for name, picks in COMPILED.items():
@@ -99,6 +126,9 @@ def compiled_cases(family: str = "torch") -> list[Case]:
 
 
 def expected_ok(case: Case, adapter) -> bool:
+    refused = LIBRARY_REFUSES.get(case.impl)
+    if case_features(case) - adapter.features or (refused and refused(case)):
+        return False
     if case.impl in CPU_OK:
         return case.dtype in CPU_OK[case.impl]
     # A plugin: hold it to its own declarations (only the static ones for TF: not in this process)
@@ -135,6 +165,7 @@ def test_declarations(name):
     assert adapter.description.strip() and "\n" not in adapter.description
     assert adapter.requires and adapter.install_hint.startswith("pip install")
     assert set(adapter.dtypes) <= set(DTYPES) and "cpu" in adapter.devices
+    assert {"kv_heads", "bottom_right"} <= adapter.features <= set(FEATURES)  # every kernel
     if adapter.framework == TF_FRAMEWORK:
         assert "attnbench[tf]" in adapter.install_hint
     if "jax" in adapter.framework:
@@ -169,7 +200,8 @@ def test_adapter_modules_import_no_framework():
 # --- the contract, in this process (NumPy and torch families) -----------------------------
 
 @pytest.mark.parametrize("case", contract_cases(kernel_adapters(in_tf_process=False))
-                         + compiled_cases(), ids=lambda c: c.case_id)
+                         + feature_cases(kernel_adapters(in_tf_process=False))
+                         + compiled_cases() + compiled_feature_cases(), ids=lambda c: c.case_id)
 def test_contract(case):
     adapter = registry.get(case.impl)
     check_contract(case, run_case(case, adapter, FAST), expected_ok(case, adapter))
@@ -375,7 +407,9 @@ def test_wrong_adapter_is_caught(scratch_registry, wrong, dtype, causal, says):
 
 # --- TensorFlow and Keras, in a child process ---------------------------------------------
 
-TF_CASES = contract_cases(kernel_adapters(in_tf_process=True)) + compiled_cases(TF_FRAMEWORK)
+TF_CASES = (contract_cases(kernel_adapters(in_tf_process=True)) + compiled_cases(TF_FRAMEWORK)
+            + feature_cases(kernel_adapters(in_tf_process=True))
+            + compiled_feature_cases(TF_FRAMEWORK))
 needs_tf = pytest.mark.skipif(not HAVE_TF, reason="tensorflow and keras not installed "
                                                    "(pip install 'attnbench[tf]')")
 
@@ -384,7 +418,7 @@ needs_tf = pytest.mark.skipif(not HAVE_TF, reason="tensorflow and keras not inst
 def tf_run():
     """One child process runs every TF/Keras case through the worker's whole path; its
     records, keyed by case id."""
-    return run_tf_cases(TF_CASES, timeout=240, full=TF_CASES)
+    return run_tf_cases(TF_CASES, timeout=360, full=TF_CASES)
 
 
 @pytest.mark.tf
@@ -427,3 +461,199 @@ def test_family_contract(family, case):
         assert_ok(case, result)
     else:
         assert result["status"] == "unsupported" and "\n" not in result["reason"], result
+
+
+@pytest.mark.parametrize("family, case", [(f, c) for f, names in FAMILY_KERNELS.items()
+                                          for c in feature_cases(names, dtypes=("float32",))],
+                         ids=lambda p: getattr(p, "case_id", p))
+def test_family_feature_contract(family, case):
+    """Grouped K/V heads and bottom-right masks on JAX and Keras on JAX / torch (float32)."""
+    require_family(family)
+    result = family_feature_run(family)["records"][case.case_id]
+    if expected_ok(case, registry.get(case.impl)):
+        assert_ok(case, result)
+    else:
+        assert result["status"] == "unsupported" and "\n" not in result["reason"], result
+
+
+@functools.cache
+def family_feature_run(family: str) -> dict:
+    names = FAMILY_KERNELS[family]
+    return run_tf_cases(feature_cases(names, dtypes=("float32",)), timeout=300, family=family)
+
+
+# --- grouped K/V heads and bottom-right causal: what the harness and the adapters say -------
+
+class Featureless(NumpyAttention):
+    name = "test.featureless"
+    features = frozenset()
+
+
+@pytest.mark.parametrize("fields, says", [
+    ({"heads": 8, "kv_heads": 2},
+     "test.featureless takes no grouped K/V heads (kv_heads 2 of heads 8)"),
+    ({"seq_len": 1, "seq_len_kv": 4096, "causal": True, "causal_align": BOTTOM_RIGHT},
+     "test.featureless cannot align a causal mask bottom-right (seq_len 1, seq_len_kv 4096)"),
+    ({"padding": 0.25}, "test.featureless takes no key-padding mask (padding 0.25)"),
+])
+def test_a_feature_not_declared_is_a_reason(fields, says):
+    case = Case(impl=Featureless.name, **fields)
+    assert Featureless().static_reasons(case) == [says]
+    assert not NumpyAttention().static_reasons(dataclasses.replace(case, impl="numpy",
+                                                                   padding=0.0))
+
+
+def test_an_unknown_feature_fails_at_declaration():
+    with pytest.raises(TypeError, match="unknown features.*windowed"):
+        type("Windowed", (NumpyAttention,), {"features": frozenset({"windowed"})})
+
+
+def test_square_and_full_cases_need_no_alignment():
+    """Case keeps bottom_right only where it differs from top-left: causal and rectangular."""
+    assert not case_features(Case(impl="x", seq_len=8, causal=True, causal_align=BOTTOM_RIGHT))
+    assert not case_features(Case(impl="x", seq_len=2, seq_len_kv=8, causal_align=BOTTOM_RIGHT))
+
+
+@pytest.mark.parametrize("wrong, fields", [
+    ("test.wrong.top_left_causal", {"heads": 4, "kv_heads": 2, "seq_len": 3, "seq_len_kv": 17,
+                                    "causal": True, "causal_align": BOTTOM_RIGHT}),
+    ("test.wrong.top_left_causal", {"heads": 2, "seq_len": 1, "seq_len_kv": 33, "causal": True,
+                                    "causal_align": BOTTOM_RIGHT}),
+    ("test.wrong.kv_heads_modulo", {"heads": 4, "kv_heads": 2, "seq_len": 16}),
+    ("test.wrong.kv_heads_modulo", {"heads": 6, "kv_heads": 2, "seq_len": 9, "seq_len_kv": 20,
+                                    "causal": True, "causal_align": BOTTOM_RIGHT}),
+])
+def test_wrong_grouping_or_alignment_is_a_mismatch(scratch_registry, wrong, fields):
+    """Adapters that declare the feature and get it wrong (tests/plugins/wrong_kernels.py) are
+    caught by the harness's own path, with the reference grouped and aligned."""
+    from tests.plugins import wrong_kernels
+
+    for adapter in wrong_kernels.ADAPTERS:
+        registry.register(adapter)
+    case = Case(impl=wrong, dtype="float32", batch=2, head_dim=16, **fields)
+    result = execute(case, registry.get(wrong), FAST)
+    assert result["status"] == "mismatch" and "max_abs_err" in result["reason"], result
+    control = execute(dataclasses.replace(case, impl="numpy"), registry.get("numpy"), FAST)
+    assert control["status"] == "ok", control
+
+
+def test_grouped_sdpa_records_the_backend_that_ran():
+    """The kernel field is the profiler's: the math backend, pinned, repeats K/V itself; the
+    dispatcher's CPU flash kernel takes them grouped. Neither is relabelled."""
+    for name, ran in (("torch.sdpa.math", "math"), ("torch.sdpa", "flash_attention")):
+        case = Case(impl=name, heads=4, kv_heads=1, seq_len=3, seq_len_kv=17, head_dim=16,
+                    causal=True, causal_align=BOTTOM_RIGHT)
+        result = run_case(case, registry.get(name), FAST)
+        assert result["status"] == "ok" and result["kernel"] == ran, result
+    from harness.measure.kernels import name_kernel
+
+    # causal_lower_right on CUDA calls the memory-efficient operator without SDPA's wrapper
+    assert name_kernel("sdpa", ["aten::_efficient_attention_forward"]) == "efficient_attention"
+
+
+def test_sdpa_options_follow_the_case():
+    torch = pytest.importorskip("torch")
+    from impls._torch import sdpa_options
+
+    def options(**fields):
+        case = Case(impl="torch.sdpa", heads=4, head_dim=8, **fields)
+        q, k, v = (torch.from_numpy(x).float() for x in kernel_inputs(case).values())
+        return sdpa_options(case, q, k, v)
+
+    assert options(seq_len=5) == {}
+    assert options(seq_len=5, causal=True) == {"is_causal": True}
+    assert options(seq_len=5, kv_heads=2) == {"enable_gqa": True}
+    got = options(seq_len=3, seq_len_kv=7, kv_heads=1, causal=True, causal_align=BOTTOM_RIGHT)
+    assert got.keys() == {"enable_gqa", "attn_mask"}  # on the CPU, the mask built once
+    assert got["attn_mask"].dtype == torch.bool
+    assert np.array_equal(got["attn_mask"].numpy(), causal_keep(3, 7, BOTTOM_RIGHT))
+
+
+# --- each library's own is_causal alignment, pinned (never assumed) --------------------------
+
+ALIGN_NQ, ALIGN_NK = 3, 5
+
+
+def align_inputs() -> list[np.ndarray]:
+    """q (1, 2, Nq, 8), k, v (1, 2, Nk, 8), float32 values, in (B, H, N, D)."""
+    rng = np.random.default_rng(7)
+    return [rng.standard_normal((1, 2, n, 8)).astype(np.float32)
+            for n in (ALIGN_NQ, ALIGN_NK, ALIGN_NK)]
+
+
+def alignment_of(out: np.ndarray) -> str:
+    """Which causal alignment `out` (B, H, Nq, D) computed, against both written out here."""
+    q, k, v = (x.astype(np.float64) for x in align_inputs())
+    found = []
+    for align, offset in ((TOP_LEFT, 0), (BOTTOM_RIGHT, ALIGN_NK - ALIGN_NQ)):
+        keep = np.arange(ALIGN_NK)[None, :] <= np.arange(ALIGN_NQ)[:, None] + offset
+        scores = np.where(keep, q @ np.swapaxes(k, -1, -2) / math.sqrt(8), -np.inf)
+        weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        expected = (weights / weights.sum(axis=-1, keepdims=True)) @ v
+        if np.allclose(out, expected, atol=1e-5):
+            found.append(align)
+    assert len(found) == 1, f"neither alignment or both: {found}"
+    return found[0]
+
+
+def test_torch_sdpa_is_causal_is_top_left_and_causal_lower_right_bottom_right():
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    from torch.nn.attention.bias import causal_lower_right
+
+    q, k, v = (torch.from_numpy(x) for x in align_inputs())
+    assert alignment_of(F.scaled_dot_product_attention(q, k, v, is_causal=True).numpy()) == TOP_LEFT
+    lower_right = causal_lower_right(ALIGN_NQ, ALIGN_NK)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=lower_right)
+    assert alignment_of(out.numpy()) == BOTTOM_RIGHT
+
+
+def test_flex_attention_has_no_causal_flag():
+    """Its alignment is the mask_mod's (impls.torch_compiled.causal_mod), never a flag's."""
+    import inspect
+
+    pytest.importorskip("torch")
+    from torch.nn.attention.flex_attention import flex_attention
+
+    assert "is_causal" not in inspect.signature(flex_attention).parameters
+
+
+ALIGN_CHILD = """
+import json, sys
+import numpy as np
+q, k, v = (np.asarray(x, dtype=np.float32).transpose(0, 2, 1, 3) for x in json.load(sys.stdin))
+import keras
+outs = {"keras.ops.dot_product_attention": keras.ops.convert_to_numpy(
+    keras.ops.dot_product_attention(q, k, v, is_causal=True))}
+if keras.backend.backend() == "jax":
+    import jax
+    outs["jax.nn.dot_product_attention"] = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+print("RESULT " + json.dumps({n: np.asarray(o, dtype=np.float64).transpose(0, 2, 1, 3).tolist()
+                              for n, o in outs.items()}))
+"""
+
+
+@functools.cache
+def library_outputs(family: str) -> dict:
+    """is_causal=True outputs of the family's libraries on `align_inputs()`, from a child
+    process of the family's own (its Keras backend), in (B, H, Nq, D)."""
+    payload = json.dumps([x.tolist() for x in align_inputs()])
+    proc = subprocess.run([sys.executable, "-c", ALIGN_CHILD], input=payload, capture_output=True,
+                          text=True, cwd=ROOT, env=child_env(family=family), timeout=180)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return {n: np.array(o) for n, o in json.loads(lines[-1][len("RESULT "):]).items()}
+
+
+@pytest.mark.parametrize("family, library", [
+    ("keras-jax", "jax.nn.dot_product_attention"),
+    ("keras-jax", "keras.ops.dot_product_attention"),
+    ("keras-torch", "keras.ops.dot_product_attention"),
+    pytest.param("tensorflow", "keras.ops.dot_product_attention", marks=[pytest.mark.tf, needs_tf]),
+])
+def test_library_is_causal_alignment(family, library):
+    """jax.nn.dot_product_attention and keras.ops.dot_product_attention (on each backend) align
+    is_causal top-left, so the adapters pass a bottom-right case an explicit mask."""
+    if family != "tensorflow":
+        require_family(family)
+    assert alignment_of(library_outputs(family)[library]) == TOP_LEFT

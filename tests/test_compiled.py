@@ -125,6 +125,25 @@ def test_flex_records_its_block_mask():
     assert info["block_mask_build_s"] > 0
 
 
+def test_flex_block_mask_follows_the_alignment():
+    """Top-left, 128 queries on 384 keys keep only the first key tile (two of three skipped);
+    bottom-right keeps all three: the BlockMask is built from the aligned mask_mod, and the
+    grouped K/V heads go in as they are (enable_gqa)."""
+    pytest.importorskip("torch")
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from impls.torch_compiled import BLOCK_SIZE, causal_mod
+
+    top_left = create_block_mask(causal_mod(0), None, None, 128, 384, device="cpu",
+                                 BLOCK_SIZE=BLOCK_SIZE)
+    assert int(top_left.kv_num_blocks.sum()) + int(top_left.full_kv_num_blocks.sum()) == 1
+    case = Case(impl="torch.flex", heads=4, kv_heads=2, seq_len=128, seq_len_kv=384, head_dim=16,
+                causal=True, causal_align="bottom_right")
+    result = run_case(case, registry.get("torch.flex"), FAST)
+    assert result["status"] == "ok", result
+    assert result["impl_info"]["block_mask_sparsity"] == 0.0
+
+
 # --- worker families ------------------------------------------------------------------------
 
 def test_every_adapter_names_a_known_family():

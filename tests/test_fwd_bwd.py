@@ -20,8 +20,9 @@ from harness.problem import layers, reference
 
 from harness import registry
 from harness.run.execute import run_case
-from harness.problem.gradients import kernel_forward_backward
-from harness.problem.inputs import case_keep, grad_output, kernel_inputs
+from harness.case import BOTTOM_RIGHT, TOP_LEFT
+from harness.problem.gradients import attention_backward, kernel_forward_backward
+from harness.problem.inputs import case_keep, grad_output, kernel_inputs, key_valid_lengths
 from harness.spec import Case
 from impls.numpy_ref import NumpyAttention
 from layer_cases import (FAMILY_KERNELS, FAST, KERAS_LAYERS, MASKS, SHAPES, TORCH_LAYERS,
@@ -399,3 +400,111 @@ def test_norm_policy_still_catches_a_wrong_layout_in_an_encoder(scratch_registry
                 seq_len=32, ffn_mult=1)  # square W1, so only the layout is wrong, not the shape
     result = quick_check(case, registry.get(case.impl))
     assert result["status"] == "mismatch", result
+
+
+# --- grouped K/V heads and the causal alignment: the backward, against torch autograd -------
+
+
+def keep_by_definition(nq, nk, causal, align, valid, batch):
+    """(B, 1, Nq, Nk): query i of sequence b keeps key j when j < n (its real keys) and, under
+    a causal mask, j <= i (top-left) or j <= n - Nq + i (bottom-right)."""
+    keep = np.zeros((batch, 1, nq, nk), dtype=bool)
+    for b in range(batch):
+        n = nk if valid is None else int(valid[b])
+        for i in range(nq):
+            last = (i if align == TOP_LEFT else n - nq + i) if causal else n - 1
+            keep[b, 0, i, : max(0, min(n, last + 1))] = True
+    return keep
+
+
+def autograd_grouped(inputs, keep):
+    """Written directly in torch float64, differentiated by autograd: K and V repeated over each
+    group of query heads (repeat_interleave, whose gradient sums over the group), the mask
+    `keep` as given, and a query that keeps no key giving 0."""
+    q, k, v = (torch.tensor(inputs[n], requires_grad=True) for n in "qkv")
+    group = q.shape[1] // k.shape[1]
+    kk, vv = (x.repeat_interleave(group, dim=1) for x in (k, v))
+    keep = torch.tensor(keep)
+    any_kept = keep.any(-1, keepdim=True)
+    s = (q @ kk.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(~keep, -math.inf)
+    p = torch.softmax(s.masked_fill(~any_kept, 0.0), -1) * any_kept
+    out = p @ vv
+    grads = torch.autograd.grad(out, (q, k, v), torch.tensor(inputs["dout"]))
+    return out.detach().numpy(), dict(zip("qkv", (g.numpy() for g in grads)))
+
+
+GROUPED = [  # heads, kv_heads, nq, nk, causal, align, padding
+    (8, 2, 9, 13, False, TOP_LEFT, 0.0),
+    (8, 1, 9, 13, True, TOP_LEFT, 0.0),
+    (8, 2, 3, 17, True, BOTTOM_RIGHT, 0.0),
+    (8, 1, 1, 17, True, BOTTOM_RIGHT, 0.0),
+    (4, 2, 7, 4, True, BOTTOM_RIGHT, 0.0),  # the first 3 queries keep no key
+    (4, 4, 3, 17, True, BOTTOM_RIGHT, 0.0),
+    (4, 2, 6, 11, True, BOTTOM_RIGHT, 0.7),  # aligned to each sequence's real keys
+    (4, 2, 6, 11, True, TOP_LEFT, 0.5),
+]
+
+
+@pytest.mark.parametrize("heads, kv_heads, nq, nk, causal, align, padding", GROUPED)
+def test_grouped_and_aligned_reference_gradients_equal_torch_autograd(
+        monkeypatch, heads, kv_heads, nq, nk, causal, align, padding):
+    monkeypatch.setattr(reference, "ROW_CHUNK", 2)
+    case = Case(impl="numpy", batch=3, heads=heads, kv_heads=kv_heads, seq_len=nq,
+                seq_len_kv=nk, head_dim=8, causal=causal, causal_align=align, padding=padding)
+    inputs = kernel_inputs(case)
+    inputs["dout"] = grad_output(case, (3, heads, nq, 8))
+    out, grads = kernel_forward_backward(case, inputs)
+    keep = keep_by_definition(nq, nk, causal, align, key_valid_lengths(case), 3)
+    want_out, want = autograd_grouped(inputs, keep)
+    assert np.abs(out - want_out).max() < 1e-13
+    assert grads["k"].shape == grads["v"].shape == (3, kv_heads, nk, 8)
+    assert grads["q"].shape == (3, heads, nq, 8)
+    for name in "qkv":
+        assert np.isfinite(grads[name]).all()
+        assert np.abs(grads[name] - want[name]).max() < 1e-12, name
+    empty = ~keep.any(-1)[:, 0]  # (B, Nq): queries that keep no key pass no gradient
+    assert not grads["q"].transpose(0, 2, 1, 3)[empty].any()
+
+
+def test_grouped_k_and_v_gradients_are_the_per_query_head_ones_summed_over_each_group():
+    case = Case(impl="numpy", batch=2, heads=6, kv_heads=2, seq_len=5, seq_len_kv=9,
+                head_dim=8, causal=True, causal_align=BOTTOM_RIGHT)
+    x = kernel_inputs(case)
+    dout = grad_output(case, (2, 6, 5, 8))
+    out = reference.naive_attention(x["q"], x["k"], x["v"], True, align=BOTTOM_RIGHT)
+    _, dk, dv = attention_backward(x["q"], x["k"], x["v"], out, dout, True, align=BOTTOM_RIGHT)
+    wide = {n: np.repeat(x[n], 3, axis=1) for n in "kv"}  # each K/V head serving 3 query heads
+    _, dk_wide, dv_wide = attention_backward(x["q"], wide["k"], wide["v"], out, dout, True,
+                                             align=BOTTOM_RIGHT)
+    assert dk_wide.shape == (2, 6, 9, 8)
+    assert np.abs(dk - dk_wide.reshape(2, 2, 3, 9, 8).sum(2)).max() < 1e-13
+    assert np.abs(dv - dv_wide.reshape(2, 2, 3, 9, 8).sum(2)).max() < 1e-13
+
+
+def test_grouped_reference_equals_torch_sdpa_with_enable_gqa():
+    case = Case(impl="numpy", batch=2, heads=8, kv_heads=2, seq_len=12, head_dim=16, causal=True)
+    inputs = kernel_inputs(case)
+    inputs["dout"] = grad_output(case, (2, 8, 12, 16))
+    out, grads = kernel_forward_backward(case, inputs)
+    q, k, v = (torch.tensor(inputs[n], requires_grad=True) for n in "qkv")
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                            enable_gqa=True)
+    wants = torch.autograd.grad(want, (q, k, v), torch.tensor(inputs["dout"]))
+    assert np.abs(out - want.detach().numpy()).max() < 1e-13
+    for name, w in zip("qkv", wants):
+        assert np.abs(grads[name] - w.numpy()).max() < 1e-12, name
+
+
+def test_a_grouped_bottom_right_fwd_bwd_truth_has_tolerances_for_every_gradient():
+    truth.clear_caches()
+    case = Case(impl="numpy", mode="fwd_bwd", dtype="bfloat16", batch=2, heads=8, kv_heads=2,
+                seq_len=3, seq_len_kv=17, head_dim=16, causal=True, causal_align=BOTTOM_RIGHT)
+    grads, tols = truth.reference_grads(case), truth.grad_tolerances_for(case)
+    assert grads["k"].shape == grads["v"].shape == (2, 2, 17, 16)
+    assert set(tols) == {"q", "k", "v"} and all(np.isfinite(list(tols.values())))
+    inputs, _ = truth.problem(case)
+    _, naive = kernel_forward_backward(case, inputs, "bfloat16")
+    for name, g in grads.items():
+        floor = reference.ABS_FLOOR["bfloat16"] * max(1.0, np.abs(g).max())
+        assert tols[name] == pytest.approx(max(floor, 4 * np.abs(naive[name] - g).max()))
+    truth.clear_caches()

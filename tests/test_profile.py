@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,8 @@ from harness import registry
 from harness.cli.profile import add_parser
 from harness.run.profile import CATEGORIES, profile_case
 from harness.spec import Case
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def encoder(impl, **kw):
@@ -84,7 +88,21 @@ def test_cmd_profile_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "skipped keras.encoder" in out and "torch" in out
     assert summary["torch"] and summary["threads"] == 1
-    assert "torch" not in sys.modules  # the profiler ran in its worker, not in this process
+
+
+def test_cmd_profile_runs_torch_in_a_worker_not_in_its_own_process(tmp_path):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text('[sweep]\nimpls = ["torch.encoder.naive"]\nlevel = "encoder"\nheads = 2\n'
+                     'head_dim = 16\nseq_len = 16\n')
+    argv = ["profile", str(suite), "--out", str(tmp_path / "run"), "--repeats", "1",
+            "--warmup", "0", "--min-time", "0", "--threads", "1"]
+    code = ("import sys; from harness.cli import main; code = main(%r); "
+            "print('torch imported here:', 'torch' in sys.modules, 'exit', code)" % argv)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=300)
+    last = result.stdout.strip().splitlines()[-1]
+    assert last == "torch imported here: False exit 0", result.stdout + result.stderr
+    assert (tmp_path / "run" / "profile" / "summary.json").is_file()
 
 
 def test_cmd_profile_refuses_what_it_cannot_profile(tmp_path):

@@ -134,6 +134,18 @@ def test_small_wobbles_and_other_configurations_are_not_implausible():
     assert stability.implausible(records) == {}
 
 
+def test_a_figure_faster_than_the_machine_is_implausible():
+    gib = 2**30
+    found = stability.implausible([
+        rec(128, 1e-3, pct_of_peak=180.0),                                   # past the matmul
+        rec(128, 1e-3, impl="y", pct_of_bandwidth=300.0, bytes_moved=gib),    # past the memory
+        rec(128, 1e-3, impl="z", pct_of_bandwidth=300.0, bytes_moved=2**20),  # from a cache
+        rec(128, 1e-3, impl="w", pct_of_peak=180.0, dtype="bfloat16"),       # float32 inside
+        rec(128, 1e-3, impl="v", pct_of_peak=110.0, pct_of_bandwidth=110.0, bytes_moved=gib)])
+    assert sorted(found) == ["x/128", "y/128"]
+    assert "matmul peak" in found["x/128"] and "copy bandwidth" in found["y/128"]
+
+
 # ---- repeat statistics ---------------------------------------------------------------------
 
 def timed(samples, **extra):
@@ -341,7 +353,9 @@ def test_resume_keeps_the_repeats_already_recorded(tmp_path, run_cli):
     out, _ = run_suite(tmp_path, run_cli, "--no-report", "--repeats", "2")
     first_pass = [line for line in (out / "results.jsonl").read_text().splitlines()
                   if len(json.loads(line)["repeat_medians_s"]) == 1]
-    (out / "results.jsonl").write_text("\n".join(first_pass) + "\n")  # cut off after pass one
+    # cut off after pass one, by a version that wrote a field this one does not know
+    newer = [json.dumps({**json.loads(line), "from_a_newer_version": 1}) for line in first_pass]
+    (out / "results.jsonl").write_text("\n".join(newer) + "\n")
     kept = {json.loads(line)["case_id"]: json.loads(line)["repeat_medians_s"][0]
             for line in first_pass}
     (out / "logs" / "worker-numpy.log").unlink()

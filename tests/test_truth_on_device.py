@@ -45,6 +45,30 @@ def test_forward_and_backward_agree_across_namespaces(dtype, causal):
         assert np.abs(g_np - g_t.numpy()).max() <= (1e-13 if dtype == "float64" else 1e-2) * scale
 
 
+@pytest.mark.parametrize("kv_heads, nq, nk", [(1, 7, 4), (2, 3, 17), (2, 1, 17)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grouped_bottom_right_truth_agrees_across_namespaces(dtype, kv_heads, nq, nk):
+    rng = np.random.default_rng(11)
+    q, dout = (rng.standard_normal((2, 4, nq, 16)) for _ in range(2))
+    k, v = (rng.standard_normal((2, kv_heads, nk, 16)) for _ in range(2))
+    valid = np.array([nk, max(1, nk - 5)])
+    out_np = naive_attention(q, k, v, True, dtype, valid, "bottom_right")
+    t = [torch.from_numpy(a) for a in (q, k, v, dout)]
+    out_t = naive_attention(*t[:3], True, dtype, valid, "bottom_right")
+    grads_np = attention_backward(q, k, v, out_np, dout, True, dtype, valid, "bottom_right")
+    grads_t = attention_backward(*t[:3], torch.from_numpy(out_np), t[3], True, dtype, valid,
+                                 "bottom_right")
+    ref = naive_attention(q, k, v, True, "float64", valid, "bottom_right")
+    naive_err = np.abs(out_np - ref).max()
+    assert np.isfinite(out_t.numpy()).all()
+    assert np.abs(out_np - out_t.numpy()).max() <= (1e-13 if dtype == "float64" else 2 * naive_err)
+    for g_np, g_t in zip(grads_np, grads_t):
+        assert g_t.shape == g_np.shape and np.isfinite(g_t.numpy()).all()
+        scale = np.abs(g_np).max()
+        assert np.abs(g_np - g_t.numpy()).max() <= (1e-13 if dtype == "float64" else 1e-2) * scale
+    assert grads_t[1].shape == (2, kv_heads, nk, 16)
+
+
 def _case(**kw):
     return Case(**{"impl": "torch.sdpa", "heads": 2, "seq_len": 96, "head_dim": 16, **kw})
 
@@ -67,8 +91,10 @@ def on_torch(monkeypatch):
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwd_bwd"])
-def test_a_truth_computed_with_torch_is_the_numpy_truth(on_torch, monkeypatch, mode):
-    case = _case(mode=mode, dtype="bfloat16", causal=True)
+@pytest.mark.parametrize("problem", [{}, {"kv_heads": 1, "seq_len": 40, "seq_len_kv": 96,
+                                         "causal_align": "bottom_right"}], ids=["mha", "gqa-br"])
+def test_a_truth_computed_with_torch_is_the_numpy_truth(on_torch, monkeypatch, mode, problem):
+    case = _case(mode=mode, dtype="bfloat16", causal=True, **problem)
     brought_back = []
     to_numpy = on_device._to_numpy
     monkeypatch.setattr(on_device, "_to_numpy", lambda v: brought_back.append(v) or to_numpy(v))

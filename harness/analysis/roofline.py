@@ -3,20 +3,23 @@
 intensity, min(matmul peak, intensity × copy bandwidth), both measured by the run
 (`harness.measure.peaks`, env.json `peaks`), and the share of that roof it achieved.
 
-The bytes model, per call, in the case's dtype (B·H heads, Nq queries, Nk keys, head size D):
+The bytes model, per call, in the case's dtype (B·H query heads, Hkv K/V heads, Nq queries,
+Nk keys, head size D). Q, O, dO and dQ count per query head, K, V, dK and dV per K/V head and
+per real (unpadded) key, as in the one model of what a problem requires
+(`harness.measure.traffic`), on top of which each class adds what it moves itself:
 
-- every kernel reads Q, K, V and writes O: (2·Nq + 2·Nk)·D per head;
 - a *materialising* implementation (the textbook formula: numpy, *.naive, the math backend,
-  Keras and TensorFlow ops) also writes the Nq×Nk score matrix, reads it for the softmax,
-  writes the probabilities and reads them for P·V: 4·Nq·Nk per head, masked or not (it masks
-  a full matrix);
-- a *fused* kernel (flash, memory-efficient, cuDNN, xformers) keeps scores on chip, walking
-  queries in blocks of TILE rows and reading K and V once per block: 2·D times the keys each
-  block sees (all Nk; under a causal mask only those up to the block's last row);
-- fwd_bwd adds a backward: materialising, reads dO, Q, K, V, writes dQ, dK, dV and makes six
-  more passes over Nq×Nk (read P, write and read dP, write dS, read dS for dQ and for dK);
-  fused, walks key blocks of TILE, for each re-reading Q, O and dO and reading and writing dQ
-  for the rows the block serves, and reads K, V and writes dK, dV once.
+  Keras and TensorFlow ops) moves that model's Q, K, V, O, and also writes the Nq×Nk score
+  matrix, reads it for the softmax, writes the probabilities and reads them for P·V: 4·Nq·Nk
+  per query head, masked or not (it masks a full matrix);
+- a *fused* kernel (flash, memory-efficient, cuDNN, xformers) keeps scores on chip, reads Q
+  and writes O once, and walks queries in blocks of TILE rows, reading K and V once per block:
+  2·D·Hkv times the keys each block sees (all of them; under a causal mask only those up to
+  the block's last row, by the mask's alignment);
+- fwd_bwd adds a backward: materialising, the model's backward (reads Q, K, V, O, dO, writes
+  dQ, dK, dV) and six more passes over Nq×Nk (read P, write and read dP, write dS, read dS
+  for dQ and for dK); fused, walks key blocks of TILE, for each re-reading Q, O and dO and
+  reading and writing dQ for the rows the block serves, and reads K, V and writes dK, dV once.
 
 Traffic that stays in cache is counted as moved: the roof is the DRAM one. A point above it
 says the model overcounts for that case (its working set fit in cache) and is marked so.
@@ -28,7 +31,10 @@ from __future__ import annotations
 
 import math
 
+from harness.case import FIELD_NAMES, Case, value_of
 from harness.constants import ITEMSIZE
+from harness.measure.traffic import (backward_bytes, forward_bytes, key_counts, key_elements,
+                                     query_elements)
 
 TILE = 128  # rows per block of a fused kernel (FlashAttention-2's and torch's usual size)
 FUSED_KERNELS = ("flash_attention", "efficient_attention", "cudnn_attention")
@@ -50,40 +56,52 @@ def impl_class(record: dict) -> tuple[str, str]:
     return MATERIALISING, "not known to be fused"
 
 
-def _keys_seen(nq: int, nk: int, causal: bool, tile: int) -> int:
-    """Keys read summed over query blocks of `tile` rows (top-left causal alignment)."""
+def _keys_seen(nq: int, nk: int, causal: bool, tile: int, offset: int = 0) -> int:
+    """Keys read summed over query blocks of `tile` rows (under a causal mask, a block reads
+    the keys its last row sees: those up to that row + `offset`, the mask's causal_offset)."""
     total = 0
     for start in range(0, nq, tile):
         last = min(start + tile, nq) - 1
-        total += min(nk, last + 1) if causal else nk
+        total += min(nk, max(0, last + 1 + offset)) if causal else nk
     return total
 
 
-def _rows_served(nq: int, nk: int, causal: bool, tile: int) -> int:
-    """Query rows summed over key blocks of `tile` keys (a causal block serves rows >= its
-    first key)."""
+def _rows_served(nq: int, nk: int, causal: bool, tile: int, offset: int = 0) -> int:
+    """Query rows summed over key blocks of `tile` keys (under a causal mask, a block serves
+    the rows that see its first key: row + `offset` >= that key)."""
     total = 0
     for start in range(0, nk, tile):
-        total += max(0, nq - start) if causal else nq
+        total += min(nq, max(0, nq - start + offset)) if causal else nq
     return total
+
+
+def _record_case(record: dict) -> Case:
+    """The case a record describes (a field the record predates takes its default)."""
+    return Case(**{name: value_of(record, name) for name in FIELD_NAMES})
 
 
 def bytes_moved(record: dict, cls: str) -> int:
     """Bytes one call moves by the model above."""
-    nq = record["seq_len"]
-    nk = record.get("seq_len_kv") or nq
-    d, causal = record["head_dim"], bool(record.get("causal"))
-    heads = record["batch"] * record["heads"]
-    backward = record.get("mode") == "fwd_bwd"
+    from harness.problem.inputs import causal_offset
+
+    case = _record_case(record)
+    backward = case.mode == "fwd_bwd"
     if cls == MATERIALISING:
-        elements = (2 * nq + 2 * nk) * d + 4 * nq * nk
+        scores = case.batch * case.heads * case.seq_len * case.seq_len_kv
+        moved = forward_bytes(case) + ITEMSIZE[case.dtype] * 4 * scores
         if backward:
-            elements += (2 * nq + 2 * nk) * d + (nq + 2 * nk) * d + 6 * nq * nk
-    else:
-        elements = 2 * nq * d + 2 * d * _keys_seen(nq, nk, causal, TILE)
-        if backward:
-            elements += 5 * d * _rows_served(nq, nk, causal, TILE) + 4 * nk * d
-    return heads * elements * ITEMSIZE[record["dtype"]]
+            moved += backward_bytes(case) + ITEMSIZE[case.dtype] * 6 * scores
+        return moved
+    nq, d, causal = case.seq_len, case.head_dim, case.causal
+    keys = key_counts(case)  # per sequence: a mask is aligned to each one's real keys
+    seen = sum(_keys_seen(nq, n, causal, TILE, causal_offset(nq, n, case.causal_align))
+               for n in keys)
+    elements = 2 * query_elements(case) + 2 * d * case.kv_heads * seen
+    if backward:
+        served = sum(_rows_served(nq, n, causal, TILE, causal_offset(nq, n, case.causal_align))
+                     for n in keys)
+        elements += 4 * key_elements(case) + 5 * d * case.heads * served
+    return elements * ITEMSIZE[case.dtype]
 
 
 def point(record: dict, peaks: dict) -> tuple[dict | None, str]:

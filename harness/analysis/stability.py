@@ -7,15 +7,21 @@ measured at about N^3.4 over one doubling). So:
 - a median more than IMPLAUSIBLE_RATIO · (N / n)^MAX_GROWTH_EXPONENT times the median at some
   smaller seq_len n,
 was disturbed (a preempted thread waiting out scheduler slices gives every sample the same
-delay, so its own interval looks tight). Such a figure is measured again; if it stays
-implausible it is kept with `stable: false`.
+delay, so its own interval looks tight). So was a figure faster than the machine: TFLOP/s more
+than ABOVE_PEAK_MARGIN times the measured matmul peak (float32 and float64), or GB/s that much
+above the measured copy bandwidth on a working set no cache holds. Such a figure is measured
+again; if it stays implausible it is kept with `stable: false`.
 """
 from __future__ import annotations
 
 from harness.case import series_key, sweep_len
+from harness.measure.peaks import beyond_cache
 from harness.units import duration
 
 IMPLAUSIBLE_RATIO = 1.5
+# A figure beyond a measured peak by more than the peak's own noise cannot be right.
+ABOVE_PEAK_MARGIN = 1.25
+FULL_PRECISION = ("float32", "float64")
 MAX_GROWTH_EXPONENT = 4
 
 
@@ -32,12 +38,29 @@ def implausible(records: list[dict]) -> dict[str, str]:
     out = {}
     for members in groups.values():
         for r in members:
-            why = _slower_than_larger(r, members) or _faster_growth(r, members)
+            why = (_beyond_peaks(r) or _slower_than_larger(r, members)
+                   or _faster_growth(r, members))
             if why:
                 out[r["case_id"]] = (f"its median {duration(r['median_s'])} is {why}, so this "
                                      "figure was disturbed; run it again on a quiet machine or "
                                      "with --repeats")
     return out
+
+
+def _beyond_peaks(r: dict) -> str | None:
+    """Faster than the machine can go: FLOP/s past its measured matmul peak (in a precision
+    whose matmul is the ceiling: a low-precision call may compute in float32 past a slow
+    bfloat16 matmul), or bytes per second past its copy bandwidth on a working set too large
+    for any cache (peaks.beyond_cache)."""
+    limit = 100 * ABOVE_PEAK_MARGIN
+    pct = r.get("pct_of_peak")
+    if pct and pct > limit and r.get("dtype") in FULL_PRECISION:
+        return f"{pct:.0f}% of the machine's measured matmul peak: more than it can compute"
+    pct = r.get("pct_of_bandwidth")
+    if pct and pct > limit and beyond_cache(r):
+        return (f"{pct:.0f}% of the machine's measured copy bandwidth, on more bytes than that "
+                "copy moved: more than its memory can deliver")
+    return None
 
 
 def _slower_than_larger(r: dict, members: list[dict]) -> str | None:

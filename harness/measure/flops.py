@@ -1,11 +1,15 @@
 """One FLOP model for every implementation, so TFLOP/s figures are comparable.
 
-Attention core (every level): 4·D FLOPs per unmasked score entry per (batch, head) — 2·D for
-Q·Kᵀ and 2·D for P·V; softmax and scaling are not counted. A full Nq×Nk problem has Nq·Nk
-entries; a causal one counts exactly the entries its mask keeps, top-left aligned (query i sees
-keys j <= i), which is Nq·(Nq+1)/2 when Nq == Nk; with key padding, each sequence counts only
-its unpadded keys. Backward of the core is 2.5× its forward (the FlashAttention benchmarks'
-convention), so a kernel's fwd_bwd counts 3.5× forward.
+Attention core (every level): 4·D FLOPs per unmasked score entry per (batch, query head) —
+2·D for Q·Kᵀ and 2·D for P·V; softmax and scaling are not counted. Grouped K/V heads change
+no FLOP (every query head still scores every key it keeps). A full Nq×Nk problem has Nq·Nk
+entries; a causal one counts exactly the entries its mask keeps, row by row, with its
+alignment (harness.problem.inputs.causal_keep): top-left, row i keeps min(Nk, i + 1) keys
+(Nq·(Nq+1)/2 when Nq == Nk); bottom-right, min(Nk, max(0, Nk − Nq + i + 1)), so a one-token
+decode step keeps all Nk and costs 4·D·Nk. With key padding, each sequence counts only its
+unpadded keys (and a bottom-right mask is aligned to them, as the reference's is). Backward
+of the core is 2.5× its forward (the FlashAttention benchmarks' convention), so a kernel's
+fwd_bwd counts 3.5× forward.
 
 Layers add their matrix products, 2 FLOPs per multiply-add, over all B·N tokens:
   mha:      the q, k, v and output projections, 4 · 2·d_model² per token (d_model = H·D);
@@ -17,32 +21,47 @@ activations and residual adds are not counted (they are O(N·d), not O(N·d²) o
 """
 from __future__ import annotations
 
+from harness.case import TOP_LEFT
+
 BACKWARD_FACTOR = 2.5  # attention core
 MATMUL_BACKWARD_FACTOR = 2.0  # a matrix product's backward: d(input) and d(weight)
 
 
-def score_entries(seq_len: int, seq_len_kv: int, causal: bool) -> int:
-    """Unmasked entries of one (Nq, Nk) score matrix."""
+def score_entries(seq_len: int, seq_len_kv: int, causal: bool, align: str = TOP_LEFT) -> int:
+    """Unmasked entries of one (Nq, Nk) score matrix under a causal mask with alignment
+    `align`: row i keeps clamp(i + 1 + offset, 0, Nk) keys (offset 0 top-left, Nk − Nq
+    bottom-right), summed in closed form."""
+    from harness.problem.inputs import causal_offset
+
     if not causal:
         return seq_len * seq_len_kv
-    # row i keeps min(i + 1, Nk) keys
-    full_rows = max(0, seq_len - seq_len_kv)
-    partial = min(seq_len, seq_len_kv)
-    return partial * (partial + 1) // 2 + full_rows * seq_len_kv
+    offset = causal_offset(seq_len, seq_len_kv, align)
+    return _clamped_sum(offset + seq_len, seq_len_kv) - _clamped_sum(offset, seq_len_kv)
+
+
+def _clamped_sum(x: int, cap: int) -> int:
+    """sum of clamp(t, 0, cap) for t = 1..x (0 when x <= 0)."""
+    if x <= 0:
+        return 0
+    if x <= cap:
+        return x * (x + 1) // 2
+    return cap * (cap + 1) // 2 + (x - cap) * cap
 
 
 def _batch_entries(case) -> int:
-    """Unmasked score entries summed over the batch (one head)."""
+    """Unmasked score entries summed over the batch (one query head)."""
     from harness.problem.inputs import key_valid_lengths
 
     valid = key_valid_lengths(case)
     if valid is None:
-        return score_entries(case.seq_len, case.seq_len_kv, case.causal) * case.batch
-    return sum(score_entries(case.seq_len, int(n), case.causal) for n in valid)
+        return score_entries(case.seq_len, case.seq_len_kv, case.causal,
+                             case.causal_align) * case.batch
+    return sum(score_entries(case.seq_len, int(n), case.causal, case.causal_align)
+               for n in valid)
 
 
 def attention_flops(case) -> int:
-    """Forward FLOPs of the attention core: softmax(Q Kᵀ) V over every batch and head."""
+    """Forward FLOPs of the attention core: softmax(Q Kᵀ) V over every batch and query head."""
     return 4 * case.head_dim * _batch_entries(case) * case.heads
 
 

@@ -7,11 +7,14 @@ asks it, the same way for every adapter.
 """
 from __future__ import annotations
 
-# aten operator (as the profiler names it) -> backend, in the names SDPBackend uses, lowercased
+# aten operator (as the profiler names it) -> backend, in the names SDPBackend uses, lowercased.
+# torch's bottom-right `causal_lower_right` bias calls a backend's operator itself, without the
+# scaled_dot_product_* wrapper: `_efficient_attention_forward` names the memory-efficient one.
 SDPA_OPERATORS = {
     "aten::_scaled_dot_product_flash_attention_for_cpu": "flash_attention",
     "aten::_scaled_dot_product_flash_attention": "flash_attention",
     "aten::_scaled_dot_product_efficient_attention": "efficient_attention",
+    "aten::_efficient_attention_forward": "efficient_attention",
     "aten::_scaled_dot_product_cudnn_attention": "cudnn_attention",
     "aten::_scaled_dot_product_fused_attention_overrideable": "overrideable",
     "aten::_scaled_dot_product_attention_math": "math",

@@ -1,6 +1,7 @@
 """What this machine can do at best, measured once per run: matmul TFLOP/s per (device, dtype)
-and memory bandwidth per device. Records report `pct_of_peak` against these, so "40 TFLOP/s"
-reads as "half of what this GPU's matmul reaches" rather than a number without a scale.
+and memory bandwidth per device. Records report `pct_of_peak` and `pct_of_bandwidth` against
+these, so "40 TFLOP/s" reads as "half of what this GPU's matmul reaches" rather than a number
+without a scale.
 
 Measured with torch (a core dependency) in the torch worker, whatever framework a case uses:
 the peak belongs to the machine, not to a library. Timed by the clock a torch case on the same
@@ -78,3 +79,17 @@ def pct_of_peak(record: dict, peaks: dict) -> float | None:
     if not peak or not record.get("tflops"):
         return None
     return 100.0 * record["tflops"] / peak
+
+
+def pct_of_bandwidth(record: dict, peaks: dict) -> float | None:
+    """Achieved GB/s as a percentage of the measured copy bandwidth of the record's device."""
+    bandwidth = peaks.get(record["device"], {}).get("bandwidth_gbs")
+    if not bandwidth or not record.get("gbps"):
+        return None
+    return 100.0 * record["gbps"] / bandwidth
+
+
+def beyond_cache(record: dict) -> bool:
+    """Whether one call moves at least as many bytes as the copy that measured the bandwidth: a
+    smaller working set may be served from cache, faster than the copy's memory bandwidth."""
+    return (record.get("bytes_moved") or 0) >= COPY_BYTES[record["device"].split(":")[0]]

@@ -10,26 +10,37 @@ Backward of O = softmax(S) V, S = scale · Q Kᵀ + mask, per query-row chunk (P
 from Q and K, so memory stays bounded at long N, as in the forward):
     dV += Pᵀ dO        dP = dO Vᵀ        dS = P ∘ (dP − rowsum(dO ∘ O))
     dQ  = scale · dS K                    dK += scale · dSᵀ Q
+With grouped K/V (Hkv < H heads) the forward repeats K and V over each group of query heads
+(reference.expand_kv), so dK and dV are the per-query-head ones summed over the group:
+(B, Hkv, Nk, D), as K and V. A row the mask leaves without a key has P = 0 (output 0): it
+passes no gradient (dQ = 0 there, nothing to dK or dV).
 """
 from __future__ import annotations
 
 import numpy as np
 from array_api_compat import array_namespace, device
 
+from harness.case import TOP_LEFT
 from harness.problem.inputs import attention_keep
-from harness.problem.reference import (ROW_CHUNK, as_work, kept, naive_attention, round_to,
+from harness.problem.reference import (ROW_CHUNK, as_work, expand_kv, kept, naive_attention,
+                                       round_to, softmax_shift, softmax_total, sum_kv_groups,
                                        work_dtype)
 
 
 def attention_backward(q, k, v, out, dout, causal: bool, dtype: str = "float64",
-                       key_valid=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """dq, dk, dv of `naive_attention(q, k, v, causal, dtype, key_valid)` given dL/d(out).
+                       key_valid=None, align: str = TOP_LEFT
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dq, dk, dv of `naive_attention(q, k, v, causal, dtype, key_valid, align)` given
+    dL/d(out); dk and dv have k's and v's heads (summed over each group of query heads).
 
     `out` is that forward's output (it gives rowsum(dO ∘ O) without storing P). Every stored
     intermediate is rounded to `dtype`, as `naive_attention` does.
     """
     xp = array_namespace(q, k, v, out, dout)
     q, k, v, out, dout = (as_work(xp, x, dtype) for x in (q, k, v, out, dout))
+    kv_heads = k.shape[-3] if k.ndim >= 3 else None
+    if q.ndim >= 3:
+        k, v = expand_kv(xp, k, q.shape[-3]), expand_kv(xp, v, q.shape[-3])
     work, where = work_dtype(xp, dtype), device(q)
     scale = 1.0 / float(np.sqrt(q.shape[-1]))  # a Python float: products stay in `work`
     nq, nk = q.shape[-2], k.shape[-2]
@@ -43,11 +54,11 @@ def attention_backward(q, k, v, out, dout, causal: bool, dtype: str = "float64",
         rows = slice(start, min(start + ROW_CHUNK, nq))
         scores = round_to(q[..., rows, :] @ kt, dtype)
         scores = kept(xp, round_to(scores * scale, dtype),
-                      attention_keep(nq, nk, causal, key_valid, rows))
-        scores = scores - xp.max(scores, axis=-1, keepdims=True)
+                      attention_keep(nq, nk, causal, key_valid, rows, align))
+        scores = scores - softmax_shift(xp, scores)
         p = xp.exp(scores)
         del scores
-        p = round_to(p / xp.sum(p, axis=-1, keepdims=True), dtype)
+        p = round_to(p / softmax_total(xp, p), dtype)
         do = dout[..., rows, :]
         dv += p.swapaxes(-1, -2) @ do
         dp = round_to(do @ vt, dtype)
@@ -55,6 +66,8 @@ def attention_backward(q, k, v, out, dout, causal: bool, dtype: str = "float64",
         ds = round_to(p * (dp - delta), dtype)
         dq[..., rows, :] = round_to(round_to(ds @ k, dtype) * scale, dtype)
         dk += ds.swapaxes(-1, -2) @ q[..., rows, :]
+    if kv_heads is not None:
+        dk, dv = sum_kv_groups(xp, dk, kv_heads), sum_kv_groups(xp, dv, kv_heads)
     return dq, round_to(round_to(dk, dtype) * scale, dtype), round_to(dv, dtype)
 
 
@@ -64,6 +77,7 @@ def kernel_forward_backward(case, inputs, dtype: str = "float64") -> tuple[np.nd
 
     q, k, v = inputs["q"], inputs["k"], inputs["v"]
     valid = key_valid_lengths(case)
-    out = naive_attention(q, k, v, case.causal, dtype, valid)
-    dq, dk, dv = attention_backward(q, k, v, out, inputs["dout"], case.causal, dtype, valid)
+    out = naive_attention(q, k, v, case.causal, dtype, valid, case.causal_align)
+    dq, dk, dv = attention_backward(q, k, v, out, inputs["dout"], case.causal, dtype, valid,
+                                    case.causal_align)
     return out, {"q": dq, "k": dk, "v": dv}

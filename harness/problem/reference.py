@@ -17,12 +17,19 @@ The formula (`naive_attention`, and harness.problem.gradients' backward) is writ
 any array namespace (array-api-compat): NumPy arrays on the CPU, or torch tensors on a GPU,
 where the float64 truth of a long-sequence GPU case takes seconds instead of the CPU's hours
 (harness.problem.truth decides where it runs).
+
+The problem it defines: K and V may have fewer heads than Q (grouped-query attention, K/V
+repeated along heads as Hugging Face's `repeat_kv` does, so query head h reads K/V head
+h // (H / Hkv)); a causal mask is top-left or bottom-right aligned
+(harness.problem.inputs.causal_keep); and a query row the mask leaves without any key outputs
+0 (`softmax_shift`).
 """
 from __future__ import annotations
 
 import numpy as np
 from array_api_compat import array_namespace, device, is_torch_array
 
+from harness.case import TOP_LEFT
 from harness.problem.inputs import attention_keep
 
 TOLERANCE_FACTOR = 4.0
@@ -85,16 +92,65 @@ def kept(xp, scores, keep):
     return xp.where(xp.asarray(keep, device=device(scores)), scores, -xp.inf)
 
 
-def naive_attention(q, k, v, causal: bool, dtype: str = "float64",
-                    key_valid=None) -> np.ndarray:
+def expand_kv(xp, x, heads: int):
+    """K or V of shape (..., Hkv, N, D) repeated to `heads` heads, each K/V head serving
+    heads // Hkv consecutive query heads (Hugging Face's `repeat_kv`, torch SDPA's
+    `enable_gqa`); `x` itself when it has `heads` heads already (or no head axis)."""
+    if x.ndim < 3 or x.shape[-3] == heads:
+        return x
+    shape = tuple(x.shape)
+    group, rest = divmod(heads, shape[-3])
+    if rest:
+        raise ValueError(f"{heads} query heads cannot share {shape[-3]} K/V heads evenly")
+    wide = xp.broadcast_to(xp.expand_dims(x, axis=-3), shape[:-2] + (group,) + shape[-2:])
+    return xp.reshape(wide, shape[:-3] + (heads,) + shape[-2:])
+
+
+def sum_kv_groups(xp, x, kv_heads: int):
+    """The adjoint of `expand_kv`: a gradient over the query heads (..., H, N, D) summed over
+    each group of H // kv_heads query heads that shares a K/V head, (..., kv_heads, N, D)."""
+    if x.ndim < 3 or x.shape[-3] == kv_heads:
+        return x
+    shape = tuple(x.shape)
+    grouped = xp.reshape(x, shape[:-3] + (kv_heads, shape[-3] // kv_heads) + shape[-2:])
+    return xp.sum(grouped, axis=-3)
+
+
+def softmax_shift(xp, scores):
+    """What a row softmax subtracts from masked `scores` (dropped entries -inf): each row's
+    maximum, or 0 for a row that keeps no entry.
+
+    Softmax is exp(scores - softmax_shift) / softmax_total. A row with no kept entry gets
+    weights 0, so its output is 0 and it passes no gradient: FlashAttention's convention (a
+    bottom-right causal mask with Nq > Nk leaves its first Nq - Nk rows without a key) where
+    the textbook formula gives 0/0. A row with a kept entry is computed exactly as without
+    this rule. Two helpers, not one softmax function, so callers keep working in place on the
+    chunk's own arrays (a function holding its argument would keep one more chunk alive).
+    """
+    top = xp.max(scores, axis=-1, keepdims=True)
+    return xp.where(top == -xp.inf, xp.zeros_like(top), top)
+
+
+def softmax_total(xp, weights):
+    """Each row's sum of exp(scores - softmax_shift), 1 for a row that keeps no entry (its
+    weights are all 0, and stay 0). A row with a kept entry sums to at least exp(0) = 1."""
+    total = xp.sum(weights, axis=-1, keepdims=True)
+    return xp.where(total == 0, xp.ones_like(total), total)
+
+
+def naive_attention(q, k, v, causal: bool, dtype: str = "float64", key_valid=None,
+                    align: str = TOP_LEFT) -> np.ndarray:
     """softmax(q kᵀ / √d + mask) v, computed naively in `dtype` (see the module docstring).
 
-    q: (B, H, Nq, D); k, v: (B, H, Nk, D). The mask keeps what `causal` and `key_valid` (the
-    unpadded keys per sequence, (B,), or None) allow. Works over query-row chunks so a float64
-    reference at long N stays within memory.
+    q: (B, H, Nq, D); k, v: (B, Hkv, Nk, D), H a multiple of Hkv (`expand_kv`). The mask keeps
+    what `causal` (aligned by `align`) and `key_valid` (the unpadded keys per sequence, (B,),
+    or None) allow; a row that keeps no key outputs 0. Works over query-row chunks so a
+    float64 reference at long N stays within memory.
     """
     xp = array_namespace(q, k, v)
     q, k, v = (as_work(xp, x, dtype) for x in (q, k, v))
+    if q.ndim >= 3:
+        k, v = expand_kv(xp, k, q.shape[-3]), expand_kv(xp, v, q.shape[-3])
     scale = 1.0 / float(np.sqrt(q.shape[-1]))
     nq, nk = q.shape[-2], k.shape[-2]
     out = xp.empty(tuple(q.shape[:-1]) + (v.shape[-1],), dtype=work_dtype(xp, dtype),
@@ -105,26 +161,28 @@ def naive_attention(q, k, v, causal: bool, dtype: str = "float64",
         # each step in place on this chunk's own array: the same operations, fewer copies
         scores = round_to(q[..., rows, :] @ kt, dtype)
         scores *= scale  # a Python float: the product stays in the working dtype
-        scores = kept(xp, round_to(scores, dtype), attention_keep(nq, nk, causal, key_valid, rows))
-        scores -= xp.max(scores, axis=-1, keepdims=True)
+        scores = kept(xp, round_to(scores, dtype),
+                      attention_keep(nq, nk, causal, key_valid, rows, align))
+        scores -= softmax_shift(xp, scores)
         weights = xp.exp(scores)
         del scores
-        weights /= xp.sum(weights, axis=-1, keepdims=True)
+        weights /= softmax_total(xp, weights)
         weights = round_to(weights, dtype)
         out[..., rows, :] = round_to(weights @ v, dtype)
     return out
 
 
-def reference_output(q, k, v, causal: bool, key_valid=None) -> np.ndarray:
+def reference_output(q, k, v, causal: bool, key_valid=None, align: str = TOP_LEFT) -> np.ndarray:
     """The float64 truth every implementation is compared with."""
-    return naive_attention(q, k, v, causal, "float64", key_valid)
+    return naive_attention(q, k, v, causal, "float64", key_valid, align)
 
 
-def tolerance(q, k, v, causal: bool, dtype: str, reference: np.ndarray, key_valid=None) -> float:
+def tolerance(q, k, v, causal: bool, dtype: str, reference: np.ndarray, key_valid=None,
+              align: str = TOP_LEFT) -> float:
     """Absolute tolerance on max |out - reference| for an implementation computing in `dtype`."""
     if dtype == "float64":
         return ABS_FLOOR["float64"]
-    naive = naive_attention(q, k, v, causal, dtype, key_valid)
+    naive = naive_attention(q, k, v, causal, dtype, key_valid, align)
     return bound(naive, reference, dtype)
 
 

@@ -106,7 +106,7 @@ def _reference(case, inputs, dtype: str, backward: bool):
         if backward:
             return gradients.kernel_forward_backward(case, a, dtype)
         return reference.naive_attention(a["q"], a["k"], a["v"], case.causal, dtype,
-                                         key_valid_lengths(case)), None
+                                         key_valid_lengths(case), case.causal_align), None
 
     names = ("q", "k", "v", "dout") if backward else ("q", "k", "v")
     return on_device.computed(case, kernel, {n: inputs[n] for n in names})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.analysis import scaling
 from harness.analysis.crossovers import crossover_text
-from harness.case import config_key
+from harness.case import config_key, named_config
 
 
 def _computed(records: list[dict]) -> dict:
@@ -56,8 +56,8 @@ def local_table(run) -> tuple[list[str], list[list[str]]]:
 
 def power_law_notes(run) -> list[str]:
     """Why a row shows no single exponent: the test that rejected it, in words."""
-    return [f"{f['impl']} {f['metric']} ({f['dtype']}, {'causal' if f['causal'] else 'full'}): "
-            f"{f['note']}" for f in run.scaling.get("fits", []) if f.get("power_law") is False]
+    return [f"{f['impl']} {f['metric']} ({named_config(f)}): {f['note']}"
+            for f in run.scaling.get("fits", []) if f.get("power_law") is False]
 
 
 def scaling_gaps(run) -> list[str]:

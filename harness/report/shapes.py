@@ -8,8 +8,8 @@ more than one value in the run, so two problems never share a label.
 """
 from __future__ import annotations
 
-from harness.case import (CONFIG_FIELDS, axis_title, config_key, config_text, label_axes,
-                          label_cells, shape_key, shape_order, sweep_len, varying_axes)
+from harness.case import (ALWAYS_SHOWN, CONFIG_FIELDS, axis_title, config_key, config_text,
+                          label_axes, label_cells, shape_key, shape_order, sweep_len)
 from harness.report.format import finite
 
 __all__ = ["config_key", "config_label", "fastest_by_shape", "impls_of", "shape_columns",
@@ -19,8 +19,9 @@ LENGTH_COLUMN = "N"
 
 
 def varying(records: list[dict]) -> list[str]:
-    """The axes other than dtype and mask that take more than one value here."""
-    return varying_axes(records)
+    """The axes a label names besides dtype and mask: those that vary here, and the problem's
+    variants off their defaults (harness.case.label_axes)."""
+    return [a for a in label_axes(records) if a not in ALWAYS_SHOWN]
 
 
 def shape_columns(records: list[dict]) -> list[str]:

@@ -32,6 +32,7 @@ process: a crash or a hang costs one case, and the next case gets a fresh worker
 """
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import os
@@ -41,6 +42,7 @@ from pathlib import Path
 from harness.run.process import WorkerGone, start_worker, worker_env
 from harness.run.worker import WorkerHandle
 from harness.spec import Case
+from harness.store import json_safe
 
 PROBE_TIMEOUT_S = 120.0  # asking the library whether it can run a case
 PROFILE_TIMEOUT_S = 1800.0  # one case: warm-up, the recorded calls, the trace written
@@ -208,10 +210,16 @@ def serve(conn, threads: int) -> None:
     cannot run a case) and "profile" (the case's summary) until told to stop (None)."""
     os.environ.update(worker_env("torch", threads))  # before torch or NumPy is imported
     info = start_worker("torch", threads)
-    conn.send({"ready": True, "info": info})
+    conn.send(_plain({"ready": True, "info": info}))
     while (message := conn.recv()) is not None:
-        conn.send(_answer(message))
+        conn.send(_plain(_answer(message)))
     conn.close()
+
+
+def _plain(answer: dict) -> dict:
+    """The answer as JSON data: no torch object (torch.__version__ is one) crosses the pipe,
+    since unpickling it would import torch in the command's process."""
+    return json.loads(json.dumps(json_safe(answer)))
 
 
 def _answer(message: dict) -> dict:

@@ -19,6 +19,7 @@ from harness.run.executor import Executor, LocalExecutor, RunConfig
 from harness.run.record import case_record
 from harness.spec import Case, TimingSettings
 from harness.store import RunDir
+from harness.store.schema import DECLARED
 
 # torch first: the worker that measured the machine's peaks goes on with the cases
 FAMILY_ORDER = {"torch": 0, "numpy": 1, "tensorflow": 2}
@@ -153,7 +154,9 @@ class Runner:
         record = self.records.get(case_id)
         if not record or record.get("status") != "ok":
             return []
-        return split(record)
+        # a stored record may carry keys this version does not declare (a newer version's, a
+        # hand edit): the repeats it goes on from are built from the declared ones
+        return split({k: v for k, v in record.items() if k in DECLARED})
 
     def _pass(self, cases: list[Case], repeat: int) -> None:
         """One measurement of every case that still needs repeat number `repeat` (0-based)."""

@@ -8,10 +8,13 @@ tritonbench derives its metric list from `BenchmarkOperatorMetrics`):
 
 - `RECORD_FIELDS`, the record's keys and a DataFrame's column order, is the parts in `PARTS`
   order, each in its declared order;
-- the case's fields are `Case`'s own (harness.spec), so a new Case field is a record field with
-  nothing else to edit;
-- `make_record` (harness.store.records) refuses a key no part declares, the timer's `Samples`
-  fills the `Timing` part, and the README's field list is checked against `RECORD_FIELDS`.
+- the case's fields are `Case`'s own (harness.case, through harness.spec), so a new Case field
+  is a record field with nothing else to edit;
+- `make_record` (harness.store.records) refuses a key no part declares; the timer's `Samples`
+  fills the `Timing` part, one property per field under the field's name (harness.store
+  imports harness.measure, so the timer cannot import this module: tests/test_schema.py holds
+  `Samples.TIMING` to the part); and the README's list of record fields is checked against
+  `RECORD_FIELDS`.
 
 Every field defaults to None: a case that did not get that far (unsupported, out of memory)
 has nulls there, and a record from before a field existed loads with a null in its column.
@@ -104,6 +107,9 @@ class Work:
     flops: float | None = None  # floating-point operations of one call (harness.measure.flops)
     tflops: float | None = None  # flops / median_s, in TFLOP/s
     pct_of_peak: float | None = None  # tflops over the machine's measured matmul peak, in %
+    bytes_moved: float | None = None  # bytes one call must move at least (harness.measure.traffic)
+    gbps: float | None = None  # bytes_moved / median_s, in GB/s
+    pct_of_bandwidth: float | None = None  # gbps over the machine's measured copy bandwidth, in %
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,6 @@ def names(part) -> tuple[str, ...]:
 
 CASE_FIELDS = names(Case)
 TIMING_FIELDS = names(Timing)
-STABILITY_FIELDS = names(Stability)
 RECORD_FIELDS = tuple(name for part in PARTS for name in names(part))
 DECLARED = frozenset(RECORD_FIELDS)
 
