@@ -654,3 +654,29 @@ def test_the_report_of_a_complete_smoke_run_says_it_is_complete(smoke):
     assert f"complete: all {len(planned)} planned cases recorded" in markdown
     assert "Incomplete" not in markdown
     assert f"all {len(planned)} planned cases recorded" in (smoke / "report.html").read_text()
+
+
+def test_a_decode_run_shows_bandwidth_and_names_its_alignment_and_kv_heads(tmp_path):
+    """Memory-bound cases get GB/s and % of bandwidth beside the latency, in both reports and
+    the console's table; every configuration names its K/V heads and its alignment."""
+    from harness.analysis.summary import bandwidth_table
+
+    def decode(impl, nk, gbps):
+        r = record(impl, 1, causal=True, median=1e-4, pct_of_peak=1.0, gbps=gbps,
+                   pct_of_bandwidth=100 * gbps / 40.0, bytes_moved=int(gbps * 1e5), kv_heads=1,
+                   causal_align="bottom_right", seq_len_kv=nk)
+        r["case_id"] = f"{impl}/kernel/fwd/cpu/float32/b1-h2-n1x{nk}-d16/causal/s0/kvh1/br"
+        return r
+
+    records = [decode(i, nk, g) for i, g0 in (("numpy", 10.0), ("torch.sdpa", 30.0))
+               for nk, g in ((1024, g0), (4096, g0 * 1.1))]
+    records.append(record("numpy", 64))  # a compute-bound prefill case: no bandwidth row
+    header, rows = bandwidth_table(records)
+    assert header[-2:] == ["N=1024", "N=4096"] and len(rows) == 2
+    assert "kv_heads" in header and "causal_align" in header and "N q" in header
+    assert rows[1][0] == "torch.sdpa" and rows[1][-1] == "33 (82%)"
+    run = make_run(tmp_path / "r", records)
+    page, html, md = render(run)
+    assert "## Bandwidth of the memory-bound cases (GB/s)" in md and "| 33 (82%) |" in md
+    assert "33 (82%)" in page.text("bandwidth") and "bottom_right" in page.text("bandwidth")
+    assert "bottom_right" in page.text("matrix") and "kv_heads" in html

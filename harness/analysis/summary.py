@@ -58,8 +58,8 @@ def cell(record: dict) -> str:
 
 
 def latency_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Rows: implementation and configuration (dtype, mask and every axis that varies in the
-    run); columns: the sweep length; cells: median ms.
+    """Rows: implementation and configuration (dtype, mask, every axis that varies in the run and
+    every variant of the problem); columns: the sweep length; cells: median ms.
 
     (impl, dtype) pairs that ran nothing are left out (see `not_run`).
     """
@@ -67,14 +67,41 @@ def latency_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     for r in records:
         groups.setdefault((r["impl"], r["dtype"]), set()).add(r["status"])
     shown = [r for r in records if groups[(r["impl"], r["dtype"])] != {"unsupported"}]
-    axes = label_axes(shown)
-    lengths = sorted({sweep_len(r) for r in shown})
+    return sweep_table(shown, cell)
+
+
+def memory_bound(record: dict) -> bool:
+    """A timed record nearer the machine's bandwidth than its matmul peak: its bytes, not its
+    FLOPs, bound it (decode), so GB/s is the figure that says how good it is."""
+    bandwidth, peak = record.get("pct_of_bandwidth"), record.get("pct_of_peak")
+    return record["status"] == "ok" and bool(bandwidth) and bool(peak) and bandwidth >= peak
+
+
+def bandwidth_cell(record: dict) -> str:
+    """GB/s and its percent of the measured copy bandwidth: "41.2 (63%)"."""
+    mark = UNSTABLE_MARK if record.get("stable") is False else ""
+    return f"{mark}{record['gbps']:.3g} ({record['pct_of_bandwidth']:.0f}%)"
+
+
+def bandwidth_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The memory-bound configurations' GB/s (% of the measured copy bandwidth), laid out as the
+    latency table: empty when nothing in the run is memory-bound."""
+    bound = {series_key(r) for r in records if memory_bound(r)}
+    return sweep_table([r for r in records if series_key(r) in bound and r["status"] == "ok"
+                        and r.get("gbps")], bandwidth_cell)
+
+
+def sweep_table(records: list[dict], text) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per implementation, configuration and seed, labelled as every
+    table labels them (harness.case), one column per sweep length, `text(record)` in each cell."""
+    axes = label_axes(records)
+    lengths = sorted({sweep_len(r) for r in records})
     rows: dict[tuple, dict[int, str]] = {}
     labels: dict[tuple, list[str]] = {}
-    for r in shown:
+    for r in records:
         key = (*series_key(r), r["seed"])
         labels[key] = [r["impl"], *label_cells(r, axes)]
-        rows.setdefault(key, {})[sweep_len(r)] = cell(r)
+        rows.setdefault(key, {})[sweep_len(r)] = text(r)
     header = ["impl", *(axis_title(a) for a in axes), *[f"N={n}" for n in lengths]]
     order = sorted(rows, key=lambda k: (k[0], shape_order((*k[1:], 0))))
     return header, [labels[k] + [rows[k].get(n, "") for n in lengths] for k in order]

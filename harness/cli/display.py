@@ -89,6 +89,7 @@ class RunDisplay:
                             else c for c in row])
         if rows:
             self.console.print(table)
+        self.bandwidth(records)
         self.compile_times(records)
         for impl, reason in sorted(summary.not_run(records).items()):
             self.console.print(styled((f"not run: {impl}: {reason}", "dim")), soft_wrap=True)
@@ -106,21 +107,33 @@ class RunDisplay:
             self.console.print(styled(("unstable", "yellow"), ": ", advice), soft_wrap=True)
         self.console.print(styled("run directory: ", (str(out), "bold")))
 
-    def compile_times(self, records: list[dict]) -> None:
-        """compile_s of compiled and jitted code, apart from the latencies."""
-        from harness.report.tables import compile_times
+    def bandwidth(self, records: list[dict]) -> None:
+        """GB/s of the memory-bound configurations (decode), where FLOP/s alone misleads."""
+        header, rows = summary.bandwidth_table(records)
+        if rows:
+            self.console.print(self.sweep_table(
+                "bandwidth of memory-bound cases: GB/s (% of the measured copy bandwidth)",
+                header, rows))
 
-        header, rows = compile_times(records)
-        if not rows:
-            return
-        table = Table(title="compile time (s): the first call, never in the latency",
-                      title_justify="left")
+    @staticmethod
+    def sweep_table(title: str, header: list[str], rows: list[list[str]]) -> Table:
+        """A rich table of a (header, rows) sweep table, lengths right-aligned."""
+        table = Table(title=title, title_justify="left")
         for name in header:
             table.add_column(name, justify="right" if name.startswith("N=") else "left",
                              no_wrap=True)
         for row in rows:
             table.add_row(*[styled(c) for c in row])
-        self.console.print(table)
+        return table
+
+    def compile_times(self, records: list[dict]) -> None:
+        """compile_s of compiled and jitted code, apart from the latencies."""
+        from harness.report.tables import compile_times
+
+        header, rows = compile_times(records)
+        if rows:
+            self.console.print(self.sweep_table(
+                "compile time (s): the first call, never in the latency", header, rows))
 
     def scaling(self, fit_rows: list[dict], crossings: list[dict]) -> None:
         """The exponents (one only where the points follow one power law), the local exponents

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from markupsafe import Markup
 
+from harness.analysis import summary
 from harness.analysis.roofline import TILE
 from harness.analysis.scaling import FIT_CONFIDENCE
 from harness.constants import FAILED_STATUSES, STATUSES
@@ -84,6 +85,7 @@ def context(run: Run) -> dict:
         "left_out": _section(errors, "summary", lambda: tables.left_out(records)),
         "matrix": _section(errors, "matrix", lambda: tables.matrix(records)),
         "compile": _section(errors, "compile", lambda: tables.compile_times(records)),
+        "bandwidth": _section(errors, "bandwidth", lambda: summary.bandwidth_table(records)),
         "latency_svg": _svg(_section(errors, "latency", lambda: plots.latency(run))),
         "scaling": _section(errors, "latency", lambda: scaling.scaling_table(run)),
         "scaling_gaps": _section(errors, "latency", lambda: scaling.scaling_gaps(run)),

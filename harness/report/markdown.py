@@ -66,6 +66,16 @@ def _latency(run: Run) -> list[str]:
             "*Method*).", ""]
 
 
+def _bandwidth(run: Run) -> list[str]:
+    header, rows = summary.bandwidth_table(run.records)
+    if not rows:
+        return []
+    return ["## Bandwidth of the memory-bound cases (GB/s)", "", "Bound by the bytes they move "
+            "(nearer the measured copy bandwidth than the matmul peak), so GB/s says how good "
+            "they are: GB/s (% of the measured copy bandwidth).", "",
+            _table(header, _cells(rows)), ""]
+
+
 def _compile(run: Run) -> list[str]:
     header, rows = tables.compile_times(run.records)
     if not rows:
@@ -183,6 +193,7 @@ def render_markdown(run_dir: str | Path | Run, baseline: str | None = None,
     out += _implementations(run)
     if run.records:
         out += _latency(run)
+        out += _bandwidth(run)
         out += _compile(run)
     out += _scaling(run)
     out += _problems(run)
