@@ -100,10 +100,12 @@ def contract_cases(names) -> list[Case]:
             for name in names for dtype in CONTRACT_DTYPES]
 
 
-def feature_cases(names, picks=range(len(FEATURE_SHAPES)), dtypes=CONTRACT_DTYPES) -> list[Case]:
+def feature_cases(names, picks=None, dtypes=CONTRACT_DTYPES) -> list[Case]:
+    """FEATURE_SHAPES (those indexed by `picks`, default all) for each adapter and dtype."""
+    shapes = FEATURE_SHAPES if picks is None else [FEATURE_SHAPES[i] for i in picks]
     return [Case(impl=name, dtype=dtype, batch=b, heads=h, kv_heads=kv, seq_len=n, seq_len_kv=nk,
                  head_dim=d, causal=causal, causal_align=align)
-            for i in picks for (b, h, kv, n, nk, d, causal, align) in [FEATURE_SHAPES[i]]
+            for (b, h, kv, n, nk, d, causal, align) in shapes
             for name in names for dtype in dtypes]
 
 

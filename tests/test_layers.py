@@ -39,7 +39,7 @@ def test_layer_adapters_are_registered_and_declared(name):
                                                               "tensorflow")
     assert adapter.framework == (family if name.startswith("keras") else "torch")
     assert adapter.description.strip() and "\n" not in adapter.description
-    assert adapter.supports_padding
+    assert "padding" in adapter.features
     assert {"float64", "float32"} <= set(adapter.dtypes) or adapter.framework.startswith("keras-")
     assert ("fwd_bwd" in adapter.modes) == (not name.endswith(".eval"))
 

@@ -187,6 +187,9 @@ def test_recommend_without_from_measures_the_problem_now(tmp_path):
     (["--mode", "bwd"], "--mode: expected one of fwd, fwd_bwd"),
     (["--mem-budget", "lots"], "--mem-budget: expected"),
     (["--from", "."], "is not a run directory"),
+    (["--kv-heads", "3"], "--kv-heads: heads (2) must be a multiple of kv_heads (3)"),
+    (["--seq-len-kv", "128", "--causal"], "ambiguous: expected --causal-align top_left or"),
+    (["--seq-len-kv", "64", "--causal-align", "diagonal"], "--causal-align: expected one of"),
 ])
 def test_bad_input_is_one_line_and_exit_2(smoke, args, words):
     result = attnbench("recommend", "--from", smoke, *SHAPE, *args)
@@ -200,3 +203,17 @@ def test_table_needs_a_run_and_a_question_needs_its_shape(tmp_path):
                         (["--dtype", "float32"], "missing --batch, --heads")):
         result = attnbench("recommend", *args)
         assert result.returncode == 2 and words in result.stderr, result.stderr
+
+
+def test_grouped_and_decode_problems_are_answered_among_their_own_kind():
+    """kv_heads is a size (a nearest shape may differ in it); the alignment is a kind."""
+    decode = dict(seq_len=1, seq_len_kv=4096, causal=True, kv_heads=2)
+    records = [rec("a", 2e-3, **decode, causal_align="bottom_right"),
+               rec("b", 1e-3, **decode, causal_align="top_left"),
+               rec("c", 9e-3, **decode, causal_align="bottom_right", seed=1)]
+    asked = {**PROBLEM, **decode, "causal_align": "bottom_right"}
+    answer = recommend(records, asked)
+    assert answer["exact"] and answer["recommended"] == "a"  # b solved the other problem
+    assert {i["impl"] for i in answer["implementations"]} == {"a", "c"}
+    nearer = recommend(records, {**asked, "kv_heads": 4})
+    assert not nearer["exact"] and nearer["shape"]["kv_heads"] == 2

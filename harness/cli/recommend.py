@@ -16,6 +16,8 @@ QUICK_TIMING = {"warmup_s": 0.05, "min_samples": 5, "max_samples": 300, "budget_
                 "timeout_s": 120.0}
 SHAPE_OPTIONS = (("batch", "--batch"), ("heads", "--heads"), ("seq_len", "--seq-len"),
                  ("head_dim", "--head-dim"), ("dtype", "--dtype"), ("device", "--device"))
+OPTIONAL_OPTIONS = (("kv_heads", "--kv-heads"), ("seq_len_kv", "--seq-len-kv"),
+                    ("causal_align", "--causal-align"))
 
 
 def _problem(args) -> dict:
@@ -28,12 +30,30 @@ def _problem(args) -> dict:
                          "--batch, --heads, --seq-len, --head-dim, --dtype and --device "
                          "(or --from RUN --table)")
     problem = {"causal": bool(args.causal)}
-    for key, option in (*SHAPE_OPTIONS, ("mode", "--mode")):
+    for key, option in (*SHAPE_OPTIONS, *OPTIONAL_OPTIONS, ("mode", "--mode")):
+        if getattr(args, key) is None:
+            continue  # an optional axis left out: the Case's default (seq_len_kv: seq_len...)
         try:
             problem[key] = SWEEP_KEYS[key].from_text(getattr(args, key), option)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    return problem
+    return _checked_problem(problem, args.causal_align is not None)
+
+
+def _checked_problem(problem: dict, align_given: bool) -> dict:
+    """The problem with every field a Case gives it, refused as a suite would refuse it."""
+    from harness.spec import ALIGN_MEANINGS, Case, case_problem
+
+    case = Case(impl="recommend", level="kernel", **problem)
+    invalid = case_problem(case)
+    if invalid:
+        key, why = invalid
+        raise UsageError(f"recommend: --{key.replace('_', '-')}: {why}")
+    if case.causal and case.seq_len != case.seq_len_kv and not align_given:
+        raise UsageError(f"recommend: --causal with --seq-len {case.seq_len} != --seq-len-kv "
+                         f"{case.seq_len_kv} is ambiguous: expected --causal-align top_left or "
+                         f"bottom_right ({ALIGN_MEANINGS})")
+    return {k: v for k, v in case.to_dict().items() if k not in ("impl", "level")}
 
 
 def _records_from(path: str) -> list[dict]:
@@ -128,6 +148,13 @@ def add_parser(sub) -> None:
     p.add_argument("--dtype", help=f"one of {', '.join(DTYPES)}")
     p.add_argument("--device", help="cpu, cuda or cuda:N")
     p.add_argument("--causal", action="store_true", help="a causal mask (default: full)")
+    p.add_argument("--kv-heads", help="key/value heads (grouped-query attention; default: "
+                   "--heads)")
+    p.add_argument("--seq-len-kv", help="keys per sequence (default: --seq-len); with fewer "
+                   "queries, a decode or chunked-prefill problem")
+    p.add_argument("--causal-align", help="top_left (query i sees keys 0..i) or bottom_right "
+                   "(query i is token Nk - Nq + i: decode); required for a causal problem "
+                   "whose --seq-len and --seq-len-kv differ")
     p.add_argument("--mode", default="fwd", help="fwd (default) or fwd_bwd")
     p.add_argument("--mem-budget", metavar="SIZE",
                    help="the most memory one call may need beyond its inputs (e.g. 512MiB)")
