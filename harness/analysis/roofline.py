@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 
-from harness.case import FIELD_NAMES, Case, value_of
+from harness.case import FIELD_NAMES, Case, config_dict, sweep_len, value_of
 from harness.constants import ITEMSIZE
 from harness.measure.traffic import (backward_bytes, forward_bytes, key_counts, key_elements,
                                      query_elements)
@@ -125,9 +125,9 @@ def point(record: dict, peaks: dict) -> tuple[dict | None, str]:
     achieved = flops / median / 1e12
     memory_roof = intensity * bandwidth / 1e3  # TFLOP/s: FLOP/B × GB/s / 1000
     roof = min(peak, memory_roof)
-    return {"case_id": record.get("case_id"), "impl": record["impl"],
-            "device": record["device"], "dtype": record["dtype"], "mode": record.get("mode"),
+    return {"case_id": record.get("case_id"), "impl": record["impl"], **config_dict(record),
             "causal": bool(record.get("causal")), "seq_len": record["seq_len"],
+            "sweep_len": sweep_len(record),
             "class": cls, "class_why": why, "flops": flops, "bytes": moved,
             "intensity": intensity, "achieved_tflops": achieved, "peak_tflops": peak,
             "bandwidth_gbs": bandwidth, "roof_tflops": roof, "pct_of_roof": 100 * achieved / roof,

@@ -3,8 +3,8 @@ roof at that intensity and the share of the roof it reached (`harness.analysis.r
 from __future__ import annotations
 
 from harness.analysis.roofline import roofline
-from harness.case import sort_key
-from harness.report.format import fmt_tflops, mask_name
+from harness.case import ALWAYS_SHOWN, config_key, config_order, config_text, label_axes
+from harness.report.format import fmt_tflops
 from harness.report.run import Run
 
 
@@ -13,11 +13,10 @@ def roofline_view(run: Run) -> dict:
     placed, "above": how many points lie above their roof}."""
     data = roofline(run.records, run.env.get("peaks") or {})
     rows = []
-    for p in sorted(data["points"], key=lambda p: tuple(sort_key(v) for v in (
-            p["device"], p["dtype"], p["mode"], p["causal"], p["impl"], p["seq_len"]))):
-        rows.append({**p, "config": " ".join([p["dtype"], mask_name(p["causal"]),
-                                              *([p["mode"]] if p["mode"] != "fwd" else []),
-                                              *([p["device"]] if p["device"] != "cpu" else [])]),
+    axes = [a for a in label_axes(data["points"]) if a not in ALWAYS_SHOWN]
+    for p in sorted(data["points"], key=lambda p: (config_order(config_key(p)), p["impl"],
+                                                   p["sweep_len"])):
+        rows.append({**p, "config": config_text(p, axes),
                      "intensity_text": f"{p['intensity']:.3g}",
                      "achieved_text": fmt_tflops(p["achieved_tflops"]),
                      "roof_text": fmt_tflops(p["roof_tflops"]),
