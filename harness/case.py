@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 IMPL, LENGTH, REPLICATE, CONFIG = "impl", "length", "replicate", "config"
 TOP_LEFT, BOTTOM_RIGHT = "top_left", "bottom_right"
 CAUSAL_ALIGNS = (TOP_LEFT, BOTTOM_RIGHT)
+CONSTANT, PADDED, PACKED, NO_BIAS = "constant", "padded", "packed", "none"
+LENGTHS = (CONSTANT, "uniform", "longtail", "bimodal")
+LAYOUTS = (PADDED, PACKED)
+BIASES = (NO_BIAS, "head", "batch_head")
 
 
 def _axis(default, role: str = CONFIG, segment=None, inputs: bool = True, size: bool = False):
@@ -62,6 +66,21 @@ class Case:
     # where a causal mask sits when seq_len != seq_len_kv: "top_left" (query i sees keys 0..i,
     # SDPA's is_causal) or "bottom_right" (query i is token Nk - Nq + i: decode, chunked prefill)
     causal_align: str = _axis(TOP_LEFT, segment=lambda v: "br" if v == BOTTOM_RIGHT else v)
+    # how long each sequence of the batch really is (harness.problem.inputs.sequence_lengths):
+    # "constant" (every one seq_len long) or drawn, seeded, from "uniform", "longtail" or
+    # "bimodal" with half the padded tokens real; documents of a prefill, KV caches of a decode
+    lengths: str = _axis(CONSTANT, segment=lambda v: f"len-{v}")
+    # how a ragged batch reaches the implementation: "padded" to seq_len, or "packed" end to end
+    # (the same inputs and reference either way: a presentation, not another problem)
+    layout: str = _axis(PADDED, segment=lambda v: v, inputs=False)
+    # sliding window (causal): each query sees its `window` most recent keys, itself included
+    window: int = _axis(0, segment=lambda v: f"win{v}")
+    # ALiBi: a per-head linear bias on the distance between query and key (the paper's slopes)
+    alibi: bool = _axis(False, segment=lambda v: "alibi")
+    # an additive score bias: "none", one (Nq, Nk) per "head", or per "batch_head"
+    bias: str = _axis(NO_BIAS, segment=lambda v: f"bias-{v}")
+    # logit soft-capping: scores become softcap * tanh(scores / softcap); 0 is none
+    softcap: float = _axis(0.0, segment=lambda v: f"cap{v:g}")
 
     def __post_init__(self):
         if self.seq_len_kv == 0:
@@ -72,6 +91,7 @@ class Case:
             # one problem, one name: without a causal mask, or square, the alignments agree
             object.__setattr__(self, "causal_align", TOP_LEFT)
         object.__setattr__(self, "padding", float(self.padding))
+        object.__setattr__(self, "softcap", float(self.softcap))
 
     @property
     def group_size(self) -> int:
@@ -83,11 +103,12 @@ class Case:
         """Model width of the mha and encoder levels: heads x head_dim."""
         return self.heads * self.head_dim
 
-    def id_segments(self) -> list[str]:
+    def id_segments(self, inputs_only: bool = False) -> list[str]:
         """The later fields at non-default values, as case_id segments (none at the defaults:
-        kv_heads equal to heads is its default)."""
+        kv_heads equal to heads is its default); `inputs_only`: of the fields that change the
+        inputs or the reference."""
         return [f.metadata["segment"](getattr(self, f.name)) for f in SEGMENT_FIELDS
-                if not self.at_default(f.name)]
+                if not self.at_default(f.name) and (f.metadata["inputs"] or not inputs_only)]
 
     def at_default(self, name: str) -> bool:
         return is_default(self, name)
@@ -104,7 +125,7 @@ class Case:
         """What decides the inputs and the reference output (not impl, dtype, mode, device)."""
         return (*(getattr(self, f.name) for f in FIELDS
                   if f.metadata["inputs"] and f.metadata["segment"] is None),
-                *self.id_segments())
+                *self.id_segments(inputs_only=True))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import values
-from harness.case import BOTTOM_RIGHT, CAUSAL_ALIGNS, DEFAULTS, FIELD_NAMES, TOP_LEFT, Case
+from harness.case import (BIASES, BOTTOM_RIGHT, CAUSAL_ALIGNS, CONSTANT, DEFAULTS, FIELD_NAMES,
+                          LAYOUTS, LENGTHS, TOP_LEFT, Case)
 from harness.constants import DTYPES, LEVELS, MODES, NORMS
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -58,6 +59,12 @@ SWEEP_KEYS = {
     "ffn_mult": values.DIMENSION,
     "kv_heads": values.DIMENSION,
     "causal_align": values.one_of(CAUSAL_ALIGNS),
+    "lengths": values.one_of(LENGTHS),
+    "layout": values.one_of(LAYOUTS),
+    "window": values.WINDOW,
+    "alibi": values.BOOL,
+    "bias": values.one_of(BIASES),
+    "softcap": values.SOFTCAP,
 }
 # Timing keys: the kind of each TimingSettings field (the CLI's --budget and friends use these)
 TIMING_KEYS = {"warmup_s": values.SECONDS, "min_samples": values.COUNT,
@@ -68,7 +75,7 @@ TIMING_KEYS = {"warmup_s": values.SECONDS, "min_samples": values.COUNT,
 # A swept axis left out of the suite takes the Case field's default (seq_len_kv: as seq_len).
 SWEEP_DEFAULTS = {name: [DEFAULTS[name]] for name in FIELD_NAMES
                   if name in DEFAULTS and name not in ("seq_len", "seq_len_kv")}
-TOP_KEYS = {"name", "description", "sweep", "timing"}
+TOP_KEYS = {"name", "description", "sweep", "variants", "timing"}
 
 
 @dataclass
@@ -80,19 +87,26 @@ class Suite:
     sweep: dict[str, list]
     timing: TimingSettings = field(default_factory=TimingSettings)
     description: str = ""
+    # [[variants]]: each a partial sweep laid over `sweep` (one modifier at a time, say); the
+    # cases are every variant's product, in order
+    variants: tuple[dict[str, list], ...] = ({},)
+
+    def sweeps(self) -> list[dict[str, list]]:
+        return [{**self.sweep, **variant} for variant in self.variants]
 
     def cases(self) -> list[Case]:
         """Every valid combination (see `case_problem`): an axis that one of the sweep's levels
         cannot take (norm for a kernel, say) keeps its default at that level."""
         axes = ["impls" if name == "impl" else name for name in FIELD_NAMES]
-        values = [self.sweep.get(a, [0] if a == "seq_len_kv" else None) for a in axes]
         out = []
-        for combo in itertools.product(*values):
-            params = dict(zip(axes, combo))
-            params["impl"] = params.pop("impls")
-            case = Case(**params)
-            if case_problem(case) is None:
-                out.append(case)
+        for sweep in self.sweeps():
+            values = [sweep.get(a, [0] if a == "seq_len_kv" else None) for a in axes]
+            for combo in itertools.product(*values):
+                params = dict(zip(axes, combo))
+                params["impl"] = params.pop("impls")
+                case = Case(**params)
+                if case_problem(case) is None:
+                    out.append(case)
         return list(dict.fromkeys(out))  # square cases of both alignments are one problem
 
 
@@ -111,6 +125,20 @@ def case_problem(case: Case) -> tuple[str, str] | None:
         return "causal_align", (f"bottom-right causal with more queries ({case.seq_len}) than keys "
                                 f"({case.seq_len_kv}) leaves the first "
                                 f"{case.seq_len - case.seq_len_kv} queries no key to attend to")
+    modifiers = [k for k in MODIFIERS if not case.at_default(k)]
+    if case.level != "kernel" and (modifiers or case.lengths != CONSTANT or case.layout != "padded"):
+        key = modifiers[0] if modifiers else ("lengths" if case.lengths != CONSTANT else "layout")
+        return key, (f"{key} is a kernel-level problem: a {case.level} case keeps its default "
+                     f"({DEFAULTS[key]!r})")
+    if case.window and not case.causal:
+        return "window", ("a sliding window keeps each query's most recent keys: it needs "
+                          "causal = true")
+    if case.window and case.window >= case.seq_len_kv:
+        return "window", (f"window {case.window} covers all {case.seq_len_kv} keys: the same "
+                          "problem as plain causal; expected a window narrower than seq_len_kv")
+    if case.lengths != CONSTANT and case.padding:
+        return "lengths", ("padding and a length distribution both make the batch ragged: "
+                           "give one of them")
     if case.kv_heads > case.heads or case.heads % case.kv_heads:
         return "kv_heads", (f"heads ({case.heads}) must be a multiple of kv_heads "
                             f"({case.kv_heads}): each K/V head serves a whole group of query heads")
@@ -120,14 +148,15 @@ def case_problem(case: Case) -> tuple[str, str] | None:
     return None
 
 
+MODIFIERS = ("window", "alibi", "bias", "softcap")
 ALIGN_MEANINGS = (f"{TOP_LEFT}: query i sees keys 0..i, as SDPA's is_causal; {BOTTOM_RIGHT}: "
                   "query i is token Nk - Nq + i and sees keys 0..Nk - Nq + i, as in decode")
 
 
-def _check_alignment(where: str, table: dict, suite: Suite) -> None:
+def _check_alignment(where: str, tables: list[dict], suite: Suite) -> None:
     """A causal case whose query and key lengths differ means two different problems under the
     two alignments: the suite must say which."""
-    if "causal_align" in table:
+    if all("causal_align" in table for table in tables):
         return
     for case in suite.cases():
         if case.causal and case.seq_len != case.seq_len_kv:
@@ -183,13 +212,14 @@ def load_suite(name_or_path: str | None, known_impls: set[str] | dict[str, str])
     if not isinstance(sweep_table, dict):
         raise SuiteError(f"{where}: missing table [sweep]: expected at least 'impls' and 'seq_len'")
     sweep = _validate_sweep(where, sweep_table, known_impls)
+    variants = _validate_variants(where, data.get("variants", [{}]), known_impls)
     timing = _validate_timing(where, data.get("timing", {}))
     # the run directory is named after the suite, so a name from the file keeps to safe characters
     name = data.get("name") or re.sub(r"[^A-Za-z0-9._+-]", "-", path.stem).lstrip(".-") or "suite"
     suite = Suite(name=name, path=path, sweep=sweep, timing=timing,
-                  description=data.get("description", ""))
+                  description=data.get("description", ""), variants=variants)
     _check_combinations(where, suite)
-    _check_alignment(where, sweep_table, suite)
+    _check_alignment(where, [{**sweep_table, **v} for v in data.get("variants", [{}])], suite)
     for case in suite.cases():
         problem = values.shape_problem(case.batch, case.heads, case.seq_len, case.seq_len_kv,
                                        case.head_dim)
@@ -201,12 +231,19 @@ def load_suite(name_or_path: str | None, known_impls: set[str] | dict[str, str])
 def _check_combinations(where: str, suite: Suite) -> None:
     """Every value a sweep lists must reach at least one valid case: a suite asking only for
     combinations that cannot exist fails here, naming the key, rather than running nothing."""
-    for key, listed in suite.sweep.items():
+    for i, sweep in enumerate(suite.sweeps()):
+        _check_sweep_combinations(f"{where}: [[variants]] {i + 1}" if suite.variants[i] else where,
+                                  sweep)
+
+
+def _check_sweep_combinations(where: str, sweep: dict[str, list]) -> None:
+    whole = Suite(name="", path=None, sweep=sweep)
+    for key, listed in sweep.items():
         for value in listed:
-            if dataclasses.replace(suite, sweep={**suite.sweep, key: [value]}).cases():
+            if dataclasses.replace(whole, sweep={**sweep, key: [value]}).cases():
                 continue
-            params = {k: v[0] for k, v in suite.sweep.items() if k != "impls"}
-            params.update({"impl": suite.sweep["impls"][0]})
+            params = {k: v[0] for k, v in sweep.items() if k != "impls"}
+            params.update({"impl": sweep["impls"][0]})
             params["impl" if key == "impls" else key] = value
             problem = case_problem(Case(**params))
             why = problem[1] if problem else "no valid combination uses it"
@@ -221,7 +258,9 @@ def _checked(kind: values.Kind, value, where: str):
         raise SuiteError(str(exc)) from None
 
 
-def _validate_sweep(where: str, table: dict, known_impls) -> dict[str, list]:
+def _validate_sweep(where: str, table: dict, known_impls, partial: bool = False) -> dict[str, list]:
+    """The sweep's lists, each value checked by its key's kind; `partial`: a variant's keys only
+    (no required keys, no defaults)."""
     sweep = {}
     for key, raw in table.items():
         if key not in SWEEP_KEYS:
@@ -244,6 +283,8 @@ def _validate_sweep(where: str, table: dict, known_impls) -> dict[str, list]:
                 raise SuiteError(f"{where}: key 'sweep.impls': unknown implementation "
                                  f"{unknown[0]!r}: expected one of {', '.join(sorted(known_impls))}")
         sweep[key] = list(dict.fromkeys(items))  # dedupe, keep order
+    if partial:
+        return sweep
     for required in ("impls", "seq_len"):
         if required not in sweep:
             raise SuiteError(f"{where}: missing key 'sweep.{required}': expected "
@@ -256,6 +297,16 @@ def _validate_sweep(where: str, table: dict, known_impls) -> dict[str, list]:
             raise SuiteError(f"{where}: key 'sweep.impls': no implementation of level "
                              f"{', '.join(sweep['level'])} is registered")
     return sweep
+
+
+def _validate_variants(where: str, tables, known_impls) -> tuple[dict[str, list], ...]:
+    """[[variants]]: a list of tables of sweep keys, each checked as [sweep]'s keys are."""
+    if not isinstance(tables, list) or not tables \
+            or not all(isinstance(t, dict) for t in tables):
+        raise SuiteError(f"{where}: key 'variants': expected [[variants]] tables of sweep keys "
+                         f"(one per variant), got {tables!r}")
+    return tuple(_validate_sweep(f"{where}: [[variants]] {i + 1}", table, known_impls,
+                                 partial=True) for i, table in enumerate(tables))
 
 
 def _validate_timing(where: str, table) -> TimingSettings:

@@ -102,6 +102,10 @@ FRACTION = Kind("a fraction above 0 and below 1, like 0.05 (or 5%)",
 PADDING = Kind("a fraction of padded keys, at least 0 and below 1",
                lambda v: _real(v) and 0 <= v < 1, _fraction_text)
 BOOL = Kind("true or false", lambda v: isinstance(v, bool), _bool_text)
+WINDOW = Kind(f"a number of most recent keys each query sees, 1 to {MAX_DIM} (0: no window)",
+              lambda v: _integer(v) and 0 <= v <= MAX_DIM, _int_text)
+SOFTCAP = Kind("a positive logit cap like 50.0 (0: no soft-capping)",
+               lambda v: _real(v) and 0 <= v <= 1e6, _real_text)
 DEVICE = Kind("'cpu', 'cuda' or 'cuda:N'",
               lambda v: isinstance(v, str) and (v in ("cpu", "cuda") or
                                                re.fullmatch(r"cuda:\d{1,3}", v) is not None))

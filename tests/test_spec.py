@@ -163,3 +163,37 @@ causal_align = ["top_left", "bottom_right"]
     cases = load_suite(str(path), KNOWN).cases()
     assert sorted((c.seq_len_kv, c.causal_align) for c in cases) == [
         (16, "top_left"), (64, "bottom_right"), (64, "top_left")]
+
+
+def test_variants_lay_partial_sweeps_over_the_sweep(tmp_path):
+    """One modifier at a time: each [[variants]] table overrides the sweep's keys it names."""
+    path = write(tmp_path, """
+[sweep]
+impls = ["numpy"]
+seq_len = [64, 128]
+causal = true
+[[variants]]
+[[variants]]
+window = 16
+[[variants]]
+softcap = 20.0
+alibi = [false, true]
+""")
+    cases = load_suite(str(path), KNOWN).cases()
+    mods = sorted({(c.window, c.softcap, c.alibi) for c in cases})
+    assert mods == [(0, 0.0, False), (0, 20.0, False), (0, 20.0, True), (16, 0.0, False)]
+    assert len(cases) == 4 * 2
+
+
+@pytest.mark.parametrize("body, words", [
+    ("[[variants]]\nwindow = 512", ["[[variants]] 1", "sweep.window", "covers all"]),
+    ("[[variants]]\nwobble = 1", ["[[variants]] 1", "unknown key 'sweep.wobble'"]),
+    ("variants = 3", ["key 'variants': expected [[variants]] tables"]),
+])
+def test_a_bad_variant_is_refused_naming_it(tmp_path, body, words):
+    sweep = '[sweep]\nimpls = ["numpy"]\nseq_len = [64]\ncausal = true\n'
+    text = body + "\n" + sweep if body.startswith("variants") else sweep + body + "\n"
+    with pytest.raises(SuiteError) as err:
+        load_suite(str(write(tmp_path, text)), KNOWN)
+    for word in words:
+        assert word in str(err.value), str(err.value)
