@@ -15,9 +15,13 @@ TIMED_STATUSES = ("ok", "mismatch")
 
 # Optional problem features an implementation declares it takes (impls.base.Adapter.features):
 # grouped K/V heads (kv_heads != heads), a causal mask aligned bottom-right (Nq != Nk), a
-# key-padding mask (padding > 0)
+# key-padding mask (padding > 0, or a ragged batch: lengths other than constant), a packed
+# batch (layout packed), a sliding window, ALiBi, an additive score bias, logit soft-capping
 FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT, FEATURE_PADDING = "kv_heads", "bottom_right", "padding"
-FEATURES = (FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT, FEATURE_PADDING)
+FEATURE_PACKED, FEATURE_WINDOW, FEATURE_ALIBI = "packed", "window", "alibi"
+FEATURE_BIAS, FEATURE_SOFTCAP = "bias", "softcap"
+FEATURES = (FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT, FEATURE_PADDING, FEATURE_PACKED,
+            FEATURE_WINDOW, FEATURE_ALIBI, FEATURE_BIAS, FEATURE_SOFTCAP)
 
 
 def install_command(extra: str) -> str:

@@ -12,8 +12,10 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from harness.case import BOTTOM_RIGHT
-from harness.constants import FEATURE_BOTTOM_RIGHT, FEATURE_KV_HEADS, FEATURE_PADDING, FEATURES
+from harness.case import BOTTOM_RIGHT, CONSTANT, NO_BIAS, PACKED
+from harness.constants import (FEATURE_ALIBI, FEATURE_BIAS, FEATURE_BOTTOM_RIGHT,
+                               FEATURE_KV_HEADS, FEATURE_PACKED, FEATURE_PADDING,
+                               FEATURE_SOFTCAP, FEATURE_WINDOW, FEATURES)
 from harness.spec import case_problem
 
 
@@ -37,8 +39,27 @@ FEATURE_NEEDS: dict[str, tuple[Callable[[Any], bool], Callable[[str, Any], str]]
         lambda name, case: (f"{name} cannot align a causal mask bottom-right (seq_len "
                             f"{case.seq_len}, seq_len_kv {case.seq_len_kv})")),
     FEATURE_PADDING: (
-        lambda case: case.padding > 0,
-        lambda name, case: f"{name} takes no key-padding mask (padding {case.padding:g})"),
+        lambda case: case.padding > 0 or case.lengths != CONSTANT,
+        lambda name, case: (
+            f"{name} takes no key-padding mask (padding {case.padding:g})" if case.padding else
+            f"{name} takes no ragged batch (lengths {case.lengths}: each sequence's padded "
+            f"tokens must be masked); lengths = constant runs it")),
+    FEATURE_PACKED: (
+        lambda case: case.layout == PACKED,
+        lambda name, case: (f"{name} takes no packed batch (layout {PACKED}: the sequences "
+                            f"end to end); layout = padded gives it the same problem padded")),
+    FEATURE_WINDOW: (
+        lambda case: case.window > 0,
+        lambda name, case: f"{name} takes no sliding-window mask (window {case.window})"),
+    FEATURE_ALIBI: (
+        lambda case: case.alibi,
+        lambda name, case: f"{name} takes no ALiBi bias (alibi = true)"),
+    FEATURE_BIAS: (
+        lambda case: case.bias != NO_BIAS,
+        lambda name, case: f"{name} takes no additive score bias (bias {case.bias})"),
+    FEATURE_SOFTCAP: (
+        lambda case: case.softcap > 0,
+        lambda name, case: f"{name} takes no logit soft-capping (softcap {case.softcap:g})"),
 }
 assert set(FEATURE_NEEDS) == set(FEATURES)
 
@@ -108,13 +129,19 @@ class Adapter:
     kernel_probe: ClassVar[str | None] = None
     labels: ClassVar[bool] = False  # prepare(case, inputs, labels=True) marks profiler regions
     # the optional problem features it takes (harness.constants.FEATURES; case_features says
-    # which a case needs): grouped K/V heads, a bottom-right causal mask, key padding
+    # which a case needs): grouped K/V heads, a bottom-right causal mask, key padding (or a
+    # ragged batch), a packed batch, a sliding window, ALiBi, a score bias, soft-capping
     features: ClassVar[frozenset[str]] = frozenset()
+    # why the library cannot take a feature it lacks, added to the base class's reason
+    # ({feature: text}): what the user would otherwise have to find out in its source
+    feature_notes: ClassVar[dict[str, str]] = {}
+    # takes only packed batches (its call has no padded form, as a varlen kernel's)
+    packed_only: ClassVar[bool] = False
     description: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        unknown = set(cls.features) - set(FEATURES)
+        unknown = (set(cls.features) | set(cls.feature_notes)) - set(FEATURES)
         if unknown:
             raise TypeError(f"{cls.__name__} declares unknown features {sorted(unknown)}: "
                             f"expected some of {', '.join(FEATURES)}")
@@ -135,7 +162,12 @@ class Adapter:
         if case.mode not in self.modes:
             reasons.append(f"{self.name} supports modes {', '.join(self.modes)}, not {case.mode}")
         for feature in sorted(case_features(case) - self.features, key=FEATURES.index):
-            reasons.append(FEATURE_NEEDS[feature][1](self.name, case))
+            note = self.feature_notes.get(feature)
+            said = FEATURE_NEEDS[feature][1](self.name, case)
+            reasons.append(f"{said}: {note}" if note else said)
+        if self.packed_only and case.layout != PACKED:
+            reasons.append(f"{self.name} takes packed batches only (layout {PACKED}), not "
+                           f"{case.layout}")
         invalid = case_problem(case)  # a case built outside a suite, which would refuse it
         if invalid:
             reasons.append(invalid[1])

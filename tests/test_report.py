@@ -680,3 +680,31 @@ def test_a_decode_run_shows_bandwidth_and_names_its_alignment_and_kv_heads(tmp_p
     assert "## Bandwidth of the memory-bound cases (GB/s)" in md and "| 33 (82%) |" in md
     assert "33 (82%)" in page.text("bandwidth") and "bottom_right" in page.text("bandwidth")
     assert "bottom_right" in page.text("matrix") and "kv_heads" in html
+
+
+def test_speedups_name_their_extremes_and_padding_shows_its_cost(tmp_path):
+    """attention-gym's summary (average, best, worst, each named) and padded vs packed."""
+    from harness.report.speedups import padding_overhead, speedup_summary
+
+    def ragged(impl, n, layout, median):
+        r = record(impl, n, causal=True, median=median, lengths="uniform", layout=layout)
+        r["case_id"] += f"/len-uniform{'/packed' if layout == 'packed' else ''}"
+        return r
+
+    records = [record("torch.naive", n, median=1e-3 * n / 64) for n in (64, 128, 256)]
+    records += [record("numpy", n, median=1e-3 * n / 64 / s) for n, s in ((64, 2.0), (128, 4.0),
+                                                                          (256, 1.0))]
+    (row,) = speedup_summary(records, "torch.naive")
+    assert row["impl"] == "numpy" and row["shapes"] == 3
+    assert row["average"] == pytest.approx(2.0) and row["best"] == pytest.approx(4.0)
+    assert row["best_where"].endswith("N=128") and row["worst_where"].endswith("N=256")
+
+    records += [ragged("torch.sdpa", 256, "padded", 3e-3), ragged("torch.sdpa", 256, "packed", 1e-3),
+                ragged("numpy", 256, "padded", 8e-3), ragged("torch.flex", 256, "packed", 2e-3)]
+    rows = {r["impl"]: r for r in padding_overhead(records)}
+    assert rows["torch.sdpa"]["overhead"] == pytest.approx(3.0) and rows["torch.sdpa"]["same_impl"]
+    assert rows["numpy"]["packed_impl"] == "torch.sdpa" and rows["numpy"]["overhead"] == 8.0
+    assert "lengths=uniform" in rows["numpy"]["config"] and "packed" not in rows["numpy"]["config"]
+    page, html, md = render(make_run(tmp_path / "r", records))
+    assert "3.00×" in page.text("padding") and "## What padding costs" in md
+    assert "N=128" in page.text("speedup") and "## Speedup over `torch.naive`" in md

@@ -21,8 +21,11 @@ where the float64 truth of a long-sequence GPU case takes seconds instead of the
 The problem it defines: K and V may have fewer heads than Q (grouped-query attention, K/V
 repeated along heads as Hugging Face's `repeat_kv` does, so query head h reads K/V head
 h // (H / Hkv)); a causal mask is top-left or bottom-right aligned
-(harness.problem.inputs.causal_keep); and a query row the mask leaves without any key outputs
-0 (`softmax_shift`).
+(harness.problem.inputs.causal_keep), optionally a sliding window; the scores may be
+soft-capped, and take ALiBi and an additive bias, in the order harness.problem.modifiers states
+(`modified_scores`); and a query row the mask leaves without any key outputs 0
+(`softmax_shift`). A naive computation in a low dtype rounds each modifier's result to it, as
+an eager implementation storing every intermediate would.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ import numpy as np
 from array_api_compat import array_namespace, device, is_torch_array
 
 from harness.case import TOP_LEFT
-from harness.problem.inputs import attention_keep
+from harness.problem.inputs import attention_keep, key_valid_lengths
+from harness.problem.modifiers import PLAIN, ScoreMods, alibi_distances, score_mods
 
 TOLERANCE_FACTOR = 4.0
 ABS_FLOOR = {"float64": 1e-10, "float32": 1e-5, "float16": 1e-3, "bfloat16": 1e-2}
@@ -138,14 +142,38 @@ def softmax_total(xp, weights):
     return xp.where(total == 0, xp.ones_like(total), total)
 
 
+def modified_scores(xp, scores, mods: ScoreMods, dtype: str, nq: int, nk: int, rows,
+                    key_valid=None, align: str = TOP_LEFT):
+    """(scores, t): the scaled scores of query `rows` (..., rows, Nk) soft-capped, plus the
+    ALiBi term, plus the bias (harness.problem.modifiers gives the order), each step rounded
+    to `dtype`; t = tanh(s / softcap) where the cap acts (its derivative is 1 − t², for the
+    backward), else None. Masks are not applied here."""
+    capped = None
+    if mods.softcap:
+        capped = round_to(xp.tanh(round_to(scores / mods.softcap, dtype)), dtype)
+        scores = round_to(capped * mods.softcap, dtype)
+    if mods.alibi is not None:
+        work, where = work_dtype(xp, dtype), device(scores)
+        # top-left positions do not depend on the key count: one (rows, Nk) for the batch
+        dist = alibi_distances(nq, nk, key_valid if align != TOP_LEFT else None, align, rows)
+        dist = xp.asarray(dist, dtype=work, device=where)
+        slopes = xp.asarray(mods.alibi[:, None, None], dtype=work, device=where)
+        scores = round_to(scores - round_to(slopes * dist, dtype), dtype)
+    if mods.bias is not None:
+        scores = round_to(scores + as_work(xp, mods.bias[..., rows, :], dtype), dtype)
+    return scores, capped
+
+
 def naive_attention(q, k, v, causal: bool, dtype: str = "float64", key_valid=None,
-                    align: str = TOP_LEFT) -> np.ndarray:
-    """softmax(q kᵀ / √d + mask) v, computed naively in `dtype` (see the module docstring).
+                    align: str = TOP_LEFT, mods: ScoreMods = PLAIN) -> np.ndarray:
+    """softmax(modified(q kᵀ / √d) + mask) v, computed naively in `dtype` (see the module
+    docstring).
 
     q: (B, H, Nq, D); k, v: (B, Hkv, Nk, D), H a multiple of Hkv (`expand_kv`). The mask keeps
-    what `causal` (aligned by `align`) and `key_valid` (the unpadded keys per sequence, (B,),
-    or None) allow; a row that keeps no key outputs 0. Works over query-row chunks so a
-    float64 reference at long N stays within memory.
+    what `causal` (aligned by `align`), the window of `mods` and `key_valid` (the unpadded
+    keys per sequence, (B,), or None) allow; a row that keeps no key outputs 0. `mods`
+    (harness.problem.modifiers.ScoreMods) soft-caps and biases the scores first. Works over
+    query-row chunks so a float64 reference at long N stays within memory.
     """
     xp = array_namespace(q, k, v)
     q, k, v = (as_work(xp, x, dtype) for x in (q, k, v))
@@ -161,8 +189,10 @@ def naive_attention(q, k, v, causal: bool, dtype: str = "float64", key_valid=Non
         # each step in place on this chunk's own array: the same operations, fewer copies
         scores = round_to(q[..., rows, :] @ kt, dtype)
         scores *= scale  # a Python float: the product stays in the working dtype
-        scores = kept(xp, round_to(scores, dtype),
-                      attention_keep(nq, nk, causal, key_valid, rows, align))
+        scores, _ = modified_scores(xp, round_to(scores, dtype), mods, dtype, nq, nk, rows,
+                                    key_valid, align)
+        scores = kept(xp, scores, attention_keep(nq, nk, causal, key_valid, rows, align,
+                                                 mods.window))
         scores -= softmax_shift(xp, scores)
         weights = xp.exp(scores)
         del scores
@@ -172,17 +202,28 @@ def naive_attention(q, k, v, causal: bool, dtype: str = "float64", key_valid=Non
     return out
 
 
-def reference_output(q, k, v, causal: bool, key_valid=None, align: str = TOP_LEFT) -> np.ndarray:
+def kernel_attention(case, inputs: dict, dtype: str = "float64",
+                     mods: ScoreMods | None = None):
+    """A kernel case's attention on `inputs` (q, k, v, and bias where the case has one),
+    naively in `dtype`: its mask, real keys and modifiers (`mods`: the case's own unless
+    given, as when one is switched off to see what it changes)."""
+    mods = score_mods(case, inputs) if mods is None else mods
+    return naive_attention(inputs["q"], inputs["k"], inputs["v"], case.causal, dtype,
+                           key_valid_lengths(case), case.causal_align, mods)
+
+
+def reference_output(q, k, v, causal: bool, key_valid=None, align: str = TOP_LEFT,
+                     mods: ScoreMods = PLAIN) -> np.ndarray:
     """The float64 truth every implementation is compared with."""
-    return naive_attention(q, k, v, causal, "float64", key_valid, align)
+    return naive_attention(q, k, v, causal, "float64", key_valid, align, mods)
 
 
 def tolerance(q, k, v, causal: bool, dtype: str, reference: np.ndarray, key_valid=None,
-              align: str = TOP_LEFT) -> float:
+              align: str = TOP_LEFT, mods: ScoreMods = PLAIN) -> float:
     """Absolute tolerance on max |out - reference| for an implementation computing in `dtype`."""
     if dtype == "float64":
         return ABS_FLOOR["float64"]
-    naive = naive_attention(q, k, v, causal, dtype, key_valid, align)
+    naive = naive_attention(q, k, v, causal, dtype, key_valid, align, mods)
     return bound(naive, reference, dtype)
 
 

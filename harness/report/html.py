@@ -17,7 +17,7 @@ from harness.analysis.roofline import TILE
 from harness.analysis.scaling import FIT_CONFIDENCE
 from harness.constants import FAILED_STATUSES, STATUSES
 from harness.measure.timer import CONFIDENCE
-from harness.report import method, plots, scaling, tables
+from harness.report import method, plots, scaling, speedups, tables
 from harness.report.format import percent
 from harness.report.roofline import roofline_view
 from harness.report.run import Run, load_run
@@ -69,7 +69,7 @@ def _section(errors: dict, name: str, build):
 def context(run: Run) -> dict:
     errors: dict[str, str] = {}
     records = run.records
-    speed = _section(errors, "speedup", lambda: tables.speedup(records, run.baseline))
+    speed = _section(errors, "speedup", lambda: speedups.speedup(records, run.baseline))
     roof = _section(errors, "roofline", lambda: roofline_view(run))
     return {
         "run": run,
@@ -99,6 +99,10 @@ def context(run: Run) -> dict:
         "throughput": _section(errors, "throughput", lambda: tables.throughput(records, run.env)),
         "throughput_svg": _svg(_section(errors, "throughput", lambda: plots.throughput(run))),
         "speedup": speed,
+        "speedup_summary": _section(errors, "speedup",
+                                    lambda: speedups.speedup_summary(records, run.baseline)),
+        "padding_overhead": _section(errors, "padding",
+                                     lambda: speedups.padding_overhead(records)),
         "speedup_svg": _svg(_section(errors, "speedup", lambda: plots.speedup_heatmap(speed)))
         if speed else None,
         "numerics": _section(errors, "numerics", lambda: tables.numerics(records)),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from harness.analysis import summary
 from harness.constants import FAILED_STATUSES, STATUSES
-from harness.report import method, scaling, tables
+from harness.report import method, scaling, speedups, tables
 from harness.report.format import code_md, escape_md
 from harness.report.run import Run, load_run
 
@@ -74,6 +74,31 @@ def _bandwidth(run: Run) -> list[str]:
             "(nearer the measured copy bandwidth than the matmul peak), so GB/s says how good "
             "they are: GB/s (% of the measured copy bandwidth).", "",
             _table(header, _cells(rows)), ""]
+
+
+def _comparisons(run: Run) -> list[str]:
+    """The speedup summary over the baseline and what padding costs, where the run has them."""
+    out = []
+    summary_rows = speedups.speedup_summary(run.records, run.baseline)
+    if summary_rows:
+        out += [f"## Speedup over `{escape_md(run.baseline)}`", "", "Geometric mean over the "
+                "shapes both ran (stable figures), and the best and worst shape of each.", "",
+                _table(["impl", "shapes", "average", "best", "where", "worst", "where"],
+                       [[code_md(s["impl"]), str(s["shapes"]), s["average_text"], s["best_text"],
+                         escape_md(s["best_where"]), s["worst_text"], escape_md(s["worst_where"])]
+                        for s in summary_rows], numeric=("shapes", "average", "best", "worst")),
+                ""]
+    padding = speedups.padding_overhead(run.records)
+    if padding:
+        out += ["## What padding costs", "", "A padded ragged batch against the same batch "
+                "packed (by the same implementation where it ran packed, else the fastest).", "",
+                _table(["impl", "configuration", "N", "padded ms", "packed by", "packed ms",
+                        "overhead"],
+                       [[code_md(p["impl"]), escape_md(p["config"]), str(p["seq_len"]),
+                         p["padded_ms"], code_md(p["packed_impl"]), p["packed_ms"],
+                         p["overhead_text"]] for p in padding],
+                       numeric=("N", "padded ms", "packed ms", "overhead")), ""]
+    return out
 
 
 def _compile(run: Run) -> list[str]:
@@ -194,6 +219,7 @@ def render_markdown(run_dir: str | Path | Run, baseline: str | None = None,
     if run.records:
         out += _latency(run)
         out += _bandwidth(run)
+        out += _comparisons(run)
         out += _compile(run)
     out += _scaling(run)
     out += _problems(run)

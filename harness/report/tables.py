@@ -204,33 +204,6 @@ def matrix(records: list[dict]) -> dict:
     return {"columns": columns, "impls": impls, "rows": rows, "timers": timers_line(records)}
 
 
-# ---- speedup over a baseline ---------------------------------------------------------
-
-def speedup(records: list[dict], baseline: str) -> dict:
-    """baseline median / impl median per shape the baseline ran: above 1 is faster."""
-    ok = [r for r in records if r["status"] == "ok" and (finite(r["median_s"]) or 0) > 0]
-    base = {shape_key(r): finite(r["median_s"]) for r in ok if r["impl"] == baseline}
-    present = any(r["impl"] == baseline for r in records)
-    others = [i for i in impls_of(ok) if i != baseline]
-    result = {"baseline": baseline, "present": present, "ran": bool(base), "impls": others,
-              "columns": [], "rows": [], "available": impls_of(ok)}
-    if not base or not others:
-        return result
-    by_shape: dict[tuple, dict[str, float]] = {}
-    for r in ok:
-        if shape_key(r) in base and r["impl"] != baseline:
-            by_shape.setdefault(shape_key(r), {})[r["impl"]] = finite(r["median_s"])
-    columns = shape_columns([r for r in ok if shape_key(r) in base])
-    rows = []
-    for key in sorted(base, key=shape_order):
-        ratios = [base[key] / by_shape[key][i] if i in by_shape.get(key, {}) else None
-                  for i in others]
-        rows.append({"labels": shape_labels(key, columns), "ratios": ratios,
-                     "texts": [fmt_ratio(x) for x in ratios]})
-    result.update(columns=columns, rows=rows)
-    return result
-
-
 # ---- throughput --------------------------------------------------------------------
 
 def throughput(records: list[dict], env: dict) -> dict:
