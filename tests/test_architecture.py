@@ -200,3 +200,16 @@ def test_the_checker_catches_a_cycle_and_an_upward_import():
     assert layer_of("harness.cli.run") > layer_of("harness.report.tables") > layer_of("harness.spec")
     assert long_functions("def f():\n" + "    x = 1\n" * 60, 60) == [("f", 1, 61)]
     assert long_functions("def f():\n" + "    x = 1\n" * 59, 60) == []
+
+
+def test_the_readme_layout_names_every_package_and_top_level_module():
+    """The README's layout section is the map a newcomer reads: it names every package and
+    every module at harness/'s top level."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    layout = layout[:layout.index("```", layout.index("```") + 3)]
+    harness = ROOT / "harness"
+    names = [f"harness/{p.name}/" for p in harness.iterdir() if (p / "__init__.py").exists()]
+    names += [p.name for p in harness.glob("*.py") if p.name != "__init__.py"]
+    missing = [n for n in names if n not in layout]
+    assert not missing, f"README layout does not name {missing}"
