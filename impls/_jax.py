@@ -56,34 +56,38 @@ def array(case, value, layout=None):
     return jax.device_put(jnp.asarray(value, dtype=case.dtype), jax_device(case))
 
 
-def prepared(case, fn, args: tuple, *, layout=None, kernel=None, inputs=None) -> Prepared:
-    """`fn(*args)` under jax.jit as the call (compiled on its first call: compile_s).
+def prepared(case, fn, args: tuple, *, layout=None, kernel=None, inputs=None,
+             constants: dict | None = None, info=None) -> Prepared:
+    """`fn(*args, **constants)` under jax.jit as the call (compiled on its first call:
+    compile_s). `constants` (masks, biases, lengths: arrays made in `prepare`) are arguments
+    of the jitted function, not values baked into its program, and are never differentiated.
 
     Mode fwd_bwd: the call is the forward and `jax.vjp` of sum(out · G) w.r.t. every argument
     named in `args` order q, k, v, jitted together; `inputs["dout"]` is G.
     """
     jax = import_jax()
     names = ("q", "k", "v")
+    constants = constants or {}
     if case.mode == "fwd_bwd":
         dout = array(case, inputs["dout"], layout)
 
-        def forward_backward(*xs):
-            out, vjp = jax.vjp(fn, *xs)
+        def forward_backward(xs, fixed):
+            out, vjp = jax.vjp(lambda *ys: fn(*ys, **fixed), *xs)
             return out, dict(zip(names, vjp(dout)))
 
         jitted = jax.jit(forward_backward)
     else:
-        jitted = jax.jit(fn)
+        jitted = jax.jit(lambda xs, fixed: fn(*xs, **fixed))
 
     def call():
-        return jax.block_until_ready(jitted(*args))
+        return jax.block_until_ready(jitted(args, constants))
 
     def to_numpy(out):
         arr = np.asarray(out).astype(np.float64)  # exact for every dtype (ml_dtypes bfloat16)
         return np.transpose(arr, layout) if layout is not None else arr
 
     return Prepared(call=call, to_numpy=to_numpy, out_dtype=lambda out: str(out.dtype),
-                    kernel=kernel, compiled=True)
+                    kernel=kernel, compiled=True, info=info or None)
 
 
 class JaxAdapter(Adapter):

@@ -18,9 +18,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.case import CONSTANT, NO_BIAS, TOP_LEFT
+from harness.constants import (FEATURE_ALIBI, FEATURE_BIAS, FEATURE_BOTTOM_RIGHT,
+                               FEATURE_KV_HEADS, FEATURE_PADDING, FEATURE_SOFTCAP, FEATURE_WINDOW)
 from harness.problem.inputs import (case_keep, causal_offset, key_valid_lengths,
                                     query_valid_lengths)
 from harness.problem.modifiers import alibi_slopes, score_bias
+
+# What the textbook adapters (numpy, torch.naive, torch.compile.naive, jax.naive, tf.naive*)
+# take: every modifier, computed densely (`additive`, a tanh for the cap). A packed batch has
+# no textbook form: it is an input layout for kernels that skip the padding.
+DENSE_FEATURES = frozenset({FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT, FEATURE_PADDING,
+                            FEATURE_WINDOW, FEATURE_ALIBI, FEATURE_BIAS, FEATURE_SOFTCAP})
 
 
 def is_ragged(case) -> bool:

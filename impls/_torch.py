@@ -1,8 +1,8 @@
 """Torch plumbing shared by the torch-family adapters, so each adapter module says only its call.
 
-Moving inputs to a device in a dtype and layout, the causal bias, grouped K/V heads, SDPA's
-mask and head options, device checks, and the `Prepared` conversions (float64, reference
-layout) are the same for every torch adapter.
+Moving inputs to a device in a dtype and layout, the dense additive mask (masks, ALiBi, bias)
+and the soft cap, grouped K/V heads, SDPA's mask and head options, device checks, and the
+`Prepared` conversions (float64, reference layout) are the same for every torch adapter.
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 
 from harness.case import BOTTOM_RIGHT
 from harness.constants import DTYPES
-from harness.problem.inputs import causal_keep
+from impls._masks import (additive, describe, has_score_terms, is_ragged, keep_mask,
+                          masks_scores, parts)
 from impls.base import Adapter, Prepared, no_op
 
 
@@ -69,14 +70,17 @@ def with_backward(forward, wrt: dict, dout):
     return call
 
 
-def causal_bias(case):
-    """Additive (Nq, Nk) mask: 0 where a query sees a key, -inf where it does not (the
-    diagonal aligned as the case says: top-left or bottom-right)."""
+def dense_mask(case, inputs):
+    """The additive mask of the case's dtype on its device, broadcastable to (B, H, Nq, Nk):
+    ALiBi, the bias, and -inf where a score is not kept (causal of either alignment, window,
+    key padding or a ragged batch); None when nothing is added (impls._masks.additive)."""
     import torch
 
-    keep = causal_keep(case.seq_len, case.seq_len_kv, case.causal_align)
-    bias = torch.from_numpy(np.where(keep, 0.0, -np.inf))
-    return bias.to(device=case.device, dtype=getattr(torch, case.dtype))
+    mask = additive(case, inputs)
+    if mask is None:
+        return None
+    return torch.from_numpy(np.ascontiguousarray(mask)).to(device=case.device,
+                                                           dtype=getattr(torch, case.dtype))
 
 
 def repeat_kv(x, group: int):
@@ -90,56 +94,92 @@ def repeat_kv(x, group: int):
     return x[:, :, None, :, :].expand(b, kv_heads, group, n, d).reshape(b, kv_heads * group, n, d)
 
 
-def naive_attention(q, k, v, mask, scale: float, group: int = 1):
-    """softmax(q·kᵀ·scale + mask)·v written out as a textbook does: K/V heads repeated for
-    their query groups (`repeat_kv`), matmul, scale, additive mask (or None), softmax, matmul;
-    no fused kernel."""
+def naive_attention(q, k, v, mask, scale: float, group: int = 1, softcap: float = 0.0):
+    """softmax(cap(q·kᵀ·scale) + mask)·v written out as a textbook does: K/V heads repeated
+    for their query groups (`repeat_kv`), matmul, scale, the soft cap softcap·tanh(s/softcap)
+    (when `softcap`), additive mask (or None), softmax, matmul; no fused kernel."""
     import torch
 
     k, v = repeat_kv(k, group), repeat_kv(v, group)
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
     if mask is not None:
         scores = scores + mask
     return torch.matmul(torch.softmax(scores, dim=-1), v)
 
 
-def sdpa_options(case, q, k, v) -> dict:
-    """`scaled_dot_product_attention`'s keyword arguments for the case's heads and mask, built
-    in `prepare` (inside any pinned-backend context: the choice below asks torch what the pin
-    allows).
+def sdpa_options(case, q, k, v, inputs=None) -> dict:
+    """`scaled_dot_product_attention`'s keyword arguments for the case's heads, mask and score
+    terms, built in `prepare` (inside any pinned-backend context: the choice below asks torch
+    what the pin allows). `inputs` holds the case's bias (needed only with one).
 
     Grouped K/V heads: `enable_gqa=True` (query head h reads K/V head h // group, as the
-    reference). Causal top-left: `is_causal=True`, SDPA's own alignment. Causal bottom-right:
-    torch's `causal_lower_right` bias where torch runs it as a fused causal kernel (the flash or
+    reference). Causal top-left and nothing else: `is_causal=True`, SDPA's own alignment.
+    ALiBi or a bias: a float `attn_mask` of the case's dtype, (B or 1, H, Nq, Nk), holding them
+    and -inf where a score is not kept (impls._masks.additive), SDPA adding it to the scaled
+    scores as the reference does. Key padding, a ragged batch, a window: a boolean `attn_mask`
+    (B or 1, 1, Nq, Nk), True where a score is kept. Causal bottom-right alone: torch's
+    `causal_lower_right` bias where torch runs it as a fused causal kernel (the flash or
     memory-efficient backends, on CUDA); anywhere else torch would materialise that bias as a
-    boolean (Nq, Nk) mask inside every call, so the same mask is built here, once, and passed
-    as `attn_mask`. A mask decides the backend: on the CPU the flash backend takes it; on CUDA
-    flash takes none, so the dispatcher runs memory-efficient, cuDNN or math (the record's
-    `kernel` says which), and a pinned backend that cannot is refused by its trial call.
+    boolean (Nq, Nk) mask inside every call, so the same mask is built here, once. A mask
+    decides the backend (`sdpa_mask_info` says how); a pinned backend that cannot take it is
+    refused by its trial call.
     """
     import torch
 
     options = {}
     if case.kv_heads != case.heads:
         options["enable_gqa"] = True
-    if case.causal_align == BOTTOM_RIGHT:
-        from torch.backends.cuda import (SDPAParams, can_use_efficient_attention,
-                                         can_use_flash_attention)
-        from torch.nn.attention.bias import causal_lower_right
+    if has_score_terms(case):
+        if inputs is None:
+            raise ValueError("a case with ALiBi or a bias needs its inputs for SDPA's attn_mask")
+        options["attn_mask"] = dense_mask(case, inputs)
+    elif masks_scores(case):
+        if case.causal_align == BOTTOM_RIGHT and not case.window and not is_ragged(case):
+            from torch.backends.cuda import (SDPAParams, can_use_efficient_attention,
+                                             can_use_flash_attention)
+            from torch.nn.attention.bias import causal_lower_right
 
-        params = SDPAParams(q, k, v, None, 0.0, False, options.get("enable_gqa", False))
-        if can_use_flash_attention(params) or can_use_efficient_attention(params):
-            options["attn_mask"] = causal_lower_right(case.seq_len, case.seq_len_kv)
-        else:
-            keep = causal_keep(case.seq_len, case.seq_len_kv, case.causal_align)
-            options["attn_mask"] = torch.from_numpy(keep).to(q.device)
+            params = SDPAParams(q, k, v, None, 0.0, False, options.get("enable_gqa", False))
+            if can_use_flash_attention(params) or can_use_efficient_attention(params):
+                options["attn_mask"] = causal_lower_right(case.seq_len, case.seq_len_kv)
+                return options
+        keep = np.ascontiguousarray(keep_mask(case))
+        options["attn_mask"] = torch.from_numpy(keep).to(q.device)
     elif case.causal:
         options["is_causal"] = True
     return options
 
 
+def sdpa_mask_info(case, options: dict, q, k, v) -> dict:
+    """What the case's SDPA mask is and what it forces, for `Prepared.info` (empty without an
+    `attn_mask`): on the CPU the flash_attention kernel takes any mask, bool or float; on CUDA
+    the flash kernel takes none, so torch is asked (`can_use_*_attention`) which fused backends
+    take this one; the dispatcher falls back to math when none does. The record's `kernel`,
+    read from the profiler, says what really ran."""
+    mask = options.get("attn_mask")
+    if mask is None or not hasattr(mask, "dtype"):  # none, or causal_lower_right's own kernel
+        return {}
+    info = {"sdpa_attn_mask": describe(mask, parts(case))}
+    if not case.device.startswith("cuda"):
+        info["sdpa_mask_forces"] = ("nothing on cpu: its flash_attention kernel takes a bool "
+                                    "or float attn_mask")
+        return info
+    from torch.backends import cuda
+
+    params = cuda.SDPAParams(q, k, v, mask, 0.0, False, options.get("enable_gqa", False))
+    fused = [name for name, can in (("flash_attention", cuda.can_use_flash_attention),
+                                    ("efficient_attention", cuda.can_use_efficient_attention),
+                                    ("cudnn_attention", cuda.can_use_cudnn_attention))
+             if can(params)]
+    info["sdpa_mask_forces"] = (f"on cuda the fused backends that take it: "
+                                f"{', '.join(fused) or 'none (math runs it)'}")
+    return info
+
+
 def prepared(case, call, *, layout=None, close=no_op, kernel=None, wrt=None,
-             inputs=None, grads_to_numpy=None) -> Prepared:
+             inputs=None, grads_to_numpy=None, info=None) -> Prepared:
     """Wrap `call` with torch's conversions; `layout` is the output's permutation from (B,H,N,D).
 
     Mode fwd_bwd: `wrt` names the leaves to differentiate ({"q": q, ...}, in the output's
@@ -169,6 +209,7 @@ def prepared(case, call, *, layout=None, close=no_op, kernel=None, wrt=None,
         close=close,
         kernel=kernel,
         grads_to_numpy=grads_to_numpy,
+        info=info or None,
     )
 
 

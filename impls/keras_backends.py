@@ -15,11 +15,10 @@ import os
 
 import numpy as np
 
-from harness.constants import (FEATURE_BOTTOM_RIGHT, FEATURE_KV_HEADS, FEATURE_PADDING,
-                               install_command)
+from harness.constants import FEATURE_PADDING, install_command
 from harness.problem.inputs import case_keep
 from impls import _jax, _torch
-from impls._keras import grouping_reasons, mask_options
+from impls._keras import FEATURE_NOTES, FEATURES, grouping_reasons, mask_options
 from impls.base import TO_BNHD, Adapter, Prepared, no_op
 from impls.keras_encoders import attribute, block_map, encoder_block_class, exact_scale, mha_map
 
@@ -99,14 +98,15 @@ class KerasOpsOn(KerasOnBackend):
     """keras.ops.dot_product_attention on this backend (grouped heads and the mask as
     impls/_keras.py says)."""
 
-    features = frozenset({FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT})
+    features = FEATURES
+    feature_notes = FEATURE_NOTES
 
     def library_reasons(self, case) -> list[str]:
         return (super().library_reasons(case)
                 or grouping_reasons(import_keras(self.backend), case, self.name))
 
-    def boolean(self, case, value):
-        """A boolean NumPy array as the backend's tensor on the case's device."""
+    def constant(self, case, value):
+        """A boolean or float NumPy array as the backend's tensor on the case's device."""
         if self.backend == "jax":
             return _jax.import_jax().device_put(value, _jax.jax_device(case))
         import torch
@@ -118,7 +118,7 @@ class KerasOpsOn(KerasOnBackend):
         grad = case.mode == "fwd_bwd"
         q, k, v = (self.array(case, np.transpose(inputs[n], TO_BNHD), grad) for n in "qkv")
         scale = 1.0 / math.sqrt(case.head_dim)
-        options = mask_options(case, lambda keep: self.boolean(case, keep))
+        options = mask_options(case, inputs, lambda array: self.constant(case, array))
 
         def attention(q, k, v):
             return keras.ops.dot_product_attention(q, k, v, scale=scale, **options)

@@ -3,7 +3,9 @@
 It is the baseline every other implementation is read against, so it stays plain: one matmul
 for the scores, a stable softmax (subtract the row max), one matmul for the output. Grouped K/V
 heads are repeated for their query heads inside the call, as eager model code does (Hugging
-Face's `repeat_kv`); the causal mask, either alignment, is built in `prepare`.
+Face's `repeat_kv`). Every modifier is computed densely, the textbook way: the soft cap as a
+tanh of the scores inside the call; ALiBi, the bias and every mask (causal of either
+alignment, the window, key padding or a ragged batch) as one additive tensor built in `prepare`.
 """
 from __future__ import annotations
 
@@ -11,8 +13,7 @@ import math
 
 import numpy as np
 
-from harness.constants import FEATURE_BOTTOM_RIGHT, FEATURE_KV_HEADS
-from harness.problem.inputs import causal_keep
+from impls._masks import DENSE_FEATURES, additive
 from impls.base import Adapter, Prepared
 
 
@@ -31,26 +32,34 @@ def sum_groups(grad, group: int):
     return grad.reshape(b, h // group, group, n, d).sum(axis=2)
 
 
-def attention(q, k, v, scale: float, mask, keep_weights: bool = False):
-    """softmax(q kᵀ · scale + mask) v over the last two axes; `mask` is additive or None.
-    With `keep_weights`, (output, softmax weights) for the backward."""
+def attention(q, k, v, scale: float, mask, keep_weights: bool = False, softcap: float = 0.0):
+    """softmax(cap(q kᵀ · scale) + mask) v over the last two axes; `mask` is additive or None,
+    cap(s) = softcap · tanh(s / softcap) when `softcap` (a Python float, as `scale`). With
+    `keep_weights`, (output, softmax weights, tanh of the scores or None) for the backward."""
     scores = (q @ np.swapaxes(k, -1, -2)) * scale
+    capped = None
+    if softcap:
+        capped = np.tanh(scores / softcap)
+        scores = capped * softcap
     if mask is not None:
         scores = scores + mask
     scores = scores - scores.max(axis=-1, keepdims=True)
     weights = np.exp(scores)
     weights /= weights.sum(axis=-1, keepdims=True)
     out = weights @ v
-    return (out, weights) if keep_weights else out
+    return (out, weights, capped) if keep_weights else out
 
 
-def attention_fwd_bwd(q, k, v, scale: float, mask, dout):
+def attention_fwd_bwd(q, k, v, scale: float, mask, dout, softcap: float = 0.0):
     """The forward, then the backward by hand (the weights P kept from the forward):
-    dV = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP − rowsum(dP ∘ P)), dQ = scale · dS K, dK = scale · dSᵀ Q."""
-    out, p = attention(q, k, v, scale, mask, keep_weights=True)
+    dV = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP − rowsum(dP ∘ P)), through the cap dS ∘ (1 − tanh²),
+    dQ = scale · dS K, dK = scale · dSᵀ Q."""
+    out, p, capped = attention(q, k, v, scale, mask, keep_weights=True, softcap=softcap)
     dv = np.swapaxes(p, -1, -2) @ dout
     dp = dout @ np.swapaxes(v, -1, -2)
     ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    if capped is not None:
+        ds = ds * (1 - capped * capped)
     dq = (ds @ k) * scale
     dk = (np.swapaxes(ds, -1, -2) @ q) * scale
     return out, {"q": dq, "k": dk, "v": dv}
@@ -64,29 +73,29 @@ class NumpyAttention(Adapter):
     requires = ("numpy",)
     install_hint = "pip install numpy"
     modes = ("fwd", "fwd_bwd")  # backward written by hand (attention_fwd_bwd)
-    features = frozenset({FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT})
+    features = DENSE_FEATURES
 
     def prepare(self, case, inputs) -> Prepared:
         dtype = np.dtype(case.dtype)
         q, k, v = (np.ascontiguousarray(inputs[n], dtype=dtype) for n in ("q", "k", "v"))
-        # A Python float: a NumPy float64 scalar would silently promote float32 scores.
-        scale = 1.0 / math.sqrt(case.head_dim)
-        mask = None
-        if case.causal:
-            keep = causal_keep(case.seq_len, case.seq_len_kv, case.causal_align)
-            mask = np.where(keep, 0.0, -np.inf).astype(dtype)
+        # Python floats: a NumPy float64 scalar would silently promote float32 scores.
+        scale, softcap = 1.0 / math.sqrt(case.head_dim), float(case.softcap)
+        mask = additive(case, inputs)  # ALiBi + bias + masks, float64 until cast
+        if mask is not None:
+            mask = mask.astype(dtype)
         group = case.group_size
         if case.mode == "fwd_bwd":
             dout = np.ascontiguousarray(inputs["dout"], dtype=dtype)
 
             def call():
                 out, grads = attention_fwd_bwd(q, repeat_kv(k, group), repeat_kv(v, group),
-                                               scale, mask, dout)
+                                               scale, mask, dout, softcap)
                 return out, {"q": grads["q"], "k": sum_groups(grads["k"], group),
                              "v": sum_groups(grads["v"], group)}
         else:
             def call():
-                return attention(q, repeat_kv(k, group), repeat_kv(v, group), scale, mask)
+                return attention(q, repeat_kv(k, group), repeat_kv(v, group), scale, mask,
+                                 softcap=softcap)
 
         return Prepared(
             call=call,

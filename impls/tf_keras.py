@@ -7,16 +7,21 @@ the forward and its GradientTape backward are one function. Keras 3 works in (B,
 
 Grouped K/V heads: the tutorial's function repeats them for their query heads inside the call
 (`tf.repeat`, as eager model code does, Hugging Face's `repeat_kv`); Keras takes them as they
-are (impls/_keras.py). A bottom-right causal mask: the tutorial's look-ahead mask shifted by
-Nk - Nq; Keras gets the aligned boolean mask (its `is_causal` is top-left).
+are (impls/_keras.py). Masks: the tutorial's `mask * -1e9` generalised, 1 wherever a score is
+not kept (causal of either alignment, window, key padding or a ragged batch), with ALiBi and
+the bias added to the same constant and the soft cap a tanh of the logits (every modifier
+computed densely, as the textbook adapters do); Keras gets a boolean mask and a bias
+(impls/_keras.py; its `is_causal` is top-left).
 """
 from __future__ import annotations
 
 import math
 
-from harness.constants import FEATURE_BOTTOM_RIGHT, FEATURE_KV_HEADS
-from harness.problem.inputs import causal_keep
-from impls._keras import grouping_reasons, mask_options
+import numpy as np
+
+from harness.problem.modifiers import score_bias
+from impls._masks import DENSE_FEATURES, keep_mask
+from impls._keras import FEATURE_NOTES, FEATURES, grouping_reasons, mask_options
 from impls._tf import (TFAdapter, import_keras, import_tf, keras_backend_reasons, on_device,
                       prepared, to_tensors)
 from impls.base import TO_BNHD
@@ -26,26 +31,32 @@ class TFNaive(TFAdapter):
     name = "tf.naive"
     description = "The TensorFlow tutorial's scaled_dot_product_attention, eager."
     modes = ("fwd", "fwd_bwd")  # backward: tf.GradientTape
-    features = frozenset({FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT})
+    features = DENSE_FEATURES
 
     def prepare(self, case, inputs):
         tf = import_tf()
-        bias, group = None, case.group_size
+        bias, group, softcap = None, case.group_size, float(case.softcap)
         with on_device(case):
             q, k, v = to_tensors(case, inputs)
             sqrt_dk = tf.math.sqrt(tf.cast(case.head_dim, case.dtype))  # the tutorial's dk
-            if case.causal:
-                # The tutorial's look-ahead mask (1 above the diagonal) and its `mask * -1e9`
-                # depend only on the shape: hoisted out of the timed call. In float16 -1e9
-                # overflows to -inf and 0 * -inf is NaN: the tutorial's formula, faithfully.
-                keep = causal_keep(case.seq_len, case.seq_len_kv, case.causal_align)
+            keep, terms = keep_mask(case), score_bias(case, inputs)
+            if keep is not None:
+                # The tutorial's mask (1 where a score is dropped: its look-ahead mask, and
+                # padding) and its `mask * -1e9` depend only on the case: hoisted out of the
+                # timed call. In float16 -1e9 overflows to -inf and 0 * -inf is NaN: the
+                # tutorial's formula, faithfully.
                 bias = tf.constant(1.0 - keep, case.dtype) * -1e9
+            if terms is not None:  # ALiBi and the bias, added to the same constant
+                terms = tf.constant(np.ascontiguousarray(terms), case.dtype)
+                bias = terms if bias is None else bias + terms
 
         def call():
             keys, values = k, v
             if group > 1:  # repeat_kv: query head h reads K/V head h // group
                 keys, values = tf.repeat(k, group, axis=1), tf.repeat(v, group, axis=1)
             logits = tf.matmul(q, keys, transpose_b=True) / sqrt_dk
+            if softcap:
+                logits = tf.math.tanh(logits / softcap) * softcap
             if bias is not None:
                 logits += bias
             weights = tf.nn.softmax(logits, axis=-1)
@@ -81,7 +92,8 @@ class KerasOps(TFAdapter):
     description = "keras.ops.dot_product_attention on the TensorFlow backend, eager."
     requires = ("tensorflow", "keras")
     modes = ("fwd", "fwd_bwd")  # backward: tf.GradientTape
-    features = frozenset({FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT})
+    features = FEATURES
+    feature_notes = FEATURE_NOTES
 
     def library_reasons(self, case) -> list[str]:
         return (keras_backend_reasons(self.name) or super().library_reasons(case)
@@ -96,7 +108,7 @@ class KerasOps(TFAdapter):
             # it to the logits' dtype: float64 would lose its precision (errors ~1e-8). The
             # same 1/√d as a tensor of the case's dtype is exact; other dtypes are unchanged.
             scale = tf.constant(1.0 / math.sqrt(case.head_dim), case.dtype)
-            options = mask_options(case, tf.constant)
+            options = mask_options(case, inputs, tf.constant)
         return prepared(
             case,
             lambda: keras.ops.dot_product_attention(q, k, v, scale=scale, **options),

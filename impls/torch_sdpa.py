@@ -5,17 +5,45 @@ entering the context is never part of the timed call. Whether a pinned backend c
 is asked of torch itself with a trial call, and torch's own words become the reason.
 
 Grouped K/V heads go in as they are (`enable_gqa`); a bottom-right causal mask as torch's
-`causal_lower_right` or a boolean mask (`impls._torch.sdpa_options` says which, and why). A
-backend that cannot take either is refused by its trial call when pinned; the dispatcher falls
-back (to math, say), and the record's `kernel`, read from the profiler, names what ran.
+`causal_lower_right` or a boolean mask; key padding, a ragged batch and a window as a boolean
+`attn_mask`; ALiBi and a bias as a float `attn_mask` that carries the masks too
+(`impls._torch.sdpa_options` says which, and why; `Prepared.info` says what the mask is and
+which backends take it). A backend that cannot take it is refused by its trial call when
+pinned; the dispatcher falls back (to math, say), and the record's `kernel`, read from the
+profiler, names what ran. The soft cap SDPA cannot take: its mask is added to the scaled
+scores, and a tanh of them has no additive form. A packed batch goes through SDPA on nested
+tensors (impls/torch_nested.py).
 """
 from __future__ import annotations
 
 import contextlib
 import warnings
 
-from harness.constants import FEATURE_BOTTOM_RIGHT, FEATURE_KV_HEADS
-from impls._torch import TorchAdapter, device_reasons, prepared, sdpa_options, to_device
+import dataclasses
+
+import numpy as np
+
+from harness.case import NO_BIAS
+from harness.constants import (FEATURE_ALIBI, FEATURE_BIAS, FEATURE_BOTTOM_RIGHT,
+                               FEATURE_KV_HEADS, FEATURE_PADDING, FEATURE_SOFTCAP, FEATURE_WINDOW)
+from impls._torch import (TorchAdapter, device_reasons, prepared, sdpa_mask_info, sdpa_options,
+                          to_device)
+from impls.torch_packed import ADAPTERS as PACKED_ADAPTERS
+
+SOFTCAP_NOTE = ("SDPA adds its attn_mask to the scaled scores, and a tanh of the scores has no "
+                "additive form; torch.flex takes it as a score_mod")
+
+
+def trial_case(case):
+    """The case as a library-reasons trial asks it (batch 1, one K/V head and its query group),
+    with a zero bias of that shape where the case has one: a mask of the same kind and shape
+    per sequence as the real call's."""
+    trial = dataclasses.replace(case, batch=1, heads=case.group_size, kv_heads=1)
+    inputs = {}
+    if case.bias != NO_BIAS:
+        inputs["bias"] = np.zeros((1, trial.heads, case.seq_len, case.seq_len_kv))
+    return trial, inputs
+
 
 # id, SDPBackend member (None: the dispatcher chooses), description
 SDPA_VARIANTS = (
@@ -33,7 +61,9 @@ class TorchSDPA(TorchAdapter):
 
     kernel_probe = "sdpa"  # the harness asks the profiler which backend really ran
     modes = ("fwd", "fwd_bwd")  # backward: torch autograd, through the same backend
-    features = frozenset({FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT})
+    features = frozenset({FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT, FEATURE_PADDING,
+                          FEATURE_WINDOW, FEATURE_ALIBI, FEATURE_BIAS})
+    feature_notes = {FEATURE_SOFTCAP: SOFTCAP_NOTE}
 
     def __init__(self, name: str, backend: str | None, description: str):
         self.name = name
@@ -64,11 +94,13 @@ class TorchSDPA(TorchAdapter):
         options = {"device": case.device, "dtype": getattr(torch, case.dtype)}
         q = torch.zeros(1, case.group_size, case.seq_len, case.head_dim, **options)
         kv = torch.zeros(1, 1, case.seq_len_kv, case.head_dim, **options)
+        trial, inputs = trial_case(case)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 with self._backend_context():
-                    F.scaled_dot_product_attention(q, kv, kv, **sdpa_options(case, q, kv, kv))
+                    F.scaled_dot_product_attention(q, kv, kv,
+                                                   **sdpa_options(trial, q, kv, kv, inputs))
             except torch.cuda.OutOfMemoryError:
                 raise  # the case itself would not fit: let the harness call it oom
             except RuntimeError as exc:
@@ -84,7 +116,8 @@ class TorchSDPA(TorchAdapter):
         q, k, v = to_device(case, inputs)
         with contextlib.ExitStack() as entering:
             entering.enter_context(self._backend_context())
-            options = sdpa_options(case, q, k, v)  # under the pin: it asks what the pin allows
+            # under the pin: it asks what the pin allows
+            options = sdpa_options(case, q, k, v, inputs)
             backend = entering.pop_all()  # left by Prepared.close
         return prepared(
             case,
@@ -93,7 +126,9 @@ class TorchSDPA(TorchAdapter):
             kernel=self.kernel,
             wrt={"q": q, "k": k, "v": v},
             inputs=inputs,
+            info=sdpa_mask_info(case, options, q, k, v),
         )
 
 
-ADAPTERS = [TorchSDPA(*variant) for variant in SDPA_VARIANTS]
+# SDPA on nested tensors and the varlen kernel (packed batches) register with SDPA's variants
+ADAPTERS = [TorchSDPA(*variant) for variant in SDPA_VARIANTS] + PACKED_ADAPTERS

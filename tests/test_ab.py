@@ -158,6 +158,8 @@ budget_s = 0.05
         assert "1024" in skipped["reason"]
     plan = json.loads((out / "base" / "plan.json").read_text())
     assert plan["overrides"]["mem_limit_bytes"] == 32 * 2**20
+    env = json.loads((out / "head" / "env.json").read_text())
+    assert env["mem_limit_bytes"] == 32 * 2**20  # the reports' method names the cap
 
 
 def test_a_bad_ab_memory_limit_is_refused_as_runs_is(run_cli, tmp_path):

@@ -92,7 +92,10 @@ def on_torch(monkeypatch):
 
 @pytest.mark.parametrize("mode", ["fwd", "fwd_bwd"])
 @pytest.mark.parametrize("problem", [{}, {"kv_heads": 1, "seq_len": 40, "seq_len_kv": 96,
-                                         "causal_align": "bottom_right"}], ids=["mha", "gqa-br"])
+                                         "causal_align": "bottom_right"},
+                                     {"lengths": "bimodal", "window": 9, "alibi": True,
+                                      "bias": "batch_head", "softcap": 3.0}],
+                         ids=["mha", "gqa-br", "ragged-mods"])
 def test_a_truth_computed_with_torch_is_the_numpy_truth(on_torch, monkeypatch, mode, problem):
     case = _case(mode=mode, dtype="bfloat16", causal=True, **problem)
     brought_back = []
@@ -146,3 +149,53 @@ def test_a_device_that_cannot_hold_the_truth_hands_it_to_the_cpu(on_torch, capsy
     out, _ = on_device.computed(_case(), compute, {"q": q})
     assert calls == [torch.Tensor, np.ndarray] and np.array_equal(out, q * 2)
     assert "computing it on the CPU" in capsys.readouterr().err
+
+
+MODIFIED = [  # Case fields: a ragged batch with every modifier, and a window with ALiBi alone
+    dict(seq_len=5, seq_len_kv=40, causal=True, causal_align="bottom_right", lengths="uniform",
+         window=9, alibi=True, bias="batch_head", softcap=4.0, kv_heads=1),
+    dict(seq_len=40, causal=True, lengths="longtail", window=7, alibi=True, heads=3,
+         kv_heads=3),
+    dict(seq_len=40, seq_len_kv=24, bias="head", softcap=2.0),
+]
+
+
+@pytest.mark.parametrize("fields", MODIFIED, ids=["decode-all", "prefill-window-alibi",
+                                                  "bias-softcap"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_modified_truth_agrees_across_namespaces(monkeypatch, dtype, fields):
+    from harness.problem import reference
+    from harness.problem.gradients import kernel_forward_backward
+    from harness.problem.inputs import grad_output, kernel_inputs
+
+    monkeypatch.setattr(reference, "ROW_CHUNK", 16)  # rows of the bias and of ALiBi by chunk
+    case = _case(**{"batch": 2, "mode": "fwd_bwd", **fields})
+    inputs = kernel_inputs(case)
+    inputs["dout"] = grad_output(case, inputs["q"].shape)
+    out_np, grads_np = kernel_forward_backward(case, inputs, dtype)
+    out_t, grads_t = kernel_forward_backward(case, {n: torch.from_numpy(a)
+                                                    for n, a in inputs.items()}, dtype)
+    ref, _ = kernel_forward_backward(case, inputs)
+    naive_err = np.abs(out_np - ref).max()
+    assert np.isfinite(out_t.numpy()).all()
+    assert np.abs(out_np - out_t.numpy()).max() <= (1e-13 if dtype == "float64" else
+                                                    2 * naive_err)
+    for name, g_np in grads_np.items():
+        g_t = grads_t[name].numpy()
+        assert g_t.shape == g_np.shape and np.isfinite(g_t).all()
+        scale = np.abs(g_np).max()
+        assert np.abs(g_np - g_t).max() <= (1e-12 if dtype == "float64" else 3e-2) * scale, name
+
+
+def test_observability_computed_with_torch_is_numpys(on_torch, monkeypatch):
+    from harness.problem import observable
+
+    case = _case(dtype="float16", causal=True, lengths="uniform", batch=2, window=20,
+                 alibi=True, bias="head", softcap=8.0)
+    with_torch = observable.modifier_effects(case)
+    truth.clear_caches()
+    monkeypatch.setattr(on_device, "torch_device_for", lambda case: None)
+    with_numpy = observable.modifier_effects(case)
+    assert set(with_torch) == {"window", "alibi", "bias", "softcap"}
+    assert with_torch == pytest.approx(with_numpy, abs=1e-12)
+    assert observable.unobservable(case) is None

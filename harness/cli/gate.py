@@ -202,7 +202,8 @@ def cmd_ab(args) -> int:
         print(f"interrupted: partial runs in {out}/base and {out}/head", file=sys.stderr)
         return EXIT_INTERRUPTED
     for name, run_dir in dirs.items():
-        run_dir.note_env(workers=runner.infos[name], peaks=runner.peaks[name])
+        run_dir.note_env(workers=runner.infos[name], peaks=runner.peaks[name],
+                         mem_limit_bytes=plan.overrides.get("mem_limit_bytes"))
         finish_run(run_dir, plan)
     result.update(base=str(out / "base"), new=str(out / "head"), forced=False,
                   differences=[list(d) for d in compare.fingerprint_differences(

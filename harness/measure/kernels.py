@@ -9,12 +9,15 @@ from __future__ import annotations
 
 # aten operator (as the profiler names it) -> backend, in the names SDPBackend uses, lowercased.
 # torch's bottom-right `causal_lower_right` bias calls a backend's operator itself, without the
-# scaled_dot_product_* wrapper: `_efficient_attention_forward` names the memory-efficient one.
+# scaled_dot_product_* wrapper: `_efficient_attention_forward` names the memory-efficient one;
+# so do SDPA on nested tensors (on CUDA) and `varlen_attn` (over cu_seqlens).
 SDPA_OPERATORS = {
     "aten::_scaled_dot_product_flash_attention_for_cpu": "flash_attention",
     "aten::_scaled_dot_product_flash_attention": "flash_attention",
     "aten::_scaled_dot_product_efficient_attention": "efficient_attention",
     "aten::_efficient_attention_forward": "efficient_attention",
+    "aten::_flash_attention_forward": "flash_attention",  # varlen_attn, nested tensors on CUDA
+    "aten::_cudnn_attention_forward": "cudnn_attention",
     "aten::_scaled_dot_product_cudnn_attention": "cudnn_attention",
     "aten::_scaled_dot_product_fused_attention_overrideable": "overrideable",
     "aten::_scaled_dot_product_attention_math": "math",

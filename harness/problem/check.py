@@ -1,10 +1,15 @@
-"""Is an output right? One call's result (and gradients) against the float64 truth."""
+"""Is an output right? One call's result (and gradients) against the float64 truth.
+
+The padded query rows of a ragged square batch (harness.problem.inputs.query_valid_lengths)
+are left out of the output's comparison and dQ's: their output is undefined (a packed
+implementation has no such rows at all), and their upstream gradient is 0.
+"""
 from __future__ import annotations
 
 import numpy as np
 
 from harness.problem import layers, reference
-from harness.problem.truth import grad_tolerances_for, reference_grads
+from harness.problem.truth import grad_tolerances_for, real_rows, reference_grads
 
 
 def check_output(case, prepared, out, ref: np.ndarray, tol: float) -> dict:
@@ -31,7 +36,8 @@ def _check_tensor(case, prepared, out, ref: np.ndarray, tol: float) -> dict:
     if arr.shape != ref.shape:
         return {**result, "status": "mismatch",
                 "reason": f"output shape {tuple(arr.shape)}, expected {tuple(ref.shape)}"}
-    errors = reference.compare(arr, ref)
+    real = real_rows(case)
+    errors = reference.compare(real(arr, "out"), real(ref, "out"))
     result.update(max_abs_err=errors["max_abs_err"], rel_err=errors["rel_err"])
     if not errors["finite"]:
         return {**result, "status": "mismatch", "reason": "output contains NaN or Inf"}
@@ -65,14 +71,14 @@ def check_grads(case, prepared, grads: dict) -> dict:
     extra = sorted(set(arrays) - set(expected))
     if extra:
         problems.append(f"unexpected gradients {', '.join(extra)}")
-    worst = 0.0
+    worst, real = 0.0, real_rows(case)
     for name in [n for n in expected if n in arrays]:
         ref, tol, arr = expected[name], tols[name], arrays[name]
         if arr.shape != ref.shape:
             problems.append(f"gradient {name} shape {tuple(arr.shape)}, "
                             f"expected {tuple(ref.shape)}")
             continue
-        errors = reference.compare(arr, ref)
+        errors = reference.compare(real(arr, name), real(ref, name))
         out["grad_errors"][name] = {"max_abs_err": errors["max_abs_err"],
                                     "rel_err": errors["rel_err"], "norm_err": errors["norm_err"],
                                     "tolerance": tol, "on": judged}

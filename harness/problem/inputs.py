@@ -28,7 +28,7 @@ GRAD_STREAM, LENGTHS_STREAM, BIAS_STREAM = 0x6A09E667, 0xBB67AE85, 0x3C6EF372
 # "longtail"; for "bimodal", modes at these fractions of N with this log-normal spread.
 LONGTAIL_SIGMA = 1.5
 BIMODAL_MODES = (1 / 8, 7 / 8)
-BIMODAL_SPREAD = 0.2
+BIMODAL_SPREAD = 0.1
 
 
 def problem_seed(case) -> int:
