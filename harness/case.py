@@ -50,7 +50,7 @@ class Case:
     batch: int = _axis(1, size=True)
     heads: int = _axis(8, size=True)
     seq_len: int = _axis(128, LENGTH, size=True)
-    seq_len_kv: int = _axis(0, LENGTH, size=True)  # 0 means "same as seq_len"; normalised in __post_init__
+    seq_len_kv: int = _axis(0, LENGTH, size=True)  # 0: "as seq_len", normalised in __post_init__
     head_dim: int = _axis(64, size=True)
     causal: bool = _axis(False)
     seed: int = _axis(0, REPLICATE)

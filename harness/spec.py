@@ -110,45 +110,79 @@ class Suite:
         return list(dict.fromkeys(out))  # square cases of both alignments are one problem
 
 
+MODIFIERS = ("window", "alibi", "bias", "softcap")  # score modifiers: kernel-level problems
+
+
 def case_problem(case: Case) -> tuple[str, str] | None:
     """(sweep key, why) when no implementation can be asked this case, else None: the rules of
     what a case may combine, in one place for suites, the CLI and adapters."""
+    for rule in CASE_RULES:
+        problem = rule(case)
+        if problem:
+            return problem
+    return None
+
+
+def _layer_axes(case: Case):
     if case.level != "encoder":
         for key, default in (("norm", "post"), ("ffn_mult", 4)):
             if getattr(case, key) != default:
                 return key, (f"{key} describes encoder blocks: a {case.level} case keeps its "
                              f"default ({default}), not {getattr(case, key)!r}")
-    if case.level != "kernel" and case.seq_len_kv != case.seq_len:
+    return None
+
+
+def _kernel_only(case: Case):
+    if case.level == "kernel":
+        return None
+    if case.seq_len_kv != case.seq_len:
         return "seq_len_kv", (f"the {case.level} level is self-attention: seq_len_kv must equal "
                               f"seq_len ({case.seq_len}), not {case.seq_len_kv}")
+    if case.kv_heads != case.heads:
+        return "kv_heads", (f"grouped K/V heads are a kernel-level problem: a {case.level} case "
+                            f"keeps kv_heads equal to heads ({case.heads}), not {case.kv_heads}")
+    changed = [k for k in (*MODIFIERS, "lengths", "layout") if not case.at_default(k)]
+    if changed:
+        return changed[0], (f"{changed[0]} is a kernel-level problem: a {case.level} case keeps "
+                            f"its default ({DEFAULTS[changed[0]]!r})")
+    return None
+
+
+def _alignment(case: Case):
     if case.causal_align == BOTTOM_RIGHT and case.seq_len > case.seq_len_kv:
         return "causal_align", (f"bottom-right causal with more queries ({case.seq_len}) than keys "
                                 f"({case.seq_len_kv}) leaves the first "
                                 f"{case.seq_len - case.seq_len_kv} queries no key to attend to")
-    modifiers = [k for k in MODIFIERS if not case.at_default(k)]
-    if case.level != "kernel" and (modifiers or case.lengths != CONSTANT or case.layout != "padded"):
-        key = modifiers[0] if modifiers else ("lengths" if case.lengths != CONSTANT else "layout")
-        return key, (f"{key} is a kernel-level problem: a {case.level} case keeps its default "
-                     f"({DEFAULTS[key]!r})")
+    return None
+
+
+def _window(case: Case):
     if case.window and not case.causal:
         return "window", ("a sliding window keeps each query's most recent keys: it needs "
                           "causal = true")
     if case.window and case.window >= case.seq_len_kv:
         return "window", (f"window {case.window} covers all {case.seq_len_kv} keys: the same "
                           "problem as plain causal; expected a window narrower than seq_len_kv")
-    if case.lengths != CONSTANT and case.padding:
-        return "lengths", ("padding and a length distribution both make the batch ragged: "
-                           "give one of them")
-    if case.kv_heads > case.heads or case.heads % case.kv_heads:
-        return "kv_heads", (f"heads ({case.heads}) must be a multiple of kv_heads "
-                            f"({case.kv_heads}): each K/V head serves a whole group of query heads")
-    if case.level != "kernel" and case.kv_heads != case.heads:
-        return "kv_heads", (f"grouped K/V heads are a kernel-level problem: a {case.level} case "
-                            f"keeps kv_heads equal to heads ({case.heads}), not {case.kv_heads}")
     return None
 
 
-MODIFIERS = ("window", "alibi", "bias", "softcap")
+def _ragged(case: Case):
+    if case.lengths != CONSTANT and case.padding:
+        return "lengths", ("padding and a length distribution both make the batch ragged: "
+                           "give one of them")
+    return None
+
+
+def _groups(case: Case):
+    if case.kv_heads > case.heads or case.heads % case.kv_heads:
+        return "kv_heads", (f"heads ({case.heads}) must be a multiple of kv_heads "
+                            f"({case.kv_heads}): each K/V head serves a whole group of query heads")
+    return None
+
+
+CASE_RULES = (_layer_axes, _groups, _kernel_only, _alignment, _window, _ragged)
+
+
 ALIGN_MEANINGS = (f"{TOP_LEFT}: query i sees keys 0..i, as SDPA's is_causal; {BOTTOM_RIGHT}: "
                   "query i is token Nk - Nq + i and sees keys 0..Nk - Nq + i, as in decode")
 

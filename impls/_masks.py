@@ -13,6 +13,7 @@ keep their sequence's real keys: a finite, unchecked output, exactly zero in wha
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -173,3 +174,14 @@ def packing(case) -> Packing:
 def slopes(case) -> np.ndarray | None:
     """ALiBi's per-head slopes (H,) float64, or None without ALiBi."""
     return alibi_slopes(case.heads) if case.alibi else None
+
+
+def trial_case(case):
+    """The case as a library-reasons trial asks it (batch 1, one K/V head and its query group),
+    and its inputs but q, k, v (a zero bias where the case has one): masks and biases of the
+    same kinds as the real call's, on the trial's shapes."""
+    trial = dataclasses.replace(case, batch=1, heads=case.group_size, kv_heads=1)
+    inputs = {}
+    if case.bias != NO_BIAS:
+        inputs["bias"] = np.zeros((1, trial.heads, case.seq_len, case.seq_len_kv))
+    return trial, inputs

@@ -19,30 +19,15 @@ from __future__ import annotations
 import contextlib
 import warnings
 
-import dataclasses
-
-import numpy as np
-
-from harness.case import NO_BIAS
 from harness.constants import (FEATURE_ALIBI, FEATURE_BIAS, FEATURE_BOTTOM_RIGHT,
                                FEATURE_KV_HEADS, FEATURE_PADDING, FEATURE_SOFTCAP, FEATURE_WINDOW)
+from impls._masks import trial_case
 from impls._torch import (TorchAdapter, device_reasons, prepared, sdpa_mask_info, sdpa_options,
                           to_device)
 from impls.torch_packed import ADAPTERS as PACKED_ADAPTERS
 
 SOFTCAP_NOTE = ("SDPA adds its attn_mask to the scaled scores, and a tanh of the scores has no "
                 "additive form; torch.flex takes it as a score_mod")
-
-
-def trial_case(case):
-    """The case as a library-reasons trial asks it (batch 1, one K/V head and its query group),
-    with a zero bias of that shape where the case has one: a mask of the same kind and shape
-    per sequence as the real call's."""
-    trial = dataclasses.replace(case, batch=1, heads=case.group_size, kv_heads=1)
-    inputs = {}
-    if case.bias != NO_BIAS:
-        inputs["bias"] = np.zeros((1, trial.heads, case.seq_len, case.seq_len_kv))
-    return trial, inputs
 
 
 # id, SDPBackend member (None: the dispatcher chooses), description
