@@ -132,7 +132,9 @@ class Case:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Case":
-        return cls(**{k: v for k, v in data.items() if k in FIELD_NAMES})
+        """The Case of a dict or a record; a field it lacks or holds null (a record from before
+        the field existed) takes its default."""
+        return cls(**{k: v for k, v in data.items() if k in FIELD_NAMES and v is not None})
 
 
 FIELDS = dataclasses.fields(Case)

@@ -12,7 +12,7 @@ which backends take it). A backend that cannot take it is refused by its trial c
 pinned; the dispatcher falls back (to math, say), and the record's `kernel`, read from the
 profiler, names what ran. The soft cap SDPA cannot take: its mask is added to the scaled
 scores, and a tanh of them has no additive form. A packed batch goes through SDPA on nested
-tensors (impls/torch_nested.py).
+tensors (impls/torch_packed.py, torch.sdpa.nested).
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ from impls.torch_packed import ADAPTERS as PACKED_ADAPTERS
 
 SOFTCAP_NOTE = ("SDPA adds its attn_mask to the scaled scores, and a tanh of the scores has no "
                 "additive form; torch.flex takes it as a score_mod")
-
 
 # id, SDPBackend member (None: the dispatcher chooses), description
 SDPA_VARIANTS = (

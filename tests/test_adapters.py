@@ -2,9 +2,11 @@
 tolerance, in the case's dtype, or says (in one readable line) why it cannot.
 
 Cases go through `harness.execute.run_case`, the path a worker takes, on ordinary and odd
-shapes, causal and not, with grouped K/V heads and a bottom-right causal mask. TensorFlow never
-enters this process (it imports torch): the TF and Keras adapters run in a child process
-(tests/tf_cases_worker.py) and report JSON back; so do JAX and Keras on JAX or torch.
+shapes, causal and not, with grouped K/V heads and a bottom-right causal mask, and with every
+problem feature an adapter declares (key padding, ragged and packed batches, a window, ALiBi,
+a bias, soft-capping: MOD_FIELDS). TensorFlow never enters this process (it imports torch): the
+TF and Keras adapters run in a child process (tests/tf_cases_worker.py) and report JSON back;
+so do JAX and Keras on JAX or torch.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import numpy as np
 import pytest
 
 from harness import registry
-from harness.case import BOTTOM_RIGHT, TOP_LEFT
+from harness.case import BOTTOM_RIGHT, PACKED, TOP_LEFT
 from harness.constants import FEATURES
 from harness.run.execute import execute, run_case
 from harness.problem.inputs import causal_keep, kernel_inputs
@@ -56,6 +58,8 @@ CPU_OK = {
     "torch.compile.naive": ALL_CONTRACT,
     "torch.compile.sdpa": ALL_CONTRACT,
     "torch.flex": {"float32", "bfloat16"},  # inductor's CPU flex lowering takes no float64
+    "torch.sdpa.nested": ALL_CONTRACT,  # a packed batch only: its padded cases are refused
+    "torch.varlen": set(),  # FlashAttention's varlen kernel: CUDA only
     "jax.naive": ALL_CONTRACT,
     "jax.sdpa": {"float32", "bfloat16"},  # its softmax is float32
     "keras.ops.jax": {"float32", "bfloat16"},  # Keras computes float64 in float32 here
@@ -78,8 +82,42 @@ HAVE_TF = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "k
 FEATURE_SHAPES = [(2, 4, 2, 16, 16, 16, True, TOP_LEFT), (1, 4, 1, 16, 16, 16, False, TOP_LEFT),
                   (1, 2, 2, 3, 17, 24, True, BOTTOM_RIGHT), (1, 4, 2, 1, 33, 16, True, BOTTOM_RIGHT)]
 # Cases a library refuses on this CPU, though the adapter takes the feature: Keras 3.15 on
-# TensorFlow repeats K/V heads only when there are more than one (multi-query fails its einsum)
-LIBRARY_REFUSES = {"keras.ops": lambda case: case.kv_heads == 1 < case.heads}
+# TensorFlow repeats K/V heads only when there are more than one (multi-query fails its einsum);
+# torch's SDPA on nested tensors takes is_causal only in its CUDA kernels (one query per
+# sequence at the bottom-right needs no mask)
+LIBRARY_REFUSES = {"keras.ops": lambda case: case.kv_heads == 1 < case.heads,
+                   "torch.sdpa.nested": lambda case: case.causal and not (
+                       case.causal_align == BOTTOM_RIGHT and case.seq_len == 1)}
+# Small cases of every optional problem feature (fields over MOD_BASE), each one that the
+# feature changes: key padding; a ragged batch padded and packed (prefill documents; decode on
+# ragged KV caches); a window of either alignment; ALiBi; a bias per head and per sequence; a
+# soft cap. An adapter runs those whose features it declares and refuses the rest.
+MOD_BASE = {"batch": 2, "heads": 4, "seq_len": 24, "head_dim": 16}
+RECT = {"seq_len": 9, "seq_len_kv": 24, "causal": True}
+DECODE = {"seq_len": 1, "seq_len_kv": 33, "lengths": "uniform", "causal": True,
+          "causal_align": BOTTOM_RIGHT}
+MOD_FIELDS = {
+    "padding": {"padding": 0.25},
+    "padding-causal": {"padding": 0.25, "causal": True},
+    "ragged": {"lengths": "uniform", "causal": True},
+    "ragged-packed": {"lengths": "uniform", "causal": True, "layout": PACKED},
+    "ragged-packed-full": {"lengths": "bimodal", "layout": PACKED},
+    "decode": DECODE,
+    "decode-packed": {**DECODE, "layout": PACKED},
+    "window": {"causal": True, "window": 8},
+    "window-top-left": {**RECT, "window": 8},
+    "window-bottom-right": {**RECT, "window": 8, "causal_align": BOTTOM_RIGHT},
+    "alibi": {"causal": True, "alibi": True},
+    "alibi-bottom-right": {**RECT, "alibi": True, "causal_align": BOTTOM_RIGHT},
+    "bias-head": {"bias": "head"},
+    "bias-batch_head": {"bias": "batch_head", "causal": True},
+    "softcap": {"softcap": 5.0},
+}
+# Every feature at once, with grouped K/V heads, padded and packed, and without the soft cap
+# (SDPA's): what the compiled adapters run (each case is a compilation)
+MOD_ALL = {"lengths": "uniform", "causal": True, "window": 8, "alibi": True,
+           "bias": "batch_head", "softcap": 5.0, "kv_heads": 2}
+MOD_ALL_FIELDS = [MOD_ALL, {**MOD_ALL, "softcap": 0.0}, {**MOD_ALL, "layout": PACKED}]
 
 
 def kernel_adapters(in_tf_process: bool) -> list[str]:
@@ -114,6 +152,18 @@ def compiled_feature_cases(family: str = "torch") -> list[Case]:
                          picks=[len(FEATURE_SHAPES) - 1], dtypes=("float32",))
 
 
+def mod_cases(names, dtypes=("float32",), fields=None) -> list[Case]:
+    """Cases of MOD_FIELDS (or the given field sets) for each adapter and dtype."""
+    fields = list(MOD_FIELDS.values()) if fields is None else fields
+    return [Case(impl=name, dtype=dtype, **{**MOD_BASE, **f})
+            for f in fields for name in names for dtype in dtypes]
+
+
+def compiled_mod_cases(family: str = "torch") -> list[Case]:
+    return mod_cases([n for n in COMPILED if registry.get(n).framework == family],
+                     fields=MOD_ALL_FIELDS)
+
+
 def compiled_cases(family: str = "torch") -> list[Case]:
     out = []
     for name, picks in COMPILED.items():
@@ -130,6 +180,8 @@ def compiled_cases(family: str = "torch") -> list[Case]:
 def expected_ok(case: Case, adapter) -> bool:
     refused = LIBRARY_REFUSES.get(case.impl)
     if case_features(case) - adapter.features or (refused and refused(case)):
+        return False
+    if adapter.packed_only and case.layout != PACKED:
         return False
     if case.impl in CPU_OK:
         return case.dtype in CPU_OK[case.impl]
@@ -166,8 +218,11 @@ def test_declarations(name):
                                  "keras-torch")
     assert adapter.description.strip() and "\n" not in adapter.description
     assert adapter.requires and adapter.install_hint.startswith("pip install")
-    assert set(adapter.dtypes) <= set(DTYPES) and "cpu" in adapter.devices
-    assert {"kv_heads", "bottom_right"} <= adapter.features <= set(FEATURES)  # every kernel
+    assert set(adapter.dtypes) <= set(DTYPES)
+    assert "cpu" in adapter.devices or not CPU_OK[name]
+    assert adapter.features <= set(FEATURES)
+    for feature in ("kv_heads", "bottom_right"):  # every kernel, or the library's reason why not
+        assert feature in adapter.features or feature in adapter.feature_notes
     if adapter.framework == TF_FRAMEWORK:
         assert "attnbench[tf]" in adapter.install_hint
     if "jax" in adapter.framework:
@@ -203,7 +258,9 @@ def test_adapter_modules_import_no_framework():
 
 @pytest.mark.parametrize("case", contract_cases(kernel_adapters(in_tf_process=False))
                          + feature_cases(kernel_adapters(in_tf_process=False))
-                         + compiled_cases() + compiled_feature_cases(), ids=lambda c: c.case_id)
+                         + mod_cases(kernel_adapters(in_tf_process=False), ("float32", "bfloat16"))
+                         + compiled_cases() + compiled_feature_cases() + compiled_mod_cases(),
+                         ids=lambda c: c.case_id)
 def test_contract(case):
     adapter = registry.get(case.impl)
     check_contract(case, run_case(case, adapter, FAST), expected_ok(case, adapter))
@@ -411,7 +468,8 @@ def test_wrong_adapter_is_caught(scratch_registry, wrong, dtype, causal, says):
 
 TF_CASES = (contract_cases(kernel_adapters(in_tf_process=True)) + compiled_cases(TF_FRAMEWORK)
             + feature_cases(kernel_adapters(in_tf_process=True))
-            + compiled_feature_cases(TF_FRAMEWORK))
+            + compiled_feature_cases(TF_FRAMEWORK)
+            + mod_cases(kernel_adapters(in_tf_process=True)) + compiled_mod_cases(TF_FRAMEWORK))
 needs_tf = pytest.mark.skipif(not HAVE_TF, reason="tensorflow and keras not installed "
                                                    "(pip install 'attnbench[tf]')")
 
@@ -465,11 +523,17 @@ def test_family_contract(family, case):
         assert result["status"] == "unsupported" and "\n" not in result["reason"], result
 
 
-@pytest.mark.parametrize("family, case", [(f, c) for f, names in FAMILY_KERNELS.items()
-                                          for c in feature_cases(names, dtypes=("float32",))],
+def family_feature_cases(family: str) -> list[Case]:
+    names = FAMILY_KERNELS[family]
+    return feature_cases(names, dtypes=("float32",)) + mod_cases(names)
+
+
+@pytest.mark.parametrize("family, case", [(f, c) for f in FAMILY_KERNELS
+                                          for c in family_feature_cases(f)],
                          ids=lambda p: getattr(p, "case_id", p))
 def test_family_feature_contract(family, case):
-    """Grouped K/V heads and bottom-right masks on JAX and Keras on JAX / torch (float32)."""
+    """Grouped K/V heads, bottom-right masks and every problem feature each adapter declares
+    on JAX and Keras on JAX / torch (float32)."""
     require_family(family)
     result = family_feature_run(family)["records"][case.case_id]
     if expected_ok(case, registry.get(case.impl)):
@@ -480,8 +544,7 @@ def test_family_feature_contract(family, case):
 
 @functools.cache
 def family_feature_run(family: str) -> dict:
-    names = FAMILY_KERNELS[family]
-    return run_tf_cases(feature_cases(names, dtypes=("float32",)), timeout=300, family=family)
+    return run_tf_cases(family_feature_cases(family), timeout=300, family=family)
 
 
 # --- grouped K/V heads and bottom-right causal: what the harness and the adapters say -------
@@ -497,12 +560,33 @@ class Featureless(NumpyAttention):
     ({"seq_len": 1, "seq_len_kv": 4096, "causal": True, "causal_align": BOTTOM_RIGHT},
      "test.featureless cannot align a causal mask bottom-right (seq_len 1, seq_len_kv 4096)"),
     ({"padding": 0.25}, "test.featureless takes no key-padding mask (padding 0.25)"),
+    ({"lengths": "longtail"}, "test.featureless takes no ragged batch (lengths longtail: each "
+                              "sequence's padded tokens must be masked); lengths = constant runs it"),
+    ({"seq_len": 32, "causal": True, "window": 8},
+     "test.featureless takes no sliding-window mask (window 8)"),
+    ({"alibi": True}, "test.featureless takes no ALiBi bias (alibi = true)"),
+    ({"bias": "batch_head"}, "test.featureless takes no additive score bias (bias batch_head)"),
+    ({"softcap": 30.0}, "test.featureless takes no logit soft-capping (softcap 30)"),
 ])
 def test_a_feature_not_declared_is_a_reason(fields, says):
     case = Case(impl=Featureless.name, **fields)
     assert Featureless().static_reasons(case) == [says]
-    assert not NumpyAttention().static_reasons(dataclasses.replace(case, impl="numpy",
-                                                                   padding=0.0))
+    assert not NumpyAttention().static_reasons(dataclasses.replace(case, impl="numpy"))
+
+
+def test_a_packed_batch_and_a_library_note_are_reasons():
+    case = Case(impl="numpy", lengths="uniform", layout=PACKED)
+    assert NumpyAttention().static_reasons(case) == [
+        "numpy takes no packed batch (layout packed: the sequences end to end); layout = padded "
+        "gives it the same problem padded"]
+    capped = Case(impl="torch.sdpa", softcap=30.0)
+    said = registry.get("torch.sdpa").static_reasons(capped)
+    assert said[0].startswith("torch.sdpa takes no logit soft-capping (softcap 30): SDPA adds")
+    nested = registry.get("torch.sdpa.nested")
+    assert nested.static_reasons(Case(impl=nested.name, lengths="uniform")) == [
+        "torch.sdpa.nested takes packed batches only (layout packed), not padded"]
+    with pytest.raises(TypeError, match="unknown features"):
+        type("Noted", (NumpyAttention,), {"feature_notes": {"windowed": "why"}})
 
 
 def test_an_unknown_feature_fails_at_declaration():
@@ -539,6 +623,138 @@ def test_wrong_grouping_or_alignment_is_a_mismatch(scratch_registry, wrong, fiel
     assert control["status"] == "ok", control
 
 
+# Problems shaped as the suites' own (suites/mods.toml, varlen.toml, padding.toml,
+# varlen-decode.toml): an adapter that ignores one part of it is a mismatch
+IGNORED = [
+    ("test.wrong.ignores_window", {"seq_len": 512, "causal": True, "window": 128}),
+    ("test.wrong.ignores_alibi", {"seq_len": 256, "causal": True, "alibi": True}),
+    ("test.wrong.ignores_bias", {"seq_len": 256, "causal": True, "bias": "head"}),
+    ("test.wrong.ignores_softcap", {"seq_len": 256, "causal": True, "softcap": 50.0}),
+    ("test.wrong.ignores_softcap", {"seq_len": 256, "causal": True, "softcap": 20.0}),
+    ("test.wrong.ignores_padding", {"batch": 4, "seq_len": 256, "padding": 0.25}),
+    # (non-causal: under a causal mask a document's real queries never reach its padding)
+    ("test.wrong.ignores_padding", {"batch": 8, "seq_len": 256, "lengths": "uniform"}),
+    ("test.wrong.ignores_padding", {"batch": 4, "kv_heads": 2, "seq_len": 1, "seq_len_kv": 1024,
+                                    "causal": True, "causal_align": BOTTOM_RIGHT,
+                                    "lengths": "longtail"}),
+]
+
+
+@pytest.mark.parametrize("wrong, fields", IGNORED, ids=lambda p: p if isinstance(p, str) else
+                         "-".join(f"{k}{v}" for k, v in p.items()))
+def test_an_ignored_part_of_the_problem_is_a_mismatch(scratch_registry, wrong, fields):
+    """Adapters that declare a window, ALiBi, a bias, a soft cap or key padding and ignore it
+    (tests/plugins/wrong_modifiers.py) are mismatches through the worker's own path; the seed
+    formula, which takes them all, is ok on the same problem."""
+    from tests.plugins import wrong_modifiers
+
+    for adapter in wrong_modifiers.ADAPTERS:
+        registry.register(adapter)
+    case = Case(impl=wrong, dtype="float32", **{"heads": 8, "head_dim": 64, **fields})
+    result = execute(case, registry.get(wrong), FAST)
+    assert result["status"] == "mismatch" and "max_abs_err" in result["reason"], result
+    control = execute(dataclasses.replace(case, impl="numpy"), registry.get("numpy"), FAST)
+    assert control["status"] == "ok", control
+
+
+def test_every_wrong_modifier_declares_what_it_ignores():
+    from tests.plugins import wrong_modifiers
+
+    for adapter in wrong_modifiers.ADAPTERS:
+        ignored = adapter.name.removeprefix("test.wrong.ignores_")
+        assert ignored in adapter.features, adapter.name
+
+
+def emulated_memory_efficient_attention(q, k, v, attn_bias=None):
+    """xformers' memory_efficient_attention computed by the definition in float64, its
+    attn_bias materialized as xformers itself does (`AttentionBias.materialize`): on a CPU,
+    where xformers has no kernel, what each named mask and layout means."""
+    torch = pytest.importorskip("torch")
+    five = q.ndim == 5  # (B, M, G, H, K) grouped heads; else (B, M, H, K)
+    if not five:
+        q, k, v = (x.unsqueeze(3) for x in (q, k, v))
+    qt, kt, vt = (x.permute(0, 2, 3, 1, 4).double() for x in (q, k, v))  # (B, G, H, M, K)
+    scores = qt @ kt.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if isinstance(attn_bias, torch.Tensor):
+        scores = scores + (attn_bias.double() if five else attn_bias.double().unsqueeze(2))
+    elif attn_bias is not None:
+        scores = scores + attn_bias.materialize(scores.shape[-2:], dtype=torch.float64)
+    out = (torch.softmax(scores, -1) @ vt).permute(0, 3, 1, 2, 4).to(q.dtype)
+    return out if five else out.squeeze(3)
+
+
+@pytest.mark.parametrize("fields", list(MOD_FIELDS.values()) + MOD_ALL_FIELDS
+                         + [{"causal": True}, {**RECT, "causal_align": BOTTOM_RIGHT},
+                            {"padding": 0.25, "layout": PACKED}, {**DECODE, "window": 8}],
+                         ids=lambda f: "-".join(f"{k}{v}" for k, v in f.items()))
+def test_xformers_masks_are_the_problem(monkeypatch, fields):
+    """xformers has no CPU kernel here, so its masks are checked by meaning: each attn_bias and
+    layout the adapter builds (named types, padded keys, packed block-diagonal, a dense tensor),
+    materialized by xformers and applied by the definition, gives the reference output; what it
+    cannot take is a reason."""
+    pytest.importorskip("xformers")
+    import xformers.ops as xops
+
+    from harness.problem.check import check_output
+    from harness.problem.truth import problem, tolerance_for
+
+    adapter = registry.get("xformers")
+    case = Case(impl="xformers", dtype="float32", **{**MOD_BASE, **fields})
+    reasons = adapter.static_reasons(case)
+    if case.softcap:
+        assert reasons and "soft-capping" in reasons[0]
+        return
+    if case.layout == PACKED and (case.alibi or case.bias != "none"):
+        assert "block-diagonal masks" in adapter.library_reasons(case)[0]
+        return
+    assert not reasons, reasons
+    monkeypatch.setattr(xops, "memory_efficient_attention", emulated_memory_efficient_attention)
+    inputs, ref = problem(case)
+    prepared = adapter.prepare(case, inputs)
+    result = check_output(case, prepared, prepared.call(), ref, tolerance_for(case))
+    assert result["status"] == "ok", (result, prepared.info)
+    assert prepared.info["layout"] in ("padded", "flat", "packed")
+
+
+def test_packing_round_trips_the_real_tokens():
+    from impls._masks import packing
+
+    case = Case(impl="numpy", batch=3, heads=2, seq_len=10, head_dim=4, lengths="bimodal")
+    x = kernel_inputs(case)["q"]
+    pack = packing(case)
+    packed = pack.pack(x)
+    assert packed.shape == (2, pack.q_total, 4) and pack.q_total == int(pack.q_lengths.sum())
+    back = pack.unpack(packed, case.seq_len)
+    for b, n in enumerate(pack.q_lengths):
+        assert np.array_equal(back[b, :, :n], x[b, :, :n]) and not back[b, :, n:].any()
+    assert list(pack.documents()[:pack.q_lengths[0] + 1]) == [0] * pack.q_lengths[0] + [1]
+
+
+def test_sdpa_mask_says_what_it_is_and_forces():
+    """A mask chosen in prepare is in the record's impl_info, with what it forces on this
+    device; the kernel field is still the profiler's."""
+    for fields, kind in (({"padding": 0.25, "causal": True}, "bool"),
+                         ({"alibi": True, "causal": True, "kv_heads": 2}, "float32")):
+        case = Case(impl="torch.sdpa", heads=4, seq_len=24, head_dim=16, **fields)
+        result = run_case(case, registry.get("torch.sdpa"), FAST)
+        assert result["status"] == "ok" and result["kernel"] == "flash_attention", result
+        info = result["impl_info"]
+        assert info["sdpa_attn_mask"].startswith(kind) and "causal top_left" in info["sdpa_attn_mask"]
+        assert info["sdpa_mask_forces"].startswith("nothing on cpu")
+    plain = run_case(Case(impl="torch.sdpa", heads=4, seq_len=24, head_dim=16, causal=True),
+                     registry.get("torch.sdpa"), FAST)
+    assert plain["impl_info"] is None  # is_causal: no mask built
+
+
+def test_nested_sdpa_records_the_backend_that_ran():
+    case = Case(impl="torch.sdpa.nested", batch=3, heads=2, seq_len=40, head_dim=16,
+                lengths="longtail", layout=PACKED)
+    result = run_case(case, registry.get(case.impl), FAST)
+    assert result["status"] == "ok" and result["kernel"] == "math", result
+    info = result["impl_info"]
+    assert info["packed_queries"] == info["packed_keys"] < 3 * 40
+
+
 def test_grouped_sdpa_records_the_backend_that_ran():
     """The kernel field is the profiler's: the math backend, pinned, repeats K/V itself; the
     dispatcher's CPU flash kernel takes them grouped. Neither is relabelled."""
@@ -559,7 +775,7 @@ def test_sdpa_options_follow_the_case():
 
     def options(**fields):
         case = Case(impl="torch.sdpa", heads=4, head_dim=8, **fields)
-        q, k, v = (torch.from_numpy(x).float() for x in kernel_inputs(case).values())
+        q, k, v = (torch.from_numpy(kernel_inputs(case)[n]).float() for n in "qkv")
         return sdpa_options(case, q, k, v)
 
     assert options(seq_len=5) == {}
@@ -569,6 +785,25 @@ def test_sdpa_options_follow_the_case():
     assert got.keys() == {"enable_gqa", "attn_mask"}  # on the CPU, the mask built once
     assert got["attn_mask"].dtype == torch.bool
     assert np.array_equal(got["attn_mask"].numpy(), causal_keep(3, 7, BOTTOM_RIGHT))
+    padded = options(batch=2, seq_len=5, padding=0.4)["attn_mask"]  # key padding alone
+    assert padded.dtype == torch.bool and padded.shape == (2, 1, 1, 5)
+    windowed = options(seq_len=6, causal=True, window=2)["attn_mask"]
+    assert np.array_equal(windowed.numpy(), causal_keep(6, 6, window=2))
+    with pytest.raises(ValueError, match="needs its inputs"):
+        options(seq_len=5, bias="head")
+
+
+def test_sdpa_float_mask_carries_alibi_and_the_masks():
+    torch = pytest.importorskip("torch")
+    from harness.problem.modifiers import alibi_bias
+    from impls._torch import sdpa_options
+
+    case = Case(impl="torch.sdpa", heads=4, seq_len=5, head_dim=8, causal=True, alibi=True)
+    q = torch.zeros(1, 4, 5, 8)
+    mask = sdpa_options(case, q, q, q, {})["attn_mask"]
+    assert mask.dtype == torch.float32 and mask.shape == (1, 4, 5, 5)
+    expected = np.where(causal_keep(5, 5), alibi_bias(case), -np.inf)
+    np.testing.assert_allclose(mask.numpy(), expected, rtol=1e-6)
 
 
 # --- each library's own is_causal alignment, pinned (never assumed) --------------------------

@@ -708,3 +708,19 @@ def test_speedups_name_their_extremes_and_padding_shows_its_cost(tmp_path):
     page, html, md = render(make_run(tmp_path / "r", records))
     assert "3.00×" in page.text("padding") and "## What padding costs" in md
     assert "N=128" in page.text("speedup") and "## Speedup over `torch.naive`" in md
+
+
+def test_a_ragged_case_shows_useful_tflops_beside_raw():
+    from harness.measure.flops import case_flops, padded_flops
+    from harness.report.tables import throughput
+
+    r = record("torch.sdpa", 256, causal=True, median=1e-3, lengths="uniform", batch=4)
+    case = Case.from_dict(r)
+    r.update(flops=case_flops(case), tflops=case_flops(case) / 1e-3 / 1e12)
+    assert case_flops(case) < padded_flops(case)  # real tokens only: half the padded batch
+    (row,) = throughput([r], ENV)["rows"]
+    cell = row["cells"][256]
+    assert cell["text"] == fmt_tflops(r["tflops"])
+    assert cell["raw_text"] == fmt_tflops(padded_flops(case) / 1e-3 / 1e12)
+    plain = record("torch.sdpa", 256)
+    assert throughput([plain], ENV)["rows"][0]["cells"][256]["raw_text"] == ""

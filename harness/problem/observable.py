@@ -10,8 +10,9 @@ the modifier would pass: the case says so, and the run can refuse it (DESIGN: mo
 observable). The line says why: the modifier is weak on these inputs (it would stay hidden
 under the dtype's smallest tolerance, its floor), or the dtype's round-off is as large (a
 low-precision tolerance built from the naive computation's error; soft-capping at 30 or more
-in bfloat16 is the usual case: scores near the cap carry bfloat16's ulp of 0.125..0.25). A ragged batch needs no such check: padded positions hold random numbers, so
-ignoring the lengths moves the output by O(1).
+in bfloat16 is the usual case: scores near the cap carry bfloat16's ulp of 0.125..0.25). A
+ragged batch needs no such check: padded positions hold random numbers, so ignoring the
+lengths moves the output by O(1).
 
 Cost: one float64 forward per modifier on top of the truth, which it reuses (on the case's GPU
 where the truth runs there, harness.problem.on_device).

@@ -13,7 +13,9 @@ from collections import Counter
 from harness.analysis import stability, summary
 from harness.case import (axis_title, config_order, label_axes, label_cells, series_key, sort_key,
                           sweep_len)
+from harness.case import Case
 from harness.constants import FAILED_STATUSES, STATUSES
+from harness.measure.flops import padded_flops
 from harness.measure.timer import CONFIDENCE, relative_half_width
 from harness.report.format import (finite, fmt_err, fmt_mib, fmt_pct, fmt_ratio, fmt_tflops,
                                    percent, plural)
@@ -206,8 +208,18 @@ def matrix(records: list[dict]) -> dict:
 
 # ---- throughput --------------------------------------------------------------------
 
+def raw_tflops(record: dict) -> float | None:
+    """What a ragged case computes per second on its padded shape, where that differs from its
+    useful TFLOP/s (`tflops`: real tokens only); None otherwise."""
+    padded = padded_flops(Case.from_dict(record))
+    if not record.get("flops") or padded == record["flops"] or not finite(record["median_s"]):
+        return None
+    return padded / record["median_s"] / 1e12
+
+
 def throughput(records: list[dict], env: dict) -> dict:
-    """TFLOP/s and percent of the measured matmul peak, per (impl, configuration) and N."""
+    """Useful TFLOP/s (real tokens; raw beside it where padding differs) and percent of the
+    measured matmul peak, per (impl, configuration) and N."""
     ok = [r for r in records if r["status"] == "ok" and finite(r["tflops"]) is not None]
     axes = varying(ok)
     seq_lens = sorted({sweep_len(r) for r in ok})
@@ -216,10 +228,11 @@ def throughput(records: list[dict], env: dict) -> dict:
         row = rows.setdefault(series_key(r), {"impl": r["impl"], "config": config_label(r, axes),
                                               "cells": {}, "dtype": r["dtype"],
                                               "device": r["device"]})
-        pct = finite(r["pct_of_peak"])
+        pct, raw = finite(r["pct_of_peak"]), raw_tflops(r)
         row["cells"][sweep_len(r)] = {"tflops": finite(r["tflops"]), "pct": pct,
                                       "text": fmt_tflops(finite(r["tflops"])),
-                                      "pct_text": fmt_pct(pct)}
+                                      "pct_text": fmt_pct(pct),
+                                      "raw_text": fmt_tflops(raw) if raw else ""}
     ordered = [rows[k] for k in sorted(rows, key=lambda k: (k[0], config_order(k[1:])))]
     for row in ordered:
         row["best"] = max(row["cells"].values(), key=lambda c: c["tflops"])

@@ -17,6 +17,7 @@ from harness.measure.kernels import kernel_pass
 from harness.measure.memory import measure_peak
 from harness.measure.timer import Timer
 from harness.problem.check import check_output
+from harness.problem.observable import unobservable
 from harness.problem.truth import problem, tolerance_for
 from harness.run import limits
 from harness.spec import TimingSettings
@@ -107,10 +108,13 @@ class CaseRun:
             with self.steps("truth"):
                 inputs, _ = problem(self.case)
                 tolerance_for(self.case)  # computed before the cap and outside the timed calls
+                hidden = unobservable(self.case, inputs)
         except MemoryError as exc:  # the harness's float64 truth, not the implementation, ran out
             return {"status": "oom", "oom_bytes": limits.requested_bytes(str(exc)),
                     "reason": f"the float64 inputs and reference of this problem do not fit in "
                               f"memory, so no output could be checked: {exc}"[:500]}
+        if hidden:  # an implementation ignoring the modifier would pass: nothing to measure
+            return {"status": "unsupported", "reason": f"problem refused: {hidden}"}
         with self.steps("prepare"):
             self.prepared = self.adapter.prepare(self.case, inputs)
         return None
