@@ -40,7 +40,7 @@ import statistics
 from pathlib import Path
 
 from harness.run.process import WorkerGone, start_worker, worker_env
-from harness.run.worker import WorkerHandle
+from harness.run.worker import PipeWorker
 from harness.spec import Case
 from harness.store import json_safe
 
@@ -236,10 +236,9 @@ def _answer(message: dict) -> dict:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-class ProfileWorker(WorkerHandle):
+class ProfileWorker(PipeWorker):
     """The handle on one profiling worker (`serve`), spawned as the run's workers are."""
 
-    STOP = None  # serve's loop ends on it
     family = "torch"
 
     def __init__(self, threads: int):
@@ -251,19 +250,6 @@ class ProfileWorker(WorkerHandle):
         child.close()
         self.info = None
         self.ready()
-
-    def _send(self, message) -> None:
-        self.conn.send(message)
-
-    def _read(self, timeout_s: float):
-        return self.conn.recv() if self.conn.poll(timeout_s) else None
-
-    def _join(self, timeout_s: float) -> int | None:
-        self.process.join(timeout_s)
-        return self.process.exitcode
-
-    def _close_pipes(self) -> None:
-        self.conn.close()
 
 
 class Profiler:

@@ -157,11 +157,30 @@ class WorkerHandle:
         self._close_pipes()
 
 
-class Worker(WorkerHandle):
+class PipeWorker(WorkerHandle):
+    """A multiprocessing child spoken to over a Pipe (`conn`, `process`): the transport of the
+    run's workers and of the profiling worker."""
+
+    STOP = None  # the child's loop ends on it
+    conn: object
+
+    def _send(self, message) -> None:
+        self.conn.send(message)
+
+    def _read(self, timeout_s: float):
+        return self.conn.recv() if self.conn.poll(timeout_s) else None
+
+    def _join(self, timeout_s: float) -> int | None:
+        self.process.join(timeout_s)
+        return self.process.exitcode
+
+    def _close_pipes(self) -> None:
+        self.conn.close()
+
+
+class Worker(PipeWorker):
     """One spawned process for one framework family (harness.run.process.FAMILIES), started
     with that family's environment (Keras' backend, JAX's settings) in place."""
-
-    STOP = None  # worker_main's loop ends on it
 
     def __init__(self, family: str, threads: int, log_path: str | None,
                  cache_dir: str | None = None, wait: bool = True):
@@ -179,19 +198,6 @@ class Worker(WorkerHandle):
         self.info = None
         if wait:
             self.ready()
-
-    def _send(self, message) -> None:
-        self.conn.send(message)
-
-    def _read(self, timeout_s: float):
-        return self.conn.recv() if self.conn.poll(timeout_s) else None
-
-    def _join(self, timeout_s: float) -> int | None:
-        self.process.join(timeout_s)
-        return self.process.exitcode
-
-    def _close_pipes(self) -> None:
-        self.conn.close()
 
     def run(self, case: Case, settings: TimingSettings, mem_limit: int | None = None) -> dict:
         message = {"kind": "run", "case": case.to_dict(), "settings": dataclasses.asdict(settings),
