@@ -71,7 +71,9 @@ def test_a_slowdown_under_the_timer_floor_is_not_a_regression_on_a_host_timer():
     base, new = samples(rng, 50e-6, 0.01), samples(rng, 60e-6, 0.01)  # +20%, but only 10 µs
     on_cpu = compare.judge_samples(base, new, floor_s=compare.floor_for("cpu"))
     on_cuda = compare.judge_samples(base, new, floor_s=compare.floor_for("cuda:0"))
-    assert on_cpu["verdict"] == "unchanged" and "floor" in on_cpu["note"]
+    # +20% with a tight interval is not "unchanged": too small to call on this timer
+    assert on_cpu["verdict"] == "noisy" and "floor" in on_cpu["note"]
+    assert on_cpu["ci_low"] > 1.05
     assert on_cuda["verdict"] == "regression"
 
 
@@ -346,3 +348,17 @@ def test_the_gate_reads_the_plan_and_says_when_the_new_run_is_incomplete(tmp_pat
     # an incomplete base only means fewer cases to compare: the gate still passes
     assert main(["compare", str(new), str(base)]) == 0
     assert "the base run is incomplete" in capsys.readouterr().out
+
+
+
+def test_unchanged_is_claimed_only_when_the_interval_lies_within_the_threshold():
+    """Whatever the timer's floor, `unchanged` says the ratio's interval is within ±threshold."""
+    rng = np.random.default_rng(11)
+    for scale in (5e-6, 30e-6, 1 * MS):
+        for factor in (1.0, 1.03, 1.3, 2.5):
+            judged = compare.judge_samples(samples(rng, scale, 0.01), samples(rng, scale * factor,
+                                                                           0.01))
+            if judged["verdict"] == "unchanged":
+                assert 1 / 1.05 <= judged["ci_low"] and judged["ci_high"] <= 1.05, judged
+            if factor >= 1.3:
+                assert judged["verdict"] != "unchanged", (scale, factor, judged)

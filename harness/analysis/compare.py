@@ -21,8 +21,9 @@ For every case both runs timed, one of three rules (each row's `rule` says which
   the plain threshold, since drift lands on both sides alike.
 
 Otherwise `unchanged` when the ratio's interval lies within [1/(1 + threshold), 1 + threshold]
-and both sides' own median CIs are within ±threshold (or the shift is under the floor), else
-`noisy`: neither a change nor its absence is shown. A case either run marked unstable
+and both sides' own median CIs are within ±threshold, else `noisy`: neither a change nor its
+absence is shown. A shift under the timer's floor is never a regression, and never `unchanged`
+either unless its interval says so: it is too small to call, `noisy` with a note saying so. A case either run marked unstable
 (`stable: false`: timed under contention, or implausible) is `noisy` whatever its ratio: it is
 never called a regression or an improvement.
 Status changes have verdicts of their own: `new_failure` (ok or unsupported before; mismatch,
@@ -125,7 +126,7 @@ def judge_samples(base, new, threshold: float = DEFAULT_THRESHOLD,
     if verdict in ("unchanged", "noisy") and (slower or faster):
         if abs(diff) <= floor_s:
             note = (f"{'slower' if diff > 0 else 'faster'} by {duration(abs(diff))}: under the "
-                    f"{duration(floor_s)} floor of this timer")
+                    f"{duration(floor_s)} floor of this timer, too small to call either way")
         elif effect > threshold:
             note = (f"{mn / mb:.2f}x: within the {1 + effect:g}x that two single-process "
                     "runs of the same code can differ by (measure with --repeats to judge it)")
@@ -139,17 +140,15 @@ def judge_samples(base, new, threshold: float = DEFAULT_THRESHOLD,
 def _verdict(slower: bool, faster: bool, diff: float, floor_s: float, spread: float,
              threshold: float, interval: tuple[float, float]) -> str:
     """The timing verdict once a rule has said whether the change is significant each way.
-    `unchanged` claims the ratio is within the threshold: its interval must say so (or the
-    shift is under the timer's floor); a ratio that is neither proven nor excluded is `noisy`."""
+    `unchanged` claims the ratio is within the threshold: its interval must say so; a ratio
+    that is neither proven nor excluded (a shift under the timer's floor included) is `noisy`."""
     if slower and diff > floor_s:
         return "regression"
     if faster and -diff > floor_s:
         return "improvement"
     low, high = interval
     within = 1 / (1 + threshold) <= low and high <= 1 + threshold
-    if abs(diff) <= floor_s or (within and spread <= threshold):
-        return "unchanged"
-    return "noisy"
+    return "unchanged" if within and spread <= threshold else "noisy"
 
 
 def judge_repeats(base: dict, new: dict, threshold: float = DEFAULT_THRESHOLD,
