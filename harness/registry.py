@@ -14,7 +14,8 @@ from harness.values import BadValue
 from impls.base import Adapter
 
 BUILTIN_MODULES = ("impls.numpy_ref", "impls.torch_naive", "impls.torch_sdpa",
-                   "impls.torch_compiled", "impls.xformers_fmha", "impls.tf_keras",
+                   "impls.torch_packed", "impls.torch_compiled", "impls.torch_flex",
+                   "impls.xformers_fmha", "impls.tf_keras",
                    "impls.encoders", "impls.keras_encoders", "impls.jax_attn",
                    "impls.keras_backends")
 ENTRY_POINT_GROUP = "attnbench.impls"

@@ -23,7 +23,7 @@ from harness.constants import (FEATURE_ALIBI, FEATURE_BIAS, FEATURE_BOTTOM_RIGHT
                                FEATURE_KV_HEADS, FEATURE_PADDING, FEATURE_SOFTCAP, FEATURE_WINDOW)
 from harness.problem.inputs import (case_keep, causal_offset, key_valid_lengths,
                                     query_valid_lengths)
-from harness.problem.modifiers import alibi_slopes, score_bias
+from harness.problem.modifiers import score_bias
 
 # What the textbook adapters (numpy, torch.naive, torch.compile.naive, jax.naive, tf.naive*)
 # take: every modifier, computed densely (`additive`, a tanh for the cap). A packed batch has
@@ -56,12 +56,12 @@ def keep_mask(case) -> np.ndarray | None:
     return np.where(real_row, keep, real_key)
 
 
-def additive(case, inputs, masks: bool = True) -> np.ndarray | None:
+def additive(case, inputs) -> np.ndarray | None:
     """Everything added to the capped scores as one float64 tensor broadcastable to
-    (B, H, Nq, Nk): ALiBi, the bias, and (with `masks`) -inf where a score is not kept; None
-    when nothing is added."""
+    (B, H, Nq, Nk): ALiBi, the bias, and -inf where a score is not kept; None when nothing is
+    added."""
     terms = [score_bias(case, inputs)]
-    keep = keep_mask(case) if masks else None
+    keep = keep_mask(case)
     if keep is not None:
         terms.append(np.where(keep, 0.0, -np.inf))
     terms = [t for t in terms if t is not None]
@@ -83,19 +83,18 @@ def describe(array: np.ndarray | None, what: str) -> str | None:
     return f"{dtype} {tuple(array.shape)}: {what}"
 
 
-def parts(case) -> str:
-    """What a case's mask or bias holds, in words ("causal top_left, window 8, key padding")."""
+def parts(case, masks: bool = True, terms: bool = True) -> str:
+    """What a case's mask (`masks`) or added score terms (`terms`) hold, in words ("causal
+    top_left, window 8, key padding, alibi")."""
     out = []
-    if case.causal:
-        out.append(f"causal {case.causal_align}")
-    if case.window:
-        out.append(f"window {case.window}")
-    if is_ragged(case):
-        out.append("key padding" if case.padding else f"lengths {case.lengths}")
-    if case.alibi:
-        out.append("alibi")
-    if case.bias != NO_BIAS:
-        out.append(f"bias {case.bias}")
+    if masks:
+        out += [f"causal {case.causal_align}"] if case.causal else []
+        out += [f"window {case.window}"] if case.window else []
+        if is_ragged(case):
+            out.append("key padding" if case.padding else f"lengths {case.lengths}")
+    if terms:
+        out += ["alibi"] if case.alibi else []
+        out += [f"bias {case.bias}"] if case.bias != NO_BIAS else []
     return ", ".join(out) or "nothing"
 
 
@@ -169,11 +168,6 @@ def packing(case) -> Packing:
     if case.causal:
         offsets = offsets + causal_offset(q_lengths, k_lengths, case.causal_align)
     return Packing(q_lengths.astype(np.int64), k_lengths.astype(np.int64), offsets)
-
-
-def slopes(case) -> np.ndarray | None:
-    """ALiBi's per-head slopes (H,) float64, or None without ALiBi."""
-    return alibi_slopes(case.heads) if case.alibi else None
 
 
 def trial_case(case):

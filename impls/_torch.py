@@ -158,10 +158,12 @@ def sdpa_mask_info(case, options: dict, q, k, v) -> dict:
     the flash kernel takes none, so torch is asked (`can_use_*_attention`) which fused backends
     take this one; the dispatcher falls back to math when none does. The record's `kernel`,
     read from the profiler, says what really ran."""
+    import torch
+
     mask = options.get("attn_mask")
-    if mask is None or not hasattr(mask, "dtype"):  # none, or causal_lower_right's own kernel
-        return {}
-    info = {"sdpa_attn_mask": describe(mask, parts(case))}
+    if not isinstance(mask, torch.Tensor) or type(mask) is not torch.Tensor:
+        return {}  # none, or causal_lower_right (a tensor subclass: its own fused kernel)
+    info = {"sdpa_attn_mask": describe(mask, parts(case, terms=mask.dtype != torch.bool))}
     if not case.device.startswith("cuda"):
         info["sdpa_mask_forces"] = ("nothing on cpu: its flash_attention kernel takes a bool "
                                     "or float attn_mask")

@@ -106,21 +106,24 @@ def sdpa_options(case, inputs) -> tuple[dict, dict]:
     terms = score_bias(case, inputs)
     if terms is not None:  # ALiBi + bias, in the float32 its scores are computed in
         options["bias"] = np.ascontiguousarray(terms, dtype=np.float32)
-        info["bias"] = describe(options["bias"], parts(case))
+        info["bias"] = describe(options["bias"], parts(case, masks=False))
     if case.causal_align == BOTTOM_RIGHT:  # its is_causal and its window are top-left
         options["is_causal"] = False
         keep = np.ascontiguousarray(keep_mask(case))
         options["mask"] = keep[None, None] if keep.ndim == 2 else keep
-        info["mask"] = describe(options["mask"], parts(case))
-        return options, info
-    if case.window:
-        options["local_window_size"] = (case.window - 1, 0)
-    valid = key_valid_lengths(case)
-    if valid is not None:
-        options["key_value_seq_lengths"] = valid.astype(np.int32)
-    q_valid = query_valid_lengths(case)
-    if q_valid is not None:
-        options["query_seq_lengths"] = q_valid.astype(np.int32)
+        info["mask"] = describe(options["mask"], parts(case, terms=False))
+    else:
+        if case.window:
+            options["local_window_size"] = (case.window - 1, 0)
+        valid = key_valid_lengths(case)
+        if valid is not None:
+            options["key_value_seq_lengths"] = valid.astype(np.int32)
+        q_valid = query_valid_lengths(case)
+        if q_valid is not None:
+            options["query_seq_lengths"] = q_valid.astype(np.int32)
+    named = ", ".join(n for n, x in options.items() if x is not False)
+    if named:
+        info["arguments"] = named
     return options, info
 
 

@@ -22,7 +22,6 @@ from impls._compile import CompiledKernel, compile_static, strict
 from impls._masks import DENSE_FEATURES
 from impls._torch import dense_mask, naive_attention, sdpa_mask_info, sdpa_options
 from impls.encoders import TorchEncoder
-from impls.torch_flex import Flex
 from impls.torch_sdpa import TorchSDPA
 
 
@@ -73,4 +72,4 @@ class CompiledEncoder(TorchEncoder):
         return out
 
 
-ADAPTERS = [CompiledNaive(), CompiledSDPA(), Flex(), CompiledEncoder()]
+ADAPTERS = [CompiledNaive(), CompiledSDPA(), CompiledEncoder()]

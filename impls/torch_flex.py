@@ -217,7 +217,9 @@ class Flex(CompiledKernel):
             tiles = shape[0] * shape[1] * shape[2] * math.ceil(nk / BLOCK_SIZE)
             info.update(block_mask_build_s=build_s, block_size=BLOCK_SIZE,
                         block_mask_sparsity=1.0 - computed / tiles,
-                        mask_mod=parts(case) + (", documents" if at.packed else ""))
+                        mask_mod=", ".join(p for p in (parts(case, terms=False),
+                                                       "documents" if at.packed else "")
+                                           if p and p != "nothing"))
         if at.packed:
             info.update(packed_queries=nq, packed_keys=nk)
         compiled = compile_static(flex_attention)

@@ -24,7 +24,6 @@ from harness.constants import (FEATURE_ALIBI, FEATURE_BIAS, FEATURE_BOTTOM_RIGHT
 from impls._masks import trial_case
 from impls._torch import (TorchAdapter, device_reasons, prepared, sdpa_mask_info, sdpa_options,
                           to_device)
-from impls.torch_packed import ADAPTERS as PACKED_ADAPTERS
 
 SOFTCAP_NOTE = ("SDPA adds its attn_mask to the scaled scores, and a tanh of the scores has no "
                 "additive form; torch.flex takes it as a score_mod")
@@ -115,4 +114,4 @@ class TorchSDPA(TorchAdapter):
 
 
 # SDPA on nested tensors and the varlen kernel (packed batches) register with SDPA's variants
-ADAPTERS = [TorchSDPA(*variant) for variant in SDPA_VARIANTS] + PACKED_ADAPTERS
+ADAPTERS = [TorchSDPA(*variant) for variant in SDPA_VARIANTS]

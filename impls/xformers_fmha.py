@@ -114,8 +114,6 @@ def tensor_bias(case, inputs, grouped_heads: bool):
     """The dense additive bias (ALiBi, bias, -inf where not kept) of the case's dtype on its
     device, (B, H, Nq, Nk) or (B, G, H/G, Nq, Nk) for grouped heads, its rows stored
     8-aligned as xformers' kernels ask, broadcast dimensions expanded with stride 0."""
-    import torch
-
     bias = np.asarray(additive(case, inputs))
     bias = bias.reshape((1,) * (4 - bias.ndim) + bias.shape)
     nk = case.seq_len_kv

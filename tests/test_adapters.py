@@ -92,7 +92,9 @@ LIBRARY_REFUSES = {"keras.ops": lambda case: case.kv_heads == 1 < case.heads,
 # feature changes: key padding; a ragged batch padded and packed (prefill documents; decode on
 # ragged KV caches); a window of either alignment; ALiBi; a bias per head and per sequence; a
 # soft cap. An adapter runs those whose features it declares and refuses the rest.
-MOD_BASE = {"batch": 2, "heads": 4, "seq_len": 24, "head_dim": 16}
+# (head_dim 32: torch 2.13's compiled CPU FlexAttention reads garbage now and then below 32,
+# a mismatch the harness reports; the contract here is the adapters', not that bug's)
+MOD_BASE = {"batch": 2, "heads": 4, "seq_len": 24, "head_dim": 32}
 RECT = {"seq_len": 9, "seq_len_kv": 24, "causal": True}
 DECODE = {"seq_len": 1, "seq_len_kv": 33, "lengths": "uniform", "causal": True,
           "causal_align": BOTTOM_RIGHT}
@@ -560,8 +562,9 @@ class Featureless(NumpyAttention):
     ({"seq_len": 1, "seq_len_kv": 4096, "causal": True, "causal_align": BOTTOM_RIGHT},
      "test.featureless cannot align a causal mask bottom-right (seq_len 1, seq_len_kv 4096)"),
     ({"padding": 0.25}, "test.featureless takes no key-padding mask (padding 0.25)"),
-    ({"lengths": "longtail"}, "test.featureless takes no ragged batch (lengths longtail: each "
-                              "sequence's padded tokens must be masked); lengths = constant runs it"),
+    ({"lengths": "longtail"},
+     "test.featureless takes no ragged batch (lengths longtail: each sequence's padded tokens "
+     "must be masked); lengths = constant runs it"),
     ({"seq_len": 32, "causal": True, "window": 8},
      "test.featureless takes no sliding-window mask (window 8)"),
     ({"alibi": True}, "test.featureless takes no ALiBi bias (alibi = true)"),
@@ -716,6 +719,25 @@ def test_xformers_masks_are_the_problem(monkeypatch, fields):
     assert prepared.info["layout"] in ("padded", "flat", "packed")
 
 
+@pytest.mark.parametrize("case", mod_cases(
+    ["numpy", "torch.naive", "torch.sdpa", "torch.sdpa.math"],
+    fields=[MOD_ALL, {**MOD_ALL, "softcap": 0.0}, MOD_FIELDS["decode"]])
+    + mod_cases(["torch.sdpa.nested"], fields=[MOD_FIELDS["ragged-packed-full"],
+                                               MOD_FIELDS["decode-packed"]]),
+    ids=lambda c: c.case_id)
+def test_features_backward(case):
+    """Forward and backward with the features at once (gradients against the reference's,
+    padded query rows out of the check): the same contract in mode fwd_bwd."""
+    case = dataclasses.replace(case, mode="fwd_bwd")
+    adapter = registry.get(case.impl)
+    result = run_case(case, adapter, FAST)
+    if not expected_ok(case, adapter):
+        assert result["status"] == "unsupported", result
+        return
+    assert result["status"] == "ok", result
+    assert 0.0 <= result["grad_err_ratio"] <= 1.0
+
+
 def test_packing_round_trips_the_real_tokens():
     from impls._masks import packing
 
@@ -739,7 +761,8 @@ def test_sdpa_mask_says_what_it_is_and_forces():
         result = run_case(case, registry.get("torch.sdpa"), FAST)
         assert result["status"] == "ok" and result["kernel"] == "flash_attention", result
         info = result["impl_info"]
-        assert info["sdpa_attn_mask"].startswith(kind) and "causal top_left" in info["sdpa_attn_mask"]
+        said = info["sdpa_attn_mask"]
+        assert said.startswith(kind) and "causal top_left" in said
         assert info["sdpa_mask_forces"].startswith("nothing on cpu")
     plain = run_case(Case(impl="torch.sdpa", heads=4, seq_len=24, head_dim=16, causal=True),
                      registry.get("torch.sdpa"), FAST)

@@ -116,7 +116,7 @@ def test_a_profile_without_the_compiled_graph_is_an_error():
 
 def test_flex_records_its_block_mask():
     pytest.importorskip("torch")
-    case = Case(impl="torch.flex", heads=2, seq_len=64, head_dim=16, causal=True)
+    case = Case(impl="torch.flex", heads=2, seq_len=64, head_dim=32, causal=True)
     result = run_case(case, registry.get("torch.flex"), FAST)
     assert result["status"] == "ok", result
     assert result["kernel"] == "inductor" and result["compile_s"] > 0
@@ -132,16 +132,39 @@ def test_flex_block_mask_follows_the_alignment():
     pytest.importorskip("torch")
     from torch.nn.attention.flex_attention import create_block_mask
 
-    from impls.torch_compiled import BLOCK_SIZE, causal_mod
+    from impls.torch_flex import BLOCK_SIZE, causal_mod
 
     top_left = create_block_mask(causal_mod(0), None, None, 128, 384, device="cpu",
                                  BLOCK_SIZE=BLOCK_SIZE)
     assert int(top_left.kv_num_blocks.sum()) + int(top_left.full_kv_num_blocks.sum()) == 1
-    case = Case(impl="torch.flex", heads=4, kv_heads=2, seq_len=128, seq_len_kv=384, head_dim=16,
+    case = Case(impl="torch.flex", heads=4, kv_heads=2, seq_len=128, seq_len_kv=384, head_dim=32,
                 causal=True, causal_align="bottom_right")
     result = run_case(case, registry.get("torch.flex"), FAST)
     assert result["status"] == "ok", result
     assert result["impl_info"]["block_mask_sparsity"] == 0.0
+
+
+def test_flex_packs_documents_and_records_what_its_masks_skip():
+    """Four documents of 128 tokens packed end to end: the document mask keeps the 4 diagonal
+    tiles of 16 (sparsity 0.75), and a window of 128 on 512 causal tokens skips every tile
+    below the first sub-diagonal; the score_mod's modifiers are named."""
+    pytest.importorskip("torch")
+    packed = Case(impl="torch.flex", batch=4, heads=2, seq_len=128, head_dim=32,
+                  layout="packed")
+    result = run_case(packed, registry.get("torch.flex"), FAST)
+    assert result["status"] == "ok", result
+    info = result["impl_info"]
+    assert info["block_mask_sparsity"] == 0.75 and info["packed_queries"] == 512
+    assert info["mask_mod"] == "documents"
+    windowed = Case(impl="torch.flex", heads=2, seq_len=512, head_dim=32, causal=True,
+                    window=128, alibi=True, softcap=20.0)
+    result = run_case(windowed, registry.get("torch.flex"), FAST)
+    assert result["status"] == "ok", result
+    info = result["impl_info"]
+    # of 4 x 4 tiles the causal window keeps the diagonal and the one below it: 7
+    assert info["block_mask_sparsity"] == 1 - 7 / 16
+    assert info["mask_mod"] == "causal top_left, window 128" and info["score_mod"] == (
+        "softcap 20, alibi")
 
 
 # --- worker families ------------------------------------------------------------------------

@@ -89,8 +89,8 @@ def test_unsupported_combinations_say_why():
     assert any("self-attention" in r for r in naive.unsupported(cross))
     pre_mha = Case(impl="torch.mha.naive", level="mha", norm="pre")
     assert any("encoder blocks" in r for r in naive.unsupported(pre_mha))
-    padded_kernel = Case(impl="torch.sdpa", padding=0.25)
-    assert any("key-padding" in r for r in registry.get("torch.sdpa").unsupported(padded_kernel))
+    capped = Case(impl="torch.sdpa", causal=True, softcap=30.0)
+    assert any("soft-capping" in r for r in registry.get("torch.sdpa").unsupported(capped))
 
 
 def test_layer_flops_count_projections_ffn_and_kept_scores():

@@ -11,8 +11,10 @@ observable). The line says why: the modifier is weak on these inputs (it would s
 under the dtype's smallest tolerance, its floor), or the dtype's round-off is as large (a
 low-precision tolerance built from the naive computation's error; soft-capping at 30 or more
 in bfloat16 is the usual case: scores near the cap carry bfloat16's ulp of 0.125..0.25). A
-ragged batch needs no such check: padded positions hold random numbers, so ignoring the
-lengths moves the output by O(1).
+ragged batch needs no such check: padded keys hold random numbers, so ignoring the lengths
+moves a real query's output by O(1) wherever it could reach them (a causal prefill's real
+queries never reach their own padding: there the lengths change nothing a check looks at, and
+ignoring them costs only time).
 
 Cost: one float64 forward per modifier on top of the truth, which it reuses (on the case's GPU
 where the truth runs there, harness.problem.on_device).

@@ -1,10 +1,13 @@
-"""How much of a run is the harness itself? The default suite, run as a user runs it, and the
-share of its wall time spent outside warm-up and sampling (each record's `timed_s`).
+"""How much of a run is the harness itself? The default suite, run as a user runs it, its wall
+time split in four: warm-up and samples (each record's `timed_s`), the first calls of compiled
+code (`compile_s`), the measurement passes each case records (`harness_s`: truth, prepare,
+check, kernel pass, memory pass) and the harness's own machinery (the rest: worker starts,
+round trips, re-measurement bookkeeping, peaks, analysis and reports).
 
 Run: python -m pytest tests/benchmarks/test_overhead.py -m bench -s
-(or ATTNBENCH_OVERHEAD_SUITE=smoke for a quick look). Prints the wall time, the time inside timed
-calls and the overhead; fails when the overhead is above MAX_OVERHEAD. Nothing else may run on
-the machine meanwhile: it measures.
+(or ATTNBENCH_OVERHEAD_SUITE=smoke for a quick look). Prints the four parts against the targets
+(TARGET_WALL_S, TARGET_HARNESS_S, MAX_MACHINERY) and fails when the machinery's share is above
+MAX_MACHINERY. Nothing else may run on the machine meanwhile: it measures.
 """
 import json
 import os
@@ -20,7 +23,9 @@ from harness.store import load_records
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]  # the whole default suite
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = os.environ.get("ATTNBENCH_OVERHEAD_SUITE", "default")
-MAX_OVERHEAD = 0.25
+MAX_MACHINERY = 0.10  # of the wall: the harness's own share, with no check weakened
+TARGET_WALL_S = 100.0  # the default suite on a quiet 2-core machine
+TARGET_HARNESS_S = 15.0  # its measurement passes in all
 
 
 def overhead(run_dir: Path, wall_s: float) -> dict:
@@ -56,14 +61,15 @@ def test_the_harness_spends_most_of_a_run_timing(tmp_path):
     wall = time.perf_counter() - start
     assert done.returncode == 0, done.stdout + done.stderr
     figures = overhead(out, wall)
+    harness = sum(figures["steps"].values())
+    machinery = figures["in_cases_s"] - harness + figures["around_s"]
+    share = machinery / figures["wall_s"]
     print(f"\nattnbench run {SUITE}: {figures['cases']} cases ({figures['ok']} ok, "
           f"{figures['measurements'] - figures['cases']} measured again), "
-          f"wall {figures['wall_s']:.1f} s, inside warm-up and sampling {figures['timed_s']:.1f} s, "
-          f"outside {figures['outside_s']:.1f} s = {figures['overhead']:.0%} of the wall "
-          f"(compiling {figures['compile_s']:.1f} s, the rest of the cases "
-          f"{figures['in_cases_s']:.1f} s, around the cases {figures['around_s']:.1f} s)")
-    other = figures["in_cases_s"] - sum(figures["steps"].values())
-    print("  the rest of the cases: " + ", ".join(
-        [f"{name} {seconds:.1f} s" for name, seconds in figures["steps"].items()]
-        + [f"worker restarts and round trips {other:.1f} s"]))
-    assert figures["overhead"] <= MAX_OVERHEAD
+          f"wall {figures['wall_s']:.1f} s (target {TARGET_WALL_S:g} s):")
+    print(f"  warm-up and samples {figures['timed_s']:.1f} s, compiling {figures['compile_s']:.1f}"
+          f" s, measurement passes {harness:.1f} s (target {TARGET_HARNESS_S:g} s: "
+          + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in figures["steps"].items())
+          + f"), machinery {machinery:.1f} s = {share:.0%} of the wall (target "
+          f"{MAX_MACHINERY:.0%}; around the cases {figures['around_s']:.1f} s)")
+    assert share <= MAX_MACHINERY
