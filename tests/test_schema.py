@@ -140,17 +140,17 @@ def test_an_older_record_loads_with_nulls(tmp_path):
 
 
 def test_an_unknown_key_survives_loading_after_the_declared_columns(tmp_path):
-    newer = {**older_record(16), "bytes_moved": 4096}
+    newer = {**older_record(16), "joules_per_call": 4096}
     hand_edited = {**older_record(32), "note": "rerun after the driver update"}
     run = write_lines(tmp_path / "new", [older_record(8), newer, hand_edited])
     frame = load_dataframe(run)
-    assert list(frame.columns) == [*RECORD_FIELDS, "bytes_moved", "note"]
-    assert frame["bytes_moved"].tolist()[1] == 4096 and frame["bytes_moved"].isna().tolist() == [
-        True, False, True]
+    assert list(frame.columns) == [*RECORD_FIELDS, "joules_per_call", "note"]
+    assert frame["joules_per_call"].tolist()[1] == 4096
+    assert frame["joules_per_call"].isna().tolist() == [True, False, True]
     assert frame["note"].tolist()[2] == "rerun after the driver update"
     completed = complete(newer)
-    assert list(completed) == [*RECORD_FIELDS, "bytes_moved"]
-    assert load_records(run)[1]["bytes_moved"] == 4096
+    assert list(completed) == [*RECORD_FIELDS, "joules_per_call"]
+    assert load_records(run)[1]["joules_per_call"] == 4096
 
 
 def readme_fields() -> list[str]:
