@@ -59,12 +59,14 @@ def test_the_harness_spends_most_of_a_run_timing(tmp_path):
     done = subprocess.run([sys.executable, "-m", "harness.cli", "run", SUITE, "--out", str(out),
                            "--quiet"], cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    assert done.returncode == 0, done.stdout + done.stderr
+    # 1: the run finished and some case failed (a mismatch is timed too): still measured
+    assert done.returncode in (0, 1), done.stdout + done.stderr
     figures = overhead(out, wall)
     harness = sum(figures["steps"].values())
     machinery = figures["in_cases_s"] - harness + figures["around_s"]
     share = machinery / figures["wall_s"]
-    print(f"\nattnbench run {SUITE}: {figures['cases']} cases ({figures['ok']} ok, "
+    print(f"\nattnbench run {SUITE} (exit {done.returncode}): {figures['cases']} cases "
+          f"({figures['ok']} ok, "
           f"{figures['measurements'] - figures['cases']} measured again), "
           f"wall {figures['wall_s']:.1f} s (target {TARGET_WALL_S:g} s):")
     print(f"  warm-up and samples {figures['timed_s']:.1f} s, compiling {figures['compile_s']:.1f}"
