@@ -217,3 +217,17 @@ def test_grouped_and_decode_problems_are_answered_among_their_own_kind():
     assert {i["impl"] for i in answer["implementations"]} == {"a", "c"}
     nearer = recommend(records, {**asked, "kv_heads": 4})
     assert not nearer["exact"] and nearer["shape"]["kv_heads"] == 2
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--window", "8"], "--window: a sliding window keeps each query's most recent keys"),
+    (["--causal", "--window", "80"], "window 80 covers all 64 keys"),
+    (["--lengths", "zipf"], "--lengths: expected one of constant, uniform, longtail, bimodal"),
+    (["--softcap", "-1"], "--softcap: expected a positive logit cap"),
+])
+def test_the_problem_takes_every_axis_and_refuses_as_a_suite_would(tmp_path, capsys, args, words):
+    from harness.cli import main
+
+    code = main(["recommend", *SHAPE, *args, "--from", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err

@@ -16,8 +16,11 @@ QUICK_TIMING = {"warmup_s": 0.05, "min_samples": 5, "max_samples": 300, "budget_
                 "timeout_s": 120.0}
 SHAPE_OPTIONS = (("batch", "--batch"), ("heads", "--heads"), ("seq_len", "--seq-len"),
                  ("head_dim", "--head-dim"), ("dtype", "--dtype"), ("device", "--device"))
+# the problem's other axes, each at its Case default when not given
 OPTIONAL_OPTIONS = (("kv_heads", "--kv-heads"), ("seq_len_kv", "--seq-len-kv"),
-                    ("causal_align", "--causal-align"))
+                    ("causal_align", "--causal-align"), ("padding", "--padding"),
+                    ("lengths", "--lengths"), ("layout", "--layout"), ("window", "--window"),
+                    ("alibi", "--alibi"), ("bias", "--bias"), ("softcap", "--softcap"))
 
 
 def _problem(args) -> dict:
@@ -155,6 +158,13 @@ def add_parser(sub) -> None:
     p.add_argument("--causal-align", help="top_left (query i sees keys 0..i) or bottom_right "
                    "(query i is token Nk - Nq + i: decode); required for a causal problem "
                    "whose --seq-len and --seq-len-kv differ")
+    p.add_argument("--padding", help="fraction of each sequence's keys that are padding")
+    p.add_argument("--lengths", help="constant, uniform, longtail or bimodal (a ragged batch)")
+    p.add_argument("--layout", help="padded or packed (a ragged batch end to end)")
+    p.add_argument("--window", help="sliding window: the most recent keys each query sees")
+    p.add_argument("--alibi", help="true for ALiBi's per-head distance bias")
+    p.add_argument("--bias", help="an additive score bias: none, head or batch_head")
+    p.add_argument("--softcap", help="logit soft-capping at this value")
     p.add_argument("--mode", default="fwd", help="fwd (default) or fwd_bwd")
     p.add_argument("--mem-budget", metavar="SIZE",
                    help="the most memory one call may need beyond its inputs (e.g. 512MiB)")
