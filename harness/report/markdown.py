@@ -91,7 +91,8 @@ def _comparisons(run: Run) -> list[str]:
     padding = speedups.padding_overhead(run.records)
     if padding:
         out += ["## What padding costs", "", "A padded ragged batch against the same batch "
-                "packed (by the same implementation where it ran packed, else the fastest).", "",
+                "packed (by the same implementation where it ran packed, else the fastest, which "
+                "also holds the two implementations' own difference).", "",
                 _table(["impl", "configuration", "N", "padded ms", "packed by", "packed ms",
                         "overhead"],
                        [[code_md(p["impl"]), escape_md(p["config"]), str(p["seq_len"]),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from harness.case import PACKED, PADDED, named_config, shape_key, shape_order, sweep_len
+from harness.case import CONSTANT, PACKED, PADDED, named_config, shape_key, shape_order, sweep_len
 from harness.report.format import finite, fmt_ratio
 from harness.report.shapes import impls_of, shape_columns, shape_labels
 from harness.units import duration
@@ -71,8 +71,8 @@ def speedup_summary(records: list[dict], baseline: str) -> list[dict]:
 
 def padding_overhead(records: list[dict]) -> list[dict]:
     """Per padded ragged case: its median against the same batch packed, by the same
-    implementation where it ran packed, else by the fastest that did (named). Above 1x, padding
-    costs that much."""
+    implementation where it ran packed, else by the fastest that did (named: that comparison
+    also holds the two implementations' own difference). Above 1x, padding costs that much."""
     timed = _timed(records)
 
     def packed_key(r):
@@ -83,7 +83,9 @@ def padding_overhead(records: list[dict]) -> list[dict]:
         if r.get("layout") == PACKED:
             packed.setdefault(shape_key(r), []).append(r)
     rows = []
-    for r in sorted((r for r in timed if (r.get("layout") or PADDED) == PADDED),
+    ragged = [r for r in timed if (r.get("layout") or PADDED) == PADDED
+              and (r.get("lengths") or CONSTANT) != CONSTANT]  # a full batch pads nothing
+    for r in sorted(ragged,
                     key=lambda r: (r["impl"], shape_order(shape_key(r)))):
         others = packed.get(packed_key(r))
         if not others:
