@@ -49,7 +49,9 @@ def test_a_slowed_head_is_reported_as_a_regression_after_remeasuring(run_cli, tm
     assert data["counts"]["regression"] == 4 and len(data["remeasured"]) == 4
     for row in data["cases"]:
         assert row["verdict"] == "regression" and row["first_pass_verdict"] == "regression"
-        assert row["ratio"] > 2.0 and row["p_slower"] < 1e-3
+        # 3x per call, less once the loop's own cost is counted and on a busy machine: a margin
+        # well clear of the 5% threshold, not the nominal factor
+        assert row["ratio"] > 1.5 and row["p_slower"] < 1e-3
     # the superseded first measurements are kept; results.jsonl holds one record per case
     assert len(load_records(out / "head")) == 4
     assert len((out / "head" / "first_pass.jsonl").read_text().splitlines()) == 4
