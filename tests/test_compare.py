@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.analysis import compare
 from harness.cli import main
@@ -66,15 +68,95 @@ def test_pure_noise_gives_no_regression_in_99_of_100_trials(make):
     assert sum(v == "improvement" for v in verdicts) <= 1
 
 
-def test_a_slowdown_under_the_timer_floor_is_not_a_regression_on_a_host_timer():
+def test_a_slowdown_within_the_clocks_resolution_is_too_small_to_call():
     rng = np.random.default_rng(4)
-    base, new = samples(rng, 50e-6, 0.01), samples(rng, 60e-6, 0.01)  # +20%, but only 10 µs
-    on_cpu = compare.judge_samples(base, new, floor_s=compare.floor_for("cpu"))
-    on_cuda = compare.judge_samples(base, new, floor_s=compare.floor_for("cuda:0"))
-    # +20% with a tight interval is not "unchanged": too small to call on this timer
-    assert on_cpu["verdict"] == "noisy" and "floor" in on_cpu["note"]
-    assert on_cpu["ci_low"] > 1.05
-    assert on_cuda["verdict"] == "regression"
+    base, new = samples(rng, 50e-6, 0.01), samples(rng, 60e-6, 0.01)  # +20%, only 10 µs
+    coarse = compare.judge_samples(base, new, floor_s=20e-6, rule="interleaved")
+    fine = compare.judge_samples(base, new, floor_s=50e-9, rule="interleaved")
+    unmeasured = compare.judge_samples(base, new, floor_s=None, rule="interleaved")
+    # +20% with a tight interval is not "unchanged": too small to call on so coarse a clock
+    assert coarse["verdict"] == "noisy" and "resolution" in coarse["note"]
+    assert coarse["ci_low"] > 1.05
+    # a clock that resolves 50 ns per call sees a 10 µs slowdown of a 50 µs kernel
+    assert fine["verdict"] == "regression" and unmeasured["verdict"] == "regression"
+    assert fine["note"].startswith("interleaved: 1.198x [") and "p (slower)" in fine["note"]
+
+
+def test_the_resolution_per_call_is_the_coarser_sides_clock_over_its_block():
+    base = {"device": "cpu", "timer": "host", "calls_per_sample": 100}
+    new = {"device": "cpu", "timer": "host", "calls_per_sample": 10}
+    peaks = {"cpu": {"timer_resolution_s": {"host": 200e-9}}}
+    assert compare.case_resolution((base, new), (peaks, peaks)) == pytest.approx(20e-9)
+    assert compare.case_resolution((base, new), (peaks, None)) == pytest.approx(2e-9)
+    assert compare.case_resolution((base, new), (None, None)) is None
+    graph = {"device": "cuda:0", "timer": "cuda_graph", "calls_per_sample": 4}
+    gpu = {"cuda:0": {"timer_resolution_s": {"host": 1e-7, "cuda_event": 2e-6}}}
+    assert compare.case_resolution((graph, graph), (gpu, gpu)) == pytest.approx(0.5e-6)
+
+
+def test_the_clocks_resolution_is_measured_from_empty_blocks():
+    from harness.measure import resolution
+    from harness.measure.timer import HostClock
+
+    readings = resolution.empty_readings(HostClock(), samples=500)
+    assert len(readings) == 500 and (readings >= 0).all()
+    assert 0 < resolution.resolution_s(readings) < 1e-3
+    # the spread of the central 95%, not the clock's cost: a constant offset does not count
+    assert resolution.resolution_s(np.full(100, 5e-6)) == 1e-9
+    assert resolution.resolution_s(np.r_[np.zeros(50), np.full(50, 1e-7)]) == pytest.approx(1e-7)
+    assert resolution.per_call({"host": 1e-6}, "host", 1000) == pytest.approx(1e-9)
+    assert resolution.per_call({}, "host", 10) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(shift=st.floats(0.8, 1.25), noise=st.floats(0.002, 0.2), n=st.integers(5, 60),
+       seed=st.integers(0, 10_000), threshold=st.sampled_from([0.02, 0.05, 0.1]))
+def test_unchanged_is_said_only_of_an_interval_within_the_threshold(shift, noise, n, seed,
+                                                                    threshold):
+    rng = np.random.default_rng(seed)
+    judged = compare.judge_samples(samples(rng, 1 * MS, noise, n),
+                                   samples(rng, shift * MS, noise, n), threshold=threshold)
+    if judged["verdict"] == "unchanged":
+        assert 1 / (1 + threshold) <= judged["ci_low"] <= judged["ci_high"] <= 1 + threshold
+    assert judged["note"].startswith("single run: ")  # the rule and the figures that decided
+
+
+def test_the_smallest_detectable_slowdown_shrinks_as_theory_says():
+    # samples: the log ratio's standard error goes as 1/sqrt(n); four times the samples
+    # halve the excess of the detectable log ratio over what the threshold alone asks
+    rng = np.random.default_rng(8)
+    small = compare.judge_samples(samples(rng, 1 * MS, 0.05, 25), samples(rng, 1 * MS, 0.05, 25),
+                                  threshold=0.0)
+    large = compare.judge_samples(samples(rng, 1 * MS, 0.05, 400),
+                                  samples(rng, 1 * MS, 0.05, 400), threshold=0.0)
+    ratio = np.log(small["min_detectable_ratio"]) / np.log(large["min_detectable_ratio"])
+    assert 2.8 < ratio < 5.5  # sqrt(16) = 4, within the bootstrap's own noise
+    # repeats: Student's t with R - 1 degrees of freedom; more repeats, smaller detectable ratio
+    mdr = {r: compare.min_detectable_ratio(0.05 / np.sqrt(r), 2 * (r - 1), 0.05, None, 1e-3)
+           for r in (2, 3, 5, 10)}
+    assert mdr[2] > mdr[3] > mdr[5] > mdr[10] > 1.05
+    # the resolution bounds it from below: 1 µs of a 10 µs kernel cannot be seen under 1.1x
+    assert compare.min_detectable_ratio(1e-6, None, 0.0, 1e-6, 10e-6) == pytest.approx(1.1)
+
+
+def test_a_blind_comparison_says_so_and_how_to_see_more():
+    lengths = (64, 128, 256)
+    result = compare.compare_records([record(seq_len=n, seed=n, noise=0.4) for n in lengths],
+                                     [record(seq_len=n, seed=n + 1, noise=0.4) for n in lengths])
+    seen = result["detectable"]
+    assert seen["cases"] == 3 and seen["blind"] == 3 and seen["at_target"] == 0
+    blind_above = min(r["min_detectable_ratio"] for r in result["cases"])
+    assert seen["blind_above"] == blind_above > 1.05
+    line = gate.detectable_text(result)
+    assert f"could detect only slowdowns above {blind_above:.2f}x for 3 of 3 cases" in line
+    assert "attnbench ab" in line and line in gate.console_lines(result)
+    assert "Power: 0 of 3 timed cases" in gate.render_markdown(result)
+    tight = compare.compare_records([record(seed=1, noise=0.001)],
+                                    [record(seed=2, noise=0.001)], interleaved=True)
+    assert tight["detectable"] == {"target_ratio": 1.1, "cases": 1, "at_target": 1, "blind": 0,
+                                   "blind_above": None}
+    assert tight["cases"][0]["min_detectable_ratio"] < 1.1
+    assert "could detect only" not in gate.detectable_text(tight)
 
 
 def test_a_case_too_spread_to_judge_is_noisy():

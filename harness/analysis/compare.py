@@ -4,26 +4,34 @@ For every case both runs timed, one of three rules (each row's `rule` says which
 
 - `repeats` (both records measured in R >= 2 processes, `repeat_medians_s`): the ratio of the
   geometric means of the repeat medians, with Welch's t on their logs (each side's standard
-  error as in `harness.measure.repeats`). `regression` when p(slower) < 0.001 by that test, the
-  95% interval lies above 1 + threshold and the slowdown is above the timer's floor (20 µs on a
-  host timer, 2 µs on CUDA); `improvement` the mirror. The repeats carry the process-to-process
-  variance; the strict p guards against slower phases of the machine that last minutes and so
-  reach every repeat of one run (measured: 2 of 720 A/A comparisons on a 2-core VM had 95%
-  intervals above 1.05; none passed p < 0.001).
+  error as in `harness.measure.repeats`). `regression` when p(slower) < 0.001 by that test and
+  the 95% interval lies above 1 + threshold; `improvement` the mirror. The repeats carry the
+  process-to-process variance; the strict p guards against slower phases of the machine that
+  last minutes and so reach every repeat of one run (measured: 2 of 720 A/A comparisons on a
+  2-core VM had 95% intervals above 1.05; none passed p < 0.001).
 - `single run` (either side measured in one process): from `samples_s`, the ratio of medians
   with a 95% percentile-bootstrap interval (2000 seeded resamples) and one-sided Mann-Whitney U
   p-values. Samples of one process say nothing of the next process's mood: two such runs of the
   same code differ by far more than their intervals (SINGLE_RUN_MIN_EFFECT says how much). So
-  on a host timer a regression needs p(slower) < 0.001, the interval's lower bound above
-  1 + max(threshold, SINGLE_RUN_MIN_EFFECT), i.e. 3x, and the floor: only a collapse is caught.
-  `improvement` is the mirror. Use repeats (`--repeats 3`, as the CI suites do) to see less.
+  on a host timer a regression needs p(slower) < 0.001 and the interval's lower bound above
+  1 + max(threshold, SINGLE_RUN_MIN_EFFECT), i.e. 3x: only a collapse is caught. `improvement`
+  is the mirror. Use repeats (`--repeats 3`, as the CI suites do) to see less.
 - `interleaved` (`attnbench ab`: both sides in one job, taking turns): the single-run test with
   the plain threshold, since drift lands on both sides alike.
 
-Otherwise `unchanged` when the ratio's interval lies within [1/(1 + threshold), 1 + threshold]
-and both sides' own median CIs are within ±threshold, else `noisy`: neither a change nor its
-absence is shown. A shift under the timer's floor is never a regression, and never `unchanged`
-either unless its interval says so: it is too small to call, `noisy` with a note saying so. A case either run marked unstable
+Every rule also needs the change to exceed what the clocks can resolve for that case: each
+run's measured resolution (harness.measure.resolution, kept in env.json with the peaks) over
+the case's block size, the coarser side's; runs recorded without it are judged on their
+samples alone. Otherwise `unchanged` when the ratio's interval lies within
+[1/(1 + threshold), 1 + threshold] and both sides' own median CIs are within ±threshold, else
+`noisy`: neither a change nor its absence is shown, or the change is too small to resolve.
+Every timed verdict has a `note` naming its rule and the figures that decided it.
+
+Each timed row carries `min_detectable_ratio`: the smallest slowdown the rule would have called
+with POWER (80%) probability, from the standard error it measured (Student's t for repeats, the
+bootstrap interval's width otherwise), the threshold or run-to-run allowance, and the
+resolution. `detectable` sums them up, and the gate's text says plainly when a comparison could
+not have seen a slowdown of twice the threshold. A case either run marked unstable
 (`stable: false`: timed under contention, or implausible) is `noisy` whatever its ratio: it is
 never called a regression or an improvement.
 Status changes have verdicts of their own: `new_failure` (ok or unsupported before; mismatch,
@@ -49,6 +57,7 @@ import numpy as np
 from harness.case import config_dict, value_of
 from harness.constants import FAILED_STATUSES
 from harness.measure.repeats import log_interval, split
+from harness.measure.resolution import per_call
 from harness.measure.timer import ci_rel
 from harness.store import (PlanError, fingerprint, load_env, load_records, read_plan,
                            require_run_dir)
@@ -59,10 +68,8 @@ DEFAULT_MEM_THRESHOLD = 0.10
 ALPHA = 0.001
 CONFIDENCE = 0.95
 RESAMPLES = 2000
-# The smallest slowdown a timer can vouch for: a host clock around a Python call jitters by
-# microseconds per sample (tens on a busy CPU); a CUDA synchronise-and-read by about one.
-HOST_FLOOR_S = 20e-6
-CUDA_FLOOR_S = 2e-6
+POWER = 0.80  # the chance at which `min_detectable_ratio` would be caught
+SEEN_AT = 2  # `detectable` counts the cases that could have shown twice the threshold
 # Host-timer cases compared across two single-process runs: the smallest change that counts, as
 # new/base - 1. Ten A/A pairs of smoke runs (the same code, minutes apart, on a 2-core VM) gave
 # ratios up to 3.05 (interval from 2.59) on sub-millisecond cases that looked stable.
@@ -79,10 +86,6 @@ VERDICT_ORDER = ("new_failure", "regression", "noisy", "improvement", "fixed", "
 
 class CompareError(ValueError):
     """Input the gate cannot judge (not a run, runs not comparable); str() is one line."""
-
-
-def floor_for(device: str | None) -> float:
-    return CUDA_FLOOR_S if (device or "").startswith("cuda") else HOST_FLOOR_S
 
 
 # ---- statistics -------------------------------------------------------------------------
@@ -105,54 +108,31 @@ def bootstrap_ratio_ci(base, new, resamples: int = RESAMPLES, confidence: float 
 
 
 def judge_samples(base, new, threshold: float = DEFAULT_THRESHOLD,
-                  floor_s: float = HOST_FLOOR_S, min_effect: float = 0.0) -> dict:
+                  floor_s: float | None = None, min_effect: float = 0.0,
+                  rule: str = "single run") -> dict:
     """Timing verdict and its evidence for two sample sets (seconds per call); a change must
-    also exceed `min_effect` to be called a regression or an improvement."""
-    from scipy.stats import mannwhitneyu
+    also exceed `min_effect` to be called a regression or an improvement. `floor_s`: the
+    clocks' resolution per call (harness.measure.resolution), None where it was not measured."""
+    from scipy.stats import mannwhitneyu, norm
 
     base, new = np.asarray(base, float), np.asarray(new, float)
     mb, mn = float(np.median(base)), float(np.median(new))
     low, high = bootstrap_ratio_ci(base, new)
-    p_slower = float(mannwhitneyu(new, base, alternative="greater").pvalue)
-    p_faster = float(mannwhitneyu(new, base, alternative="less").pvalue)
-    diff = mn - mb
-    base_ci_rel, new_ci_rel = ci_rel(base), ci_rel(new)
+    evidence = {"base_median_s": mb, "new_median_s": mn, "ratio": mn / mb, "ci_low": low,
+                "ci_high": high,
+                "p_slower": float(mannwhitneyu(new, base, alternative="greater").pvalue),
+                "p_faster": float(mannwhitneyu(new, base, alternative="less").pvalue),
+                "diff_s": mn - mb, "floor_s": floor_s, "base_ci_rel": ci_rel(base),
+                "new_ci_rel": ci_rel(new), "n_base": int(len(base)), "n_new": int(len(new))}
+    # the log ratio's standard error, read back from its interval's width
+    se = (math.log(high) - math.log(low)) / (2 * float(norm.ppf(0.5 + CONFIDENCE / 2)))
     effect = max(threshold, min_effect)
-    slower = p_slower < ALPHA and low > 1 + threshold
-    faster = p_faster < ALPHA and high < 1 / (1 + threshold)
-    verdict = _verdict(slower and low > 1 + effect, faster and high < 1 / (1 + effect), diff,
-                       floor_s, max(base_ci_rel, new_ci_rel), threshold, (low, high))
-    note = ""
-    if verdict in ("unchanged", "noisy") and (slower or faster):
-        if abs(diff) <= floor_s:
-            note = (f"{'slower' if diff > 0 else 'faster'} by {duration(abs(diff))}: under the "
-                    f"{duration(floor_s)} floor of this timer, too small to call either way")
-        elif effect > threshold:
-            note = (f"{mn / mb:.2f}x: within the {1 + effect:g}x that two single-process "
-                    "runs of the same code can differ by (measure with --repeats to judge it)")
-    return {"verdict": verdict, "note": note, "base_median_s": mb, "new_median_s": mn,
-            "ratio": mn / mb,
-            "ci_low": low, "ci_high": high, "p_slower": p_slower, "p_faster": p_faster,
-            "diff_s": diff, "floor_s": floor_s, "base_ci_rel": base_ci_rel,
-            "new_ci_rel": new_ci_rel, "n_base": int(len(base)), "n_new": int(len(new))}
-
-
-def _verdict(slower: bool, faster: bool, diff: float, floor_s: float, spread: float,
-             threshold: float, interval: tuple[float, float]) -> str:
-    """The timing verdict once a rule has said whether the change is significant each way.
-    `unchanged` claims the ratio is within the threshold: its interval must say so; a ratio
-    that is neither proven nor excluded (a shift under the timer's floor included) is `noisy`."""
-    if slower and diff > floor_s:
-        return "regression"
-    if faster and -diff > floor_s:
-        return "improvement"
-    low, high = interval
-    within = 1 / (1 + threshold) <= low and high <= 1 + threshold
-    return "unchanged" if within and spread <= threshold else "noisy"
+    evidence["min_detectable_ratio"] = min_detectable_ratio(se, None, effect, floor_s, mb)
+    return {**evidence, **decide(rule, evidence, threshold, effect)}
 
 
 def judge_repeats(base: dict, new: dict, threshold: float = DEFAULT_THRESHOLD,
-                  floor_s: float = HOST_FLOOR_S) -> dict:
+                  floor_s: float | None = None) -> dict:
     """Timing verdict from two records' repeat medians (Welch's t on their logs)."""
     from scipy.stats import t
 
@@ -161,20 +141,67 @@ def judge_repeats(base: dict, new: dict, threshold: float = DEFAULT_THRESHOLD,
     d, se = cn - cb, math.hypot(se_b, se_n)
     dof = se ** 4 / (se_b ** 4 / dof_b + se_n ** 4 / dof_n) if se > 0 else dof_b + dof_n
     q = float(t.ppf(0.5 + CONFIDENCE / 2, dof))
-    low, high = math.exp(d - q * se), math.exp(d + q * se)
     mb, mn = math.exp(cb), math.exp(cn)
-    diff = mn - mb
-    spread = max(base.get("ci_rel") or 0.0, new.get("ci_rel") or 0.0)
     z = d / se if se > 0 else 0.0
-    p_slower, p_faster = float(t.sf(z, dof)), float(t.cdf(z, dof))
-    verdict = _verdict(p_slower < ALPHA and low > 1 + threshold,
-                       p_faster < ALPHA and high < 1 / (1 + threshold), diff, floor_s, spread,
-                       threshold, (low, high))
-    return {"verdict": verdict, "note": "", "base_median_s": mb, "new_median_s": mn,
-            "ratio": mn / mb, "ci_low": low, "ci_high": high, "p_slower": p_slower,
-            "p_faster": p_faster, "diff_s": diff, "floor_s": floor_s,
-            "base_ci_rel": base.get("ci_rel"), "new_ci_rel": new.get("ci_rel"),
-            "n_base": len(base["repeat_medians_s"]), "n_new": len(new["repeat_medians_s"])}
+    evidence = {"base_median_s": mb, "new_median_s": mn, "ratio": mn / mb,
+                "ci_low": math.exp(d - q * se), "ci_high": math.exp(d + q * se),
+                "p_slower": float(t.sf(z, dof)), "p_faster": float(t.cdf(z, dof)),
+                "diff_s": mn - mb, "floor_s": floor_s, "base_ci_rel": base.get("ci_rel"),
+                "new_ci_rel": new.get("ci_rel"), "n_base": len(base["repeat_medians_s"]),
+                "n_new": len(new["repeat_medians_s"]),
+                "min_detectable_ratio": min_detectable_ratio(se, dof, threshold, floor_s, mb)}
+    return {**evidence, **decide("repeats", evidence, threshold, threshold)}
+
+
+def min_detectable_ratio(se: float, dof: float | None, effect: float, floor_s: float | None,
+                         base_median_s: float) -> float:
+    """The smallest slowdown (new/base) this comparison would call a regression with POWER
+    probability: the log ratio estimate, normal (dof None) or Student's t with its standard
+    error `se`, must clear both the one-sided test at ALPHA and the interval's lower bound
+    above 1 + effect; and the slowdown must exceed the clocks' resolution."""
+    from scipy.stats import norm, t
+
+    dist = norm if dof is None else t(dof)
+    q = float(dist.ppf(0.5 + CONFIDENCE / 2))
+    needed = max(float(dist.isf(ALPHA)) * se, q * se + math.log1p(effect)) + \
+        float(dist.ppf(POWER)) * se
+    floor = 1 + (floor_s or 0.0) / base_median_s if base_median_s > 0 else 1.0
+    return max(math.exp(needed), floor)
+
+
+def decide(rule: str, e: dict, threshold: float, effect: float) -> dict:
+    """The timing verdict from a rule's evidence, and a note naming the rule and the figures
+    that decided it. `unchanged` claims the ratio is within the threshold: its interval must
+    say so; a change too small to resolve, or neither proven nor excluded, is `noisy`."""
+    low, high, diff, floor = e["ci_low"], e["ci_high"], e["diff_s"], e["floor_s"] or 0.0
+    shown = f"{rule}: {e['ratio']:.3f}x [{low:.3f}, {high:.3f}]"
+    # each direction: its p, and the interval's end nearest 1 as a factor of change
+    for word, p, factor, change in (("slower", e["p_slower"], low, diff),
+                                    ("faster", e["p_faster"], 1 / high, -diff)):
+        if p >= ALPHA or factor <= 1 + threshold:
+            continue
+        if factor <= 1 + effect:
+            return {"verdict": "noisy", "note": f"{shown}: {word}, but within the "
+                    f"{1 + effect:g}x that two single-process runs of the same code can differ "
+                    "by (measure with --repeats to judge it)"}
+        if change <= floor:
+            return {"verdict": "noisy", "note": f"{shown}: {word} by {duration(change)}, within "
+                    f"the clocks' resolution of {duration(floor)} per call: too small to call"}
+        verdict, side = ("regression", "above") if word == "slower" else ("improvement", "below")
+        bound = 1 + effect if word == "slower" else 1 / (1 + effect)
+        return {"verdict": verdict, "note": f"{shown}: interval {side} {bound:.3g}, "
+                f"p ({word}) {p:.2g} < {ALPHA:g}"}
+    within = 1 / (1 + threshold) <= low and high <= 1 + threshold
+    spread = max(e["base_ci_rel"] or 0.0, e["new_ci_rel"] or 0.0)
+    if within and spread <= threshold:
+        return {"verdict": "unchanged",
+                "note": f"{shown}: interval within ±{threshold:.0%}"}
+    if within:
+        return {"verdict": "noisy", "note": f"{shown}: a run's own median interval is "
+                f"±{spread:.1%}, wider than ±{threshold:.0%}"}
+    return {"verdict": "noisy", "note": f"{shown}: interval reaches beyond ±{threshold:.0%}, "
+            "so neither a change nor its absence is shown (smallest detectable slowdown "
+            f"{e['min_detectable_ratio']:.2f}x)"}
 
 
 def _half_widths(record: dict) -> list[float]:
@@ -224,15 +251,18 @@ def problem_fields(record: dict) -> dict:
 
 
 def judge_case(base: dict | None, new: dict | None, threshold: float = DEFAULT_THRESHOLD,
-               mem_threshold: float = DEFAULT_MEM_THRESHOLD, interleaved: bool = False) -> dict:
+               mem_threshold: float = DEFAULT_MEM_THRESHOLD, interleaved: bool = False,
+               peaks: tuple[dict | None, dict | None] = (None, None)) -> dict:
     """One row of the comparison: the case, both statuses, the verdict and its evidence, and
-    the rule that judged it (see the module docstring)."""
+    the rule that judged it (see the module docstring). `peaks`: each run's env.json `peaks`,
+    where the clocks' measured resolutions are."""
     row = {**problem_fields(new or base),
            "base_status": base and base.get("status"), "new_status": new and new.get("status"),
            "reason": (new or {}).get("reason") or ""}
     verdict = _status_verdict(row["base_status"], row["new_status"])
     if verdict is None:
-        row.update(_judge_times(base, new, threshold, floor_for(row["device"]), interleaved))
+        floor_s = case_resolution((base, new), peaks)
+        row.update(_judge_times(base, new, threshold, floor_s, interleaved))
         row.update(_memory(base, new, mem_threshold))
     else:
         row["verdict"] = verdict
@@ -240,12 +270,23 @@ def judge_case(base: dict | None, new: dict | None, threshold: float = DEFAULT_T
     return row
 
 
+def case_resolution(records: tuple[dict, dict], peaks: tuple[dict | None, dict | None]
+                    ) -> float | None:
+    """The coarser of the two sides' clock resolutions per call (their clock's over their
+    block size: harness.measure.resolution); None where neither run measured it."""
+    values = [per_call(((side_peaks or {}).get(r.get("device")) or {}).get("timer_resolution_s"),
+                       r.get("timer"), r.get("calls_per_sample"))
+              for r, side_peaks in zip(records, peaks)]
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
 def single_run_min_effect(device: str | None) -> float:
     """The run-to-run allowance of the `single run` rule: host timers only (see the docstring)."""
     return 0.0 if (device or "").startswith("cuda") else SINGLE_RUN_MIN_EFFECT
 
 
-def _judge_times(base: dict, new: dict, threshold: float, floor_s: float,
+def _judge_times(base: dict, new: dict, threshold: float, floor_s: float | None,
                  interleaved: bool) -> dict:
     bs, ns = base.get("samples_s") or [], new.get("samples_s") or []
     if not interleaved and _repeated(base) and _repeated(new):
@@ -253,15 +294,29 @@ def _judge_times(base: dict, new: dict, threshold: float, floor_s: float,
     elif bs and ns:
         rule = "interleaved" if interleaved else "single run"
         effect = 0.0 if interleaved else single_run_min_effect(new.get("device"))
-        row = {"rule": rule, **judge_samples(bs, ns, threshold, floor_s, effect)}
+        row = {"rule": rule, **judge_samples(bs, ns, threshold, floor_s, effect, rule)}
     else:
-        return {"rule": None, "verdict": "noisy", "reason": "no raw samples to judge"}
+        return {"rule": None, "verdict": "noisy", "note": "no raw samples to judge",
+                "reason": "no raw samples to judge"}
     unstable = [(side, r.get("instability") or "measured under contention")
                 for side, r in (("base", base), ("new", new)) if r.get("stable") is False]
     if unstable:
         row["verdict"] = "noisy"
         row["note"] = "; ".join(f"unstable in the {side} run: {why}" for side, why in unstable)
     return row
+
+
+def detectable(rows: list[dict], threshold: float) -> dict:
+    """How much the comparison could see. A slowdown of exactly the threshold is by design
+    almost never called (the interval must clear it), so the yardstick is `target`, SEEN_AT times
+    the threshold: how many timed cases could have shown it (min_detectable_ratio within it),
+    and for the rest the smallest slowdown any of them could have shown (None when every case
+    could)."""
+    target = 1 + SEEN_AT * threshold
+    timed = [r for r in rows if r.get("min_detectable_ratio") is not None]
+    blind = [r["min_detectable_ratio"] for r in timed if r["min_detectable_ratio"] > target]
+    return {"target_ratio": target, "cases": len(timed), "at_target": len(timed) - len(blind),
+            "blind": len(blind), "blind_above": min(blind) if blind else None}
 
 
 def geomean_groups(rows: list[dict]) -> list[dict]:
@@ -291,22 +346,24 @@ def other_machine_row(base: dict, new: dict, why: str) -> dict:
 
 def compare_records(base: list[dict], new: list[dict], threshold: float = DEFAULT_THRESHOLD,
                     mem_threshold: float = DEFAULT_MEM_THRESHOLD,
-                    interleaved: bool = False, apart: dict[str, str] | None = None) -> dict:
+                    interleaved: bool = False, apart: dict[str, str] | None = None,
+                    peaks: tuple[dict | None, dict | None] = (None, None)) -> dict:
     """Every case of either run judged; the counts; the groups; pass or fail. `apart`: case
-    ids both runs measured on machines that differ (-> why), left unjudged (`other_machine`)."""
+    ids both runs measured on machines that differ (-> why), left unjudged (`other_machine`).
+    `peaks`: each run's env.json `peaks` (the clocks' resolutions)."""
     by_base = {r["case_id"]: r for r in base}  # a later record of a case wins
     by_new = {r["case_id"]: r for r in new}
     ids = list(dict.fromkeys([*by_base, *by_new]))
     apart = apart or {}
     rows = [other_machine_row(by_base[i], by_new[i], apart[i]) if i in apart else
-            judge_case(by_base.get(i), by_new.get(i), threshold, mem_threshold, interleaved)
+            judge_case(by_base.get(i), by_new.get(i), threshold, mem_threshold, interleaved, peaks)
             for i in ids]
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICT_ORDER}
     counts["memory_growth"] = sum(r.get("mem_verdict") == "memory_growth" for r in rows)
     failing = any(r["failing"] for r in rows)
     return {"verdict": "fail" if failing else "pass", "threshold": threshold,
             "mem_threshold": mem_threshold, "alpha": ALPHA, "confidence": CONFIDENCE,
-            "floors_s": {"cpu": HOST_FLOOR_S, "cuda": CUDA_FLOOR_S},
+            "power": POWER, "detectable": detectable(rows, threshold),
             "matched": sum(1 for i in ids if i in by_base and i in by_new and i not in apart),
             "single_run_min_effect": SINGLE_RUN_MIN_EFFECT,
             "rules": {rule: sum(r.get("rule") == rule for r in rows) for rule in RULES},
@@ -387,7 +444,8 @@ def compare_runs(base_dir, new_dir, threshold: float = DEFAULT_THRESHOLD,
                            "new); pass --force to compare anyway")
     apart = {} if force or not check_fingerprint else \
         {i: describe_differences(d) for i, d in across.items()}
-    result = compare_records(base, new, threshold, mem_threshold, apart=apart)
+    result = compare_records(base, new, threshold, mem_threshold, apart=apart,
+                             peaks=(base_env.get("peaks"), new_env.get("peaks")))
     result.update(base=str(base_dir), new=str(new_dir), differences=[list(d) for d in diffs],
                   forced=bool(diffs and force), base_fingerprint=fingerprint(base_env),
                   new_fingerprint=fingerprint(new_env),

@@ -88,13 +88,34 @@ def rules_text(result: dict) -> str:
     return "judged: " + "; ".join(parts) if parts else ""
 
 
+def detectable_text(result: dict) -> str | None:
+    """What the comparison could have seen: how many cases could have shown a slowdown of the
+    threshold, and plainly where it was blind (harness.analysis.compare.detectable)."""
+    seen = result.get("detectable") or {}
+    if not seen.get("cases"):
+        return None
+    text = (f"power: {seen['at_target']} of {seen['cases']} timed cases could have shown a "
+            f"{percent(seen['target_ratio'] - 1)} slowdown (twice the threshold; p < "
+            f"{result['alpha']:g}, {percent(result.get('power', 0.8))} power, from the noise "
+            "measured)")
+    if seen["blind"]:
+        more = ("more samples per side (--budget-s, --max-samples)"
+                if (result.get("rules") or {}).get("interleaved")
+                else "use `attnbench ab`, or more repeats")
+        text += (f"; could detect only slowdowns above {seen['blind_above']:.2f}x for "
+                 f"{seen['blind']} of {seen['cases']} cases: {more}")
+    return text
+
+
 def console_lines(result: dict) -> list[str]:
-    """What the command prints: the verdict, the rules applied, then each case that failed or
-    improved."""
+    """What the command prints: the verdict, the rules applied, what it could have seen, then
+    each case that failed or improved."""
     lines = [headline(result) + f" ({result['matched']} cases matched, threshold "
              f"{percent(result['threshold'])})"]
     if rules_text(result):
         lines.append(rules_text(result))
+    if detectable_text(result):
+        lines.append(detectable_text(result))
     noisy = result["counts"].get("noisy", 0)
     if noisy:
         lines.append(f"{noisy} noisy: neither a change nor its absence shown, or unstable in a "
@@ -154,7 +175,6 @@ def case_header(result: dict) -> list[str]:
 def render_markdown(result: dict, title: str = "attnbench regression gate") -> str:
     """A pull-request comment: verdict first, the failures, the groups, everything folded."""
     icon = ":x:" if result["verdict"] == "fail" else ":white_check_mark:"
-    floors = result["floors_s"]
     header = case_header(result)
     confidence = result.get("confidence", CONFIDENCE)
     out = [f"## {icon} {escape_md(title)}: {headline(result)}", "",
@@ -164,10 +184,12 @@ def render_markdown(result: dict, title: str = "attnbench regression gate") -> s
            f"repeats' medians, with p < {result['alpha']:g}; for single runs the "
            f"{percent(confidence)} bootstrap interval of "
            f"the median ratio, p < {result['alpha']:g} by Mann-Whitney U and the run-to-run "
-           f"allowance) and a slowdown above "
-           f"{duration(floors['cpu'])} (host timer) / {duration(floors['cuda'])} (CUDA); memory "
+           f"allowance) and a slowdown above the clocks' measured resolution per call; memory "
            f"growth: > {percent(result['mem_threshold'])} and > {fmt_mib(MEM_FLOOR_BYTES)} MiB.",
            ""]
+    if detectable_text(result):
+        out += [escape_md(detectable_text(result)[0].upper() + detectable_text(result)[1:]) + ".",
+                ""]
     if rules_text(result):
         out += [escape_md(rules_text(result)[0].upper() + rules_text(result)[1:]) + ".", ""]
     if result.get("differences"):

@@ -297,8 +297,9 @@ def run_ab(runner: ABRunner, cases: list[Case], threshold: float, mem_threshold:
            note: Callable[[str], None] = print) -> dict:
     """First pass, re-measure what it flags, write both runs and the comparison."""
     first = runner.run(cases)
+    peaks = (runner.peaks.get("base"), runner.peaks.get("head"))
     result = compare.compare_records(first["base"], first["head"], threshold, mem_threshold,
-                                     interleaved=True)
+                                     interleaved=True, peaks=peaks)
     first_verdicts = {r["case_id"]: r["verdict"] for r in result["cases"]}
     again_ids = flagged(result)
     if again_ids:
@@ -315,7 +316,7 @@ def run_ab(runner: ABRunner, cases: list[Case], threshold: float, mem_threshold:
             final[name] = [newer.get(r["case_id"], r) for r in first[name]]
             runner.dirs[name].rewrite(final[name])
         result = compare.compare_records(final["base"], final["head"], threshold, mem_threshold,
-                                         interleaved=True)
+                                         interleaved=True, peaks=peaks)
     for row in result["cases"]:
         if row["case_id"] in again_ids:
             row["first_pass_verdict"] = first_verdicts[row["case_id"]]
