@@ -16,10 +16,11 @@ from harness.spec import TimingSettings
 from harness.store import load_records
 
 
-def reading(t_s, cpu_s=0.0, invol=0, wait_s=0.0, pressure_s=0.0, steal=(0, 0)):
+def reading(t_s, cpu_s=0.0, invol=0, wait_s=0.0, pressure_s=0.0, steal=(0, 0), busy=None,
+            threads=None):
     return contention.Reading(wall_ns=int(t_s * 1e9), cpu_s=cpu_s, involuntary=invol,
                               wait_ns=int(wait_s * 1e9), pressure_us=int(pressure_s * 1e6),
-                              steal_ticks=steal)
+                              steal_ticks=steal, busy_ticks=busy, threads=threads)
 
 
 # ---- the detector -------------------------------------------------------------------------
@@ -47,6 +48,37 @@ def test_quiet_windows_pass_and_busy_ones_are_named():
     stolen = dict(quiet, steal=0.3)
     assert "hypervisor" in contention.verdict(stolen)
     assert contention.verdict(None) is None
+
+
+def test_other_processes_cpu_is_the_machines_busy_time_less_this_workers_own():
+    tick = contention.TICKS_PER_S
+    before = reading(10.0, cpu_s=1.0, busy=0, threads=3)
+    after = reading(10.5, cpu_s=1.6, busy=int(1.1 * tick), threads=5)  # 1.1 s busy, 0.6 own
+    figures = contention.signals(before, after, threads=2)
+    assert figures["other_cpu"] == pytest.approx(1.0, abs=0.05)  # 0.5 s of others in 0.5 s
+    assert figures["own_threads"] == 5 and figures["cores"] == contention.cores()
+    short = contention.signals(reading(0.0, busy=0), reading(0.1, busy=tick), threads=1)
+    assert short["other_cpu"] is None  # 10 ms ticks cannot tell in a 0.1 s window
+
+
+def test_own_threads_are_not_other_programs():
+    waited = {"window_s": 0.5, "cpu_pressure": 0.4, "run_queue_wait": 0.8, "steal": 0.0,
+              "own_threads": 40, "cores": 2}
+    own = dict(waited, other_cpu=0.05)
+    assert contention.verdict(own) is None  # how it runs, not a disturbance
+    assert "40 threads on 2 cores" in contention.oversubscription(own)
+    assert "other processes took only 0.05 cores" in contention.oversubscription(own)
+    record = Samples((1e-3,) * 3, contention=own).to_record()
+    assert record["stable"] is True and "oversubscribed" in record["contention"]["oversubscribed"]
+    others = dict(waited, other_cpu=0.95)
+    assert "other processes took 0.95 cores" in contention.verdict(others)
+    assert contention.oversubscription(others) is None
+    assert Samples((1e-3,) * 3, contention=others).to_record()["stable"] is False
+    undecided = dict(waited, other_cpu=None)  # a window too short for the ticks
+    assert "more threads of its own than cores" in contention.verdict(undecided)
+    assert contention.oversubscription(undecided) is None
+    quiet = dict(waited, cpu_pressure=0.1, other_cpu=0.9)  # others busy on spare cores
+    assert contention.verdict(quiet) is None and contention.oversubscription(quiet) is None
 
 
 def test_steal_is_not_judged_on_windows_shorter_than_its_ticks():
@@ -101,6 +133,9 @@ def test_busy_processes_beside_the_timer_are_detected():
             p.join()
     assert record["stable"] is False, record["contention"]
     assert record["instability"]
+    if record["contention"]["other_cpu"] is not None:  # whose: the busy processes beside it
+        assert record["contention"]["other_cpu"] > contention.LIMITS["other_cpu"]
+        assert "other programs" in record["instability"]
 
 
 # ---- implausible figures --------------------------------------------------------------------

@@ -182,8 +182,11 @@ class Samples:
         """Every field of the record's Timing part, and the contention signals with their
         verdict (`stable`, `instability`: harness.measure.contention)."""
         instability = contention.verdict(self.contention)
+        window = self.contention
+        if contention.oversubscription(window):  # named, yet no disturbance: stays stable
+            window = {**window, "oversubscribed": contention.oversubscription(window)}
         return {**{name: getattr(self, name) for name in self.TIMING},
-                "contention": self.contention,
+                "contention": window,
                 # unknown (None) where no signals were read: never called stable unwatched
                 "stable": None if self.contention is None else instability is None,
                 "instability": instability}

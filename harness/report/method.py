@@ -52,6 +52,9 @@ def machine(env: dict) -> list[tuple[str, str]]:
         if entry.get("bandwidth_gbs"):
             parts.append(f"copy bandwidth {entry['bandwidth_gbs']:.1f} GB/s")
         parts += [f"{dtype}: {err}" for dtype, err in sorted((entry.get("errors") or {}).items())]
+        parts += [f"{clock} clock resolves {duration(seconds)} per sample (the central 95% of "
+                  "empty samples; a block of B calls resolves B times finer)"
+                  for clock, seconds in sorted((entry.get("timer_resolution_s") or {}).items())]
         rows.append((f"measured peaks ({device})", "; ".join(parts)))
     if not env.get("peaks"):
         rows.append(("measured peaks", "not measured in this run"))
@@ -153,10 +156,17 @@ def method(run) -> list[tuple[str, str]]:
         ("stability", "around each case's warm-up and sampling the worker reads the kernel's "
                       "counters: CPU pressure (/proc/pressure/cpu), its threads' run-queue wait, "
                       "hypervisor steal, involuntary context switches and CPU time over wall "
-                      "(the contention field of each record). A case is unstable when tasks "
+                      "(the contention field of each record), and the CPU time other "
+                      "processes took (the machine's busy time, /proc/stat, less the worker's "
+                      "own). A case is unstable when tasks "
                       f"waited for a CPU more than {percent(contention.LIMITS['cpu_pressure'])} "
-                      "of the time (run-queue wait where there is no pressure information) or "
-                      f"steal exceeded {percent(contention.LIMITS['steal'])}, or when its median "
+                      "of the time (run-queue wait where there is no pressure information) "
+                      "while other processes took more than "
+                      f"{contention.LIMITS['other_cpu']:g} cores (undecided on windows too "
+                      "short for the ticks: flagged), or steal exceeded "
+                      f"{percent(contention.LIMITS['steal'])}; waiting caused only by the "
+                      "implementation's own threads is named oversubscription and kept "
+                      "stable; or when its median "
                       f"is more than {stability.IMPLAUSIBLE_RATIO:g}× the median at a larger "
                       f"seq_len of the same configuration, or more than "
                       f"{stability.IMPLAUSIBLE_RATIO:g}·(N/n)^{stability.MAX_GROWTH_EXPONENT}× "
