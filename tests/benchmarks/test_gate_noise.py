@@ -1,8 +1,11 @@
 """Does the regression gate cry wolf, and does it see a real slowdown? Separate runs of the same
 code on the same machine (A/A) must give no regression verdict, and the ratio's 95% interval must
 contain 1.0 for at least MIN_COVERAGE of the cases; a head slowed by the test plugin
-(tests/plugins/slow.py, one implementation, +10% and +20%) must be seen in that
-implementation's cases and nowhere else.
+(tests/plugins/slow.py, one implementation, +10%, +20%, +30%) must be seen in that
+implementation's cases and nowhere else: by interleaved A/B with MIN_POWER (+20% on the
+µs-scale smoke shapes, +10% on ms-scale ci-cpu shapes); through `compare` of two runs with
+repeats, as often as the machine's run-to-run noise allows (printed, with the smallest
+detectable slowdowns the gate reported).
 
 Run: python -m pytest tests/benchmarks/test_gate_noise.py -m bench -s
 ATTNBENCH_AA_RUNS (default 11) runs of each suite, compared as consecutive pairs (run i against
@@ -19,11 +22,13 @@ from pathlib import Path
 import pytest
 
 from harness.analysis.compare import compare_runs
+from harness.report.gate import detectable_text
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(7200)]  # long: runs whole suites
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = int(os.environ.get("ATTNBENCH_AA_RUNS", "11"))
 MIN_COVERAGE = 0.90
+MIN_POWER = 0.90  # interleaved A/B: +20% on µs-scale cases, +10% on ms-scale ones
 SLOWED = "torch.naive"
 AB_FILTER = ["--impl", "numpy,torch.naive,torch.sdpa", "--dtype", "float32"]
 
@@ -67,7 +72,7 @@ def aa(suite: str, tmp_path) -> tuple[int, float, int]:
         rows += timed_rows(result)
         print(f"{a.name} vs {b.name}: {result['counts']['regression']} regressions, "
               f"{result['counts']['noisy']} noisy, rules {result['rules']}, coverage "
-              f"{covered(timed_rows(result)):.0%}")
+              f"{covered(timed_rows(result)):.0%}; {detectable_text(result)}")
     return regressions, covered(rows), len(rows)
 
 
@@ -87,21 +92,26 @@ def test_aa_ci_cpu_runs_with_repeats_raise_no_regression_and_cover_one(tmp_path)
     assert coverage >= MIN_COVERAGE
 
 
-def ab(out: Path, slowdown: float | None) -> dict:
+def ab(out: Path, slowdown: float | None, suite: str = "ci-cpu") -> dict:
     head = []
     if slowdown:
         head = ["--head-env", "ATTNBENCH_PLUGINS=tests.plugins.slow", "--head-env",
                 f"ATTNBENCH_TEST_SLOWDOWN={slowdown}", "--head-env",
                 f"ATTNBENCH_TEST_SLOW_IMPL={SLOWED}"]
     if not (out / "compare.json").exists():
-        attnbench("ab", "ci-cpu", *AB_FILTER, *head, "--out", out, "--quiet")
+        attnbench("ab", suite, *AB_FILTER, *head, "--out", out, "--quiet")
     return json.loads((out / "compare.json").read_text())
 
 
 def rates(result: dict) -> tuple[int, int, int]:
-    """(slowed cases flagged, slowed cases, other cases flagged)."""
+    """(slowed cases flagged, slowed cases, other cases flagged), with the smallest detectable
+    slowdowns the gate reported for the slowed cases."""
     mine = [r for r in result["cases"] if r["impl"] == SLOWED and r.get("ratio") is not None]
     hit = sum(r["verdict"] == "regression" for r in mine)
+    mdr = sorted(r["min_detectable_ratio"] for r in mine if r.get("min_detectable_ratio"))
+    if mdr:
+        print(f"  smallest detectable slowdowns reported for {SLOWED}: {mdr[0]:.3f}x .. "
+              f"{mdr[-1]:.3f}x (median {mdr[len(mdr) // 2]:.3f}x); {detectable_text(result)}")
     others = sum(r["verdict"] in ("regression", "improvement") for r in result["cases"]
                  if r["impl"] != SLOWED)
     return hit, len(mine), others
@@ -116,7 +126,16 @@ def test_ab_of_identical_sides_covers_one(tmp_path):
     assert covered(rows) >= MIN_COVERAGE
 
 
-@pytest.mark.parametrize("slowdown", [0.1, 0.2])
+def test_ab_sees_a_fifth_slower_microsecond_kernel(tmp_path):
+    """The smoke shapes take 20-100 µs here: interleaved A/B must catch +20% on the slowed
+    implementation with MIN_POWER and flag nothing else."""
+    hit, n, others = rates(ab(workdir(tmp_path) / "ab-smoke-slow0.2", 0.2, suite="smoke"))
+    print(f"ab smoke, {SLOWED} +20%: {hit} of {n} of its cases flagged, {others} other cases "
+          "flagged")
+    assert others == 0 and hit >= MIN_POWER * n
+
+
+@pytest.mark.parametrize("slowdown", [0.1, 0.2, 0.3])
 def test_power_of_ab_and_of_repeated_runs(tmp_path, slowdown):
     base_dir = workdir(tmp_path)
     hit, n, others = rates(ab(base_dir / f"ab-slow{slowdown}", slowdown))
@@ -133,3 +152,4 @@ def test_power_of_ab_and_of_repeated_runs(tmp_path, slowdown):
     print(f"ci-cpu with repeats + compare, {SLOWED} +{slowdown:.0%}: {rhit} of {rn} of its cases "
           f"flagged, {rothers} other cases flagged")
     assert others == 0 and rothers == 0
+    assert hit >= MIN_POWER * n  # interleaved: ms-scale cases, +10% and more
