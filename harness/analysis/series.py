@@ -11,7 +11,7 @@ of their intervals. An unstable time
 
 A time's interval is the 95% CI of its median; a memory figure has none. Neither is taken as
 tighter than ±MIN_REL_UNCERTAINTY: one process's samples understate how much the next process
-would differ (README, "Repeats"), and a memory figure is one reading of an allocator.
+would differ (docs/method.md, "Repeats"), and a memory figure is one reading of an allocator.
 """
 from __future__ import annotations
 

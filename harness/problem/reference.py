@@ -1,6 +1,6 @@
 """Float64 reference outputs, and the tolerance policy that judges every output against them.
 
-Tolerance policy (the README states it too): an implementation in dtype T is allowed
+Tolerance policy (docs/method.md states it too): an implementation in dtype T is allowed
 `TOLERANCE_FACTOR` times the maximum absolute error that a naive computation in T makes on the
 same inputs (inputs rounded to T, fp32 accumulation, every stored intermediate rounded to T,
 which is how CPU and GPU libraries compute low precision), and never less than an absolute
