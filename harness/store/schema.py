@@ -13,8 +13,8 @@ tritonbench derives its metric list from `BenchmarkOperatorMetrics`):
 - `make_record` (harness.store.records) refuses a key no part declares; the timer's `Samples`
   fills the `Timing` part, one property per field under the field's name (harness.store
   imports harness.measure, so the timer cannot import this module: tests/test_schema.py holds
-  `Samples.TIMING` to the part); and the list of record fields in docs/records.md is checked against
-  `RECORD_FIELDS`.
+  `Samples.TIMING` to the part); and the list of record fields in docs/records.md is checked
+  against `RECORD_FIELDS`.
 
 Every field defaults to None: a case that did not get that far (unsupported, out of memory)
 has nulls there, and a record from before a field existed loads with a null in its column.
