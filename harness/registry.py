@@ -1,15 +1,18 @@
 """Adapter discovery: the built-in modules, the entry-point group "attnbench.impls", and
-modules named in $ATTNBENCH_PLUGINS (comma-separated; imported in every worker too).
+what $ATTNBENCH_PLUGINS names (comma-separated; loaded in every worker too): modules, and torch
+functions as MODULE:FUNCTION (impls.torch_function; `--fn` and a suite's `fn` add them there).
 
 A plugin module exposes `ADAPTERS` (a list of Adapter instances); an entry point may also
 point straight at an Adapter instance, class, or list of them.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import os
 
+from harness.spec import FUNCTION_PATH, function_impl
 from harness.values import BadValue
 from impls.base import Adapter
 
@@ -23,7 +26,8 @@ PLUGINS_ENV = "ATTNBENCH_PLUGINS"
 
 
 class PluginError(BadValue):
-    """A plugin module named in $ATTNBENCH_PLUGINS that cannot be imported."""
+    """A plugin module or function that cannot be loaded (not importable, not a function, the
+    wrong signature); str() is one line naming where it was given."""
 
 
 _REGISTRY: dict[str, Adapter] = {}
@@ -57,13 +61,59 @@ def _load() -> None:
         _register_object(importlib.import_module(module))
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         _register_object(ep.load())
-    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
-        try:
-            found = importlib.import_module(module)
-        except ImportError as exc:
-            raise PluginError(f"${PLUGINS_ENV}: cannot import {module!r} ({exc}): expected "
-                              "importable module names, comma-separated") from None
-        _register_object(found)
+    for entry in _plugin_entries():
+        if ":" in entry:
+            register(_function_adapter(entry, f"${PLUGINS_ENV}"))
+        else:
+            _register_object(_import(entry, f"${PLUGINS_ENV}"))
+
+
+def _plugin_entries() -> list[str]:
+    return [e.strip() for e in os.environ.get(PLUGINS_ENV, "").split(",") if e.strip()]
+
+
+def _import(module: str, where: str):
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 — whatever stops the user's module is the answer
+        raise PluginError(f"{where}: cannot import {module!r} ({type(exc).__name__}: {exc}): "
+                          "expected an importable module (installed, or its folder on "
+                          "PYTHONPATH)") from None
+
+
+def _function_adapter(path: str, where: str) -> Adapter:
+    """The implementation of a torch function MODULE:FUNCTION (impls.torch_function)."""
+    from impls.torch_function import TorchFunction
+
+    try:
+        FUNCTION_PATH.check(path, where)
+    except BadValue as exc:
+        raise PluginError(str(exc)) from None
+    module, _, qualname = path.partition(":")
+    found = _import(module, f"{where} {path}")
+    try:
+        function = functools.reduce(getattr, qualname.split("."), found)
+    except AttributeError:
+        raise PluginError(f"{where} {path}: module {module!r} has no {qualname!r}: expected "
+                          "MODULE:FUNCTION naming a function in it") from None
+    try:
+        return TorchFunction(path, function)
+    except ValueError as exc:
+        raise PluginError(f"{where} {path}: {qualname} {exc}") from None
+
+
+def use_functions(paths: list[str], where: str) -> None:
+    """Load torch functions (MODULE:FUNCTION) as implementations, here and, through
+    $ATTNBENCH_PLUGINS, in every worker this process starts from now on (named
+    harness.spec.function_impl(path)). PluginError (one line, naming `where`) for one that cannot be loaded."""
+    _load()
+    entries = _plugin_entries()
+    for path in paths:
+        if function_impl(path) not in _REGISTRY:
+            register(_function_adapter(path, where))
+        if path not in entries:
+            entries.append(path)
+            os.environ[PLUGINS_ENV] = ",".join(entries)
 
 
 def adapters() -> dict[str, Adapter]:

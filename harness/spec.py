@@ -6,6 +6,7 @@ was expected (SuiteError). Everything downstream can trust a Case.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import itertools
 import re
 import tomllib
@@ -17,7 +18,15 @@ from harness.case import (BIASES, BOTTOM_RIGHT, CAUSAL_ALIGNS, CONSTANT, DEFAULT
                           LAYOUTS, LENGTHS, TOP_LEFT, Case)
 from harness.constants import DTYPES, LEVELS, MODES, NORMS
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+# The built-in suites are the `suites` package's data, found the same way in a checkout and in an
+# installed wheel (on disk, as wheels install, a Path).
+SUITES_DIR = importlib.resources.files("suites")
+
+
+def builtin_suite_names() -> list[str]:
+    """The names `attnbench run NAME` takes without a path, for messages and the docs' tests."""
+    return sorted(p.name.removesuffix(".toml") for p in SUITES_DIR.iterdir()
+                  if p.name.endswith(".toml"))
 
 
 @dataclass(frozen=True)
@@ -39,10 +48,27 @@ class SuiteError(values.BadValue):
     """A suite or filter the user got wrong; str() is the one line to show them."""
 
 
+# A torch function run as an implementation (impls.torch_function), named MODULE:FUNCTION in
+# `sweep.fn` and `--fn`: ASCII dotted names only, so its implementation name, FUNCTION_PREFIX
+# and the path, is safe in a case id (no "/") and in a file name.
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+FUNCTION_PATH = values.Kind(
+    "a torch function as MODULE:FUNCTION in ASCII dotted names, e.g. mypkg.attn:attention",
+    lambda v: isinstance(v, str) and re.fullmatch(f"{_DOTTED}:{_DOTTED}", v) is not None)
+FUNCTION_PREFIX = "fn:"
+
+
+def function_impl(path: str) -> str:
+    """The implementation name of a function path: "mypkg.attn:attention" ->
+    "fn:mypkg.attn:attention"."""
+    return FUNCTION_PREFIX + path
+
+
 # Sweep keys: name -> the kind of value each element must be (harness.values)
 SWEEP_KEYS = {
     "impls": values.Kind("a list of implementation names (see `attnbench list`)",
                          lambda v: isinstance(v, str)),
+    "fn": FUNCTION_PATH,  # [sweep] only: each joins `impls` as function_impl(path)
     "level": values.one_of(LEVELS),
     "mode": values.one_of(MODES),
     "device": values.DEVICE,
@@ -225,7 +251,7 @@ def load_suite(name_or_path: str | None, known_impls: set[str] | dict[str, str])
         raise SuiteError(f"{name_or_path}: cannot be read ({exc.strerror})") from None
     where = str(path)
     if not found:
-        available = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.toml")))
+        available = ", ".join(builtin_suite_names())
         raise SuiteError(f"{where}: no such suite file (built-in suites: {available})")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -316,9 +342,15 @@ def _validate_sweep(where: str, table: dict, known_impls, partial: bool = False)
             if unknown:
                 raise SuiteError(f"{where}: key 'sweep.impls': unknown implementation "
                                  f"{unknown[0]!r}: expected one of {', '.join(sorted(known_impls))}")
+        if key == "fn":
+            _check_functions(where, items, known_impls, partial)
         sweep[key] = list(dict.fromkeys(items))  # dedupe, keep order
     if partial:
+        if "impls" in sweep:
+            sweep["impls"] = _with_functions(sweep["impls"], known_impls)
         return sweep
+    if sweep.pop("fn", None):
+        sweep.setdefault("impls", [])
     for required in ("impls", "seq_len"):
         if required not in sweep:
             raise SuiteError(f"{where}: missing key 'sweep.{required}': expected "
@@ -330,7 +362,44 @@ def _validate_sweep(where: str, table: dict, known_impls, partial: bool = False)
         if not sweep["impls"]:
             raise SuiteError(f"{where}: key 'sweep.impls': no implementation of level "
                              f"{', '.join(sweep['level'])} is registered")
+    sweep["impls"] = _with_functions(sweep["impls"], known_impls)
     return sweep
+
+
+def _check_functions(where: str, paths: list[str], known_impls, partial: bool) -> None:
+    """`sweep.fn`: in [sweep] only, each function loaded (the command that reads the suite
+    loads them first: harness.registry.use_functions)."""
+    if partial:
+        raise SuiteError(f"{where}: key 'sweep.fn': a function runs on the whole suite: give it "
+                         "in [sweep], not in a variant")
+    for path in paths:
+        if function_impl(path) not in known_impls:
+            raise SuiteError(f"{where}: key 'sweep.fn': function {path!r} is not loaded: "
+                             "`attnbench run` loads a suite's functions; elsewhere name it in "
+                             "$ATTNBENCH_PLUGINS")
+
+
+def _with_functions(impls: list[str], known_impls) -> list[str]:
+    """`impls` and every function loaded as an implementation (a suite's `sweep.fn`, `--fn`,
+    $ATTNBENCH_PLUGINS): a function named for a run runs on every case of the suite (at a
+    level other than kernel, `unsupported` with the reason)."""
+    functions = sorted(name for name in known_impls if name.startswith(FUNCTION_PREFIX))
+    return list(dict.fromkeys([*impls, *functions]))
+
+
+def suite_functions(name_or_path: str | None) -> list[str]:
+    """The function paths a suite's `sweep.fn` lists, read ahead of the suite: they are loaded
+    as implementations before load_suite checks its `impls`. A file that cannot be read lists
+    none here (load_suite says what is wrong with it)."""
+    try:
+        path = resolve_suite_path(name_or_path)
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable, not UTF-8, not TOML
+        return []
+    sweep = data.get("sweep")
+    raw = sweep.get("fn", []) if isinstance(sweep, dict) else []
+    return [_checked(FUNCTION_PATH, v, f"{path}: key 'sweep.fn'")
+            for v in (raw if isinstance(raw, list) else [raw])]
 
 
 def _validate_variants(where: str, tables, known_impls) -> tuple[dict[str, list], ...]:

@@ -1,44 +1,55 @@
 #!/usr/bin/env bash
-# Validate attnbench on one CUDA GPU in at most 10 minutes (an H100 or H200), writing
-# everything under OUTDIR:
+# Validate attnbench on one CUDA GPU (an H100 or H200) in about 7 minutes, writing everything
+# under OUTDIR:
 #   nvidia-smi.txt, nvidia-smi-q.txt  the GPU, its driver and its state
 #   versions.json                     Python, torch (and its CUDA, cuDNN), triton, jax, ...
-#   peaks.json                        the harness's matmul (fp32, fp16, bf16) and copy peaks
 #   agreement.json                    the harness's median of torch.sdpa.flash (bf16, B4 H16
 #                                     N4096 d128, fwd) against triton.testing.do_bench's, ratio
-#   run/                              `attnbench run gpu`, narrowed to N 1024 and 2048
-#   run-8192/                         `attnbench run gpu-8192`: each backend at N=8192, fwd
+#   run-fwd/, run-fwd_bwd/            suites/gpu-check.toml (N 1024 and 2048) without torch.flex,
+#                                     one run per mode: torch's kernels, then JAX and Keras on JAX
+#   run-8192/                         suites/gpu-8192.toml without torch.flex: each backend at 8192
+#   run-decode/                       suites/gpu-check-decode.toml: decode and grouped K/V heads
+#   run-flex/                         torch.flex alone on two cases (it compiles per case)
 #   run-graphs/                       a few torch cases with --cuda-graphs
-#   run-layers/                       `attnbench run gpu-layers` at N 1024
-#   each run: results.jsonl, scaling.json (time and memory exponents), report.html, report.md
+#   run-layers/                       suites/gpu-layers.toml at N 1024
+#   each run: results.jsonl, env.json (with the matmul and copy peaks it measured), scaling.json,
+#   report.html, report.md
 #   logs/STEP.log, steps.tsv, summary.txt
-# The suites are narrowed to fit the time: the whole of suites/gpu.toml is 800 cases (its
-# comment has the estimate). Each step has a time limit, and the steps together stay within TOTAL_S; a step
-# that fails or runs out of time is logged, and the script goes on with the next one.
+# Each step has a time limit, and the steps together stay within TOTAL_S; a step that fails or
+# runs out of time is logged, and the script goes on with the next one. Each part is chosen so
+# that no implementation or mode waits behind another's cap; the steps come in the order of
+# what matters most, should the budget run out.
 #
-# usage: scripts/gpu-check.sh OUTDIR [--quick]
-#   OUTDIR   a new or empty directory
-#   --quick  smaller runs (bfloat16, full attention only), about 5 minutes
-# Environment: PYTHON (default python3), the interpreter that has attnbench's dependencies.
+# usage: scripts/gpu-check.sh OUTDIR [--quick] [--archive DIR]
+#   OUTDIR         a new or empty directory
+#   --quick        smaller runs (bfloat16, full attention only), about 5 minutes
+#   --archive DIR  also write DIR/gpu-check.tar.gz (all of OUTDIR) and DIR/summary.txt: two
+#                  files, for a machine that sends back only a few
+# Environment: PYTHON (default python3), the interpreter that has attnbench's dependencies;
+# GPU_CHECK_WITHOUT_GPU=1 skips the check that torch sees a GPU (a rehearsal on a CPU machine:
+# every CUDA case is then recorded unsupported, and every step still runs).
 set -u
 
-USAGE="usage: scripts/gpu-check.sh OUTDIR [--quick]"
-TOTAL_S=570  # every step together, leaving the summary and slack inside 10 minutes
+USAGE="usage: scripts/gpu-check.sh OUTDIR [--quick] [--archive DIR]"
+ARCHIVE_LIMIT_BYTES=$((15 * 1024 * 1024))  # what comes back from a lent machine: 16 MiB a file
 
 refuse() {
     echo "gpu-check: $*" >&2
     exit 2
 }
 
-out="" quick=0
-for arg in "$@"; do
-    case "$arg" in
+out="" quick=0 archive=""
+while [ $# -gt 0 ]; do
+    case "$1" in
         --quick) quick=1 ;;
+        --archive) [ $# -ge 2 ] || refuse "--archive needs a directory ($USAGE)"
+                   archive=$2; shift ;;
         -h | --help) echo "$USAGE"; exit 0 ;;
-        -*) refuse "unknown option $arg ($USAGE)" ;;
-        *) [ -z "$out" ] || refuse "one OUTDIR expected, got '$out' and '$arg' ($USAGE)"
-           out=$arg ;;
+        -*) refuse "unknown option $1 ($USAGE)" ;;
+        *) [ -z "$out" ] || refuse "one OUTDIR expected, got '$out' and '$1' ($USAGE)"
+           out=$1 ;;
     esac
+    shift
 done
 [ -n "$out" ] || refuse "missing OUTDIR ($USAGE)"
 if [ -e "$out" ] && [ ! -d "$out" ]; then
@@ -50,11 +61,20 @@ if [ -d "$out" ]; then
     shopt -u nullglob dotglob
     [ "${#entries[@]}" -eq 0 ] || refuse "$out is not empty: expected a new or empty directory"
 fi
+if [ -n "$archive" ] && [ ! -d "$archive" ]; then
+    refuse "--archive $archive: not a directory: expected an existing directory"
+fi
 PYTHON=${PYTHON:-python3}
 command -v nvidia-smi >/dev/null 2>&1 || refuse "no CUDA device here: nvidia-smi not found"
 command -v "$PYTHON" >/dev/null 2>&1 || refuse "no Python interpreter '$PYTHON' (set PYTHON)"
+command -v timeout >/dev/null 2>&1 || refuse "timeout (GNU coreutils) not found"
+command -v tar >/dev/null 2>&1 || refuse "tar not found"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+cd "$ROOT" || refuse "cannot enter $ROOT"
 CUDA_CHECK='
 import importlib
+import os
 import sys
 for name in ("array_api_compat", "numpy", "scipy", "pandas", "rich", "jinja2", "matplotlib"):
     try:
@@ -65,27 +85,30 @@ try:
     import torch
 except Exception as exc:
     sys.exit(f"torch cannot be imported ({type(exc).__name__}: {exc})")
-if not torch.cuda.is_available():
-    sys.exit("no CUDA device here: torch.cuda.is_available() is false (a CPU build of torch, "
-             "or no GPU visible)")
+if os.environ.get("GPU_CHECK_WITHOUT_GPU") != "1":
+    if not torch.cuda.is_available():
+        sys.exit("no CUDA device here: torch.cuda.is_available() is false (a CPU build of "
+                 "torch, or no GPU visible)")
+    from harness.measure.cuda import event_clock
+    try:
+        event_clock("cuda")
+    except Exception as exc:
+        sys.exit(f"the CUDA clock cannot be built ({type(exc).__name__}: {exc})")
 '
 why=$("$PYTHON" -c "$CUDA_CHECK" 2>&1) || refuse "cannot run here: ${why##*$'\n'}"
-command -v timeout >/dev/null 2>&1 || refuse "timeout (GNU coreutils) not found"
 
 mkdir -p "$out/logs" || refuse "cannot create $out"
 out=$(cd "$out" && pwd)
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT" || refuse "cannot enter $ROOT"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 START=$SECONDS
 FAILED=0
 printf 'step\tstatus\tseconds\n' >"$out/steps.tsv"
 
-# step NAME LIMIT_S RESERVE_S COMMAND...: run COMMAND for at most LIMIT_S seconds (less when
-# the total budget, minus RESERVE_S kept for the steps after it, has less left), output in
-# logs/NAME.log. Interrupted with SIGINT first, so a run keeps what it recorded.
+# step NAME LIMIT_S RESERVE_S COMMAND...: run COMMAND (a program: `timeout` cannot run a shell
+# function) for at most LIMIT_S seconds (less when the total budget, minus RESERVE_S kept for
+# the steps after it, has less left), output in logs/NAME.log. Interrupted with SIGINT first,
+# so a run keeps what it recorded.
 step() {
-    local name=$1 limit=$2 reserve=$3 left rc status t0
+    local name=$1 limit=$2 reserve=$3 left rc status t0=$SECONDS
     shift 3
     left=$((TOTAL_S - (SECONDS - START) - reserve))
     if [ "$left" -lt "$limit" ]; then limit=$left; fi
@@ -94,8 +117,7 @@ step() {
         FAILED=1
     else
         echo "[gpu-check] $name (at most ${limit} s)"
-        t0=$SECONDS
-        timeout --signal=INT --kill-after=10 "$limit" "$@" >"$out/logs/$name.log" 2>&1
+        timeout --signal=INT --kill-after=8 "$limit" "$@" >"$out/logs/$name.log" 2>&1
         rc=$?
         case $rc in
             0) status="ok" ;;
@@ -105,47 +127,64 @@ step() {
             *) status="failed with exit code $rc (see logs/$name.log)"; FAILED=1 ;;
         esac
     fi
-    printf '%s\t%s\t%s\n' "$name" "$status" "$((SECONDS - ${t0:-$SECONDS}))" >>"$out/steps.tsv"
+    printf '%s\t%s\t%s\n' "$name" "$status" "$((SECONDS - t0))" >>"$out/steps.tsv"
     echo "[gpu-check] $name: $status"
 }
 
-attnbench() {
-    "$PYTHON" -m harness.cli "$@"
-}
-
+attnbench=("$PYTHON" -m harness.cli)
+gpu_check=("$PYTHON" scripts/gpu_check.py)
+# the kernels but torch.flex: it compiles per case, so it runs apart on a few cases
+KERNELS=torch.naive,torch.sdpa,torch.sdpa.math,torch.sdpa.flash,torch.sdpa.efficient
+KERNELS=$KERNELS,torch.sdpa.cudnn,jax.sdpa,keras.ops.jax,xformers
 if [ "$quick" -eq 1 ]; then
+    TOTAL_S=270  # every step together; the checks before and the archive after add seconds
     narrow=(--dtype bfloat16 --causal false)
-    run_s=120 graphs_s=45 layers_s=45
+    layers=(--mode fwd)
+    fwd_s=45 bwd_s=60 n8192_s=30 decode_s=35 flex_s=60 graphs_s=25 layers_s=30
 else
+    TOTAL_S=400
     narrow=()
-    run_s=170 graphs_s=45 layers_s=60
+    layers=()
+    fwd_s=75 bwd_s=90 n8192_s=65 decode_s=45 flex_s=75 graphs_s=30 layers_s=50
 fi
-n8192_s=60
-post_s=120  # kept for the scaling and report steps of the four runs
+reports_s=45  # kept for the last step: every run's scaling.json and reports, in one process
 
-step nvidia-smi 15 "$post_s" \
+step nvidia-smi 15 "$reports_s" \
     bash -c 'nvidia-smi >"$1/nvidia-smi.txt" && nvidia-smi -q >"$1/nvidia-smi-q.txt"' _ "$out"
-step versions 30 "$post_s" "$PYTHON" scripts/gpu_check.py versions "$out/versions.json"
-step peaks 45 "$post_s" "$PYTHON" scripts/gpu_check.py peaks "$out/peaks.json"
-step agreement 75 "$post_s" "$PYTHON" scripts/gpu_check.py agreement "$out/agreement.json"
-step run "$run_s" "$post_s" attnbench run gpu --out "$out/run" --no-report \
-    --seq-len 1024,2048 ${narrow[@]+"${narrow[@]}"}
-step run-8192 "$n8192_s" "$post_s" attnbench run gpu-8192 --out "$out/run-8192" --no-report \
-    ${narrow[@]+"${narrow[@]}"}
-step run-graphs "$graphs_s" "$post_s" attnbench run gpu --out "$out/run-graphs" --no-report \
-    --cuda-graphs --impl torch.naive,torch.sdpa,torch.sdpa.flash --seq-len 1024 \
+step versions 30 "$reports_s" "${gpu_check[@]}" versions "$out/versions.json"
+step agreement 45 "$reports_s" "${gpu_check[@]}" agreement "$out/agreement.json"
+for mode in fwd fwd_bwd; do
+    limit=$fwd_s
+    [ "$mode" = fwd ] || limit=$bwd_s
+    step "run-$mode" "$limit" "$reports_s" "${attnbench[@]}" run gpu-check --out "$out/run-$mode" \
+        --no-report --impl "$KERNELS" --mode "$mode" ${narrow[@]+"${narrow[@]}"}
+done
+step run-8192 "$n8192_s" "$reports_s" "${attnbench[@]}" run gpu-8192 --out "$out/run-8192" \
+    --no-report --impl "$KERNELS" ${narrow[@]+"${narrow[@]}"}
+step run-decode "$decode_s" "$reports_s" "${attnbench[@]}" run gpu-check-decode \
+    --out "$out/run-decode" --no-report
+step run-flex "$flex_s" "$reports_s" "${attnbench[@]}" run gpu-check --out "$out/run-flex" \
+    --no-report --impl torch.flex --seq-len 1024 --dtype bfloat16 --causal true
+step run-graphs "$graphs_s" "$reports_s" "${attnbench[@]}" run gpu-check --out "$out/run-graphs" \
+    --no-report --cuda-graphs --impl torch.naive,torch.sdpa,torch.sdpa.flash --seq-len 1024 \
     --dtype bfloat16 --causal false
-step run-layers "$layers_s" "$post_s" attnbench run gpu-layers --out "$out/run-layers" \
-    --no-report --seq-len 1024 ${narrow[@]+"${narrow[@]}"}
-for run in run run-8192 run-graphs run-layers; do
-    if [ -f "$out/$run/results.jsonl" ]; then
-        step "$run-scaling" 10 0 "$PYTHON" scripts/gpu_check.py scaling "$out/$run"
-        step "$run-report" 30 0 attnbench report "$out/$run"
+step run-layers "$layers_s" "$reports_s" "${attnbench[@]}" run gpu-layers --out "$out/run-layers" \
+    --no-report --seq-len 1024 ${layers[@]+"${layers[@]}"}
+runs=()
+shopt -s nullglob
+for dir in "$out"/run-*/; do
+    if [ -f "$dir/results.jsonl" ]; then
+        runs+=("${dir%/}")
     else
-        printf '%s\t%s\t0\n' "$run-report" "skipped: the run recorded nothing" >>"$out/steps.tsv"
+        printf '%s\t%s\t0\n' "$(basename "$dir")-report" "skipped: the run recorded nothing" \
+            >>"$out/steps.tsv"
         FAILED=1
     fi
 done
+shopt -u nullglob
+if [ "${#runs[@]}" -gt 0 ]; then
+    step reports "$reports_s" 0 "${gpu_check[@]}" reports "${runs[@]}"
+fi
 
 {
     echo "gpu-check: $((SECONDS - START)) s in all; steps:"
@@ -154,5 +193,21 @@ done
     done
     echo "written under $out:"
     (cd "$out" && find . -type f ! -name summary.txt | sed 's|^\./|  |' | sort)
-} | tee "$out/summary.txt"
+} >"$out/summary.txt"
+
+# pack: OUTDIR whole, or without the HTML reports (which `attnbench report` writes again from
+# the records) when that is too large to come back
+if [ -n "$archive" ]; then
+    tarball="$archive/gpu-check.tar.gz"
+    parent=$(dirname "$out") name=$(basename "$out")
+    if tar -czf "$tarball" -C "$parent" "$name" &&
+            [ "$(wc -c <"$tarball")" -gt "$ARCHIVE_LIMIT_BYTES" ]; then
+        tar -czf "$tarball" -C "$parent" --exclude=report.html "$name" &&
+            echo "$tarball: without report.html (all of it was over 15 MiB)" >>"$out/summary.txt"
+    fi
+    [ -f "$tarball" ] && echo "packed into $tarball ($(wc -c <"$tarball") bytes)" \
+        >>"$out/summary.txt" || { echo "could not pack into $tarball" >>"$out/summary.txt"; FAILED=1; }
+    cp "$out/summary.txt" "$archive/summary.txt"
+fi
+cat "$out/summary.txt"
 exit "$FAILED"

@@ -1,13 +1,14 @@
-"""The Python steps of scripts/gpu-check.sh, one subcommand each, each writing one JSON file:
+"""The Python steps of scripts/gpu-check.sh, one subcommand each:
 
   versions OUT.json    Python, the packages that matter on a GPU, torch's CUDA and the devices
-  peaks OUT.json       the harness's matmul (float32, float16, bfloat16) and copy-bandwidth peaks
   agreement OUT.json   the harness's median of one flash-attention call against
                        triton.testing.do_bench's median of the same call, and their ratio
-  scaling RUN_DIR      RUN_DIR/scaling.json from the records, where a run cut short has none
+  reports RUN_DIR...   each run's scaling.json (where a run cut short has none) and its
+                       report.html and report.md
 
 A missing optional package is written down as unsupported with the reason (exit 0); a step that
-fails raises (the shell script logs it and goes on).
+fails raises (the shell script logs it and goes on); the harness's median stays where do_bench
+fails after it. (Each run measures the machine's peaks into its env.json.)
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from pathlib import Path
 
 PACKAGES = ("torch", "triton", "jax", "jaxlib", "xformers", "tensorflow", "tensorflow-cpu",
             "keras", "numpy", "scipy")
-PEAK_DTYPES = ("float32", "float16", "bfloat16")
 # The agreement case: one long flash-attention forward, milliseconds per call
 AGREEMENT_CASE = dict(impl="torch.sdpa.flash", level="kernel", mode="fwd", device="cuda",
                       dtype="bfloat16", batch=4, heads=16, seq_len=4096, head_dim=128)
@@ -66,19 +66,18 @@ def versions() -> dict:
     return data
 
 
-def peaks() -> dict:
-    from harness.measure.peaks import measure_peaks
-
-    return measure_peaks([("cuda", dtype) for dtype in PEAK_DTYPES])
-
-
-def agreement_record(harness: dict, do_bench_ms: float, case_id: str) -> dict:
-    """Both medians in seconds and harness / do_bench: 1.0 means they agree exactly."""
+def agreement_record(harness: dict, do_bench_ms: float | None, case_id: str,
+                     do_bench_error: str | None = None) -> dict:
+    """Both medians in seconds and harness / do_bench: 1.0 means they agree exactly. Where
+    do_bench failed, the harness's median stays, with do_bench's error beside it."""
+    record = {"case": case_id, "status": "ok",
+              "harness": {k: harness[k] for k in ("median_s", "ci_low_s", "ci_high_s",
+                                                   "n_samples", "calls_per_sample", "timer")}}
+    if do_bench_ms is None:
+        return {**record, "status": "do_bench failed",
+                "do_bench": {"error": do_bench_error}, "ratio": None}
     bench_s = do_bench_ms / 1e3
-    return {"case": case_id, "status": "ok",
-            "harness": {k: harness[k] for k in ("median_s", "ci_low_s", "ci_high_s",
-                                                 "n_samples", "calls_per_sample", "timer")},
-            "do_bench": {"median_s": bench_s, "return_mode": "median"},
+    return {**record, "do_bench": {"median_s": bench_s, "return_mode": "median"},
             "ratio": harness["median_s"] / bench_s if bench_s > 0 else None}
 
 
@@ -108,10 +107,14 @@ def agreement() -> dict:
         timer.first_call()
         harness = timer.measure().to_record()
         timer.release()
-        bench_ms = do_bench(prepared.call, return_mode="median")
+        try:
+            return agreement_record(harness, float(do_bench(prepared.call, return_mode="median")),
+                                    case.case_id)
+        except Exception as exc:  # noqa: BLE001 — the harness's median is measured: keep it
+            return agreement_record(harness, None, case.case_id,
+                                    f"{type(exc).__name__}: {exc}".splitlines()[0])
     finally:
         prepared.close()
-    return agreement_record(harness, float(bench_ms), case.case_id)
 
 
 def scaling(run_dir: str) -> Path:
@@ -123,16 +126,34 @@ def scaling(run_dir: str) -> Path:
     return path if path.exists() else write_scaling(run_dir, load_records(run_dir))
 
 
+def reports(run_dirs: list[str]) -> int:
+    """Each run's scaling.json and reports, in one process (the imports once); a run whose
+    reports fail is named with why, and the others are still written. 1 when one failed."""
+    from harness.report import write_reports
+
+    failed = 0
+    for run_dir in run_dirs:
+        try:
+            for path in (scaling(run_dir), *write_reports(run_dir)):
+                print(f"wrote {path}")
+        except Exception as exc:  # noqa: BLE001 — the other runs' reports are still worth having
+            print(f"{run_dir}: no reports ({type(exc).__name__}: {exc})", file=sys.stderr)
+            failed = 1
+    return failed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpu_check.py", description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("versions", "peaks", "agreement", "scaling"))
-    parser.add_argument("path", help="the JSON file to write (scaling: the run directory)")
+    parser.add_argument("step", choices=("versions", "agreement", "reports"))
+    parser.add_argument("paths", nargs="+", metavar="path",
+                        help="the JSON file to write (reports: the run directories)")
     args = parser.parse_args(argv)
-    if args.step == "scaling":
-        print(scaling(args.path))
-        return 0
-    data = {"versions": versions, "peaks": peaks, "agreement": agreement}[args.step]()
-    write_json(args.path, data)
+    if args.step == "reports":
+        return reports(args.paths)
+    if len(args.paths) != 1:
+        parser.error(f"{args.step} writes one JSON file, got {len(args.paths)} paths")
+    data = {"versions": versions, "agreement": agreement}[args.step]()
+    write_json(args.paths[0], data)
     print(json.dumps(data, default=str))
     return 0
 

@@ -2,6 +2,8 @@
 interrupted runs resumed, bad input refused with one line and exit code 2."""
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,7 +58,47 @@ def test_smoke_suite_records_every_case_exactly_once(smoke_run):
     assert env["workers"]["torch"]["threads"] == env["threads"]
     latency = (out / "report.md").read_text().split("## Median latency")[1].split("\n## ")[0]
     assert latency.count("| numpy |") == 2  # one row per mask
-    assert "median latency" in result.stdout and str(out) in result.stdout
+    assert "the answer" in result.stdout and str(out) in result.stdout
+    assert "median latency" not in result.stdout  # the report's table (or --verbose's)
+
+
+def test_the_progress_counter_counts_the_planned_cases(smoke_run):
+    out, result = smoke_run
+    planned = len(json.loads((out / "plan.json").read_text())["case_ids"])
+    counters = re.findall(r"^\[\s*(\d+)/(\d+)\]", result.stdout, re.M)
+    assert {int(total) for _, total in counters} == {planned}
+    assert sorted(int(n) for n, _ in counters) == list(range(1, planned + 1))
+
+
+def test_compare_json_goes_to_stdout_and_json_out_to_a_file(smoke_run, tmp_path, run_cli):
+    out, _ = smoke_run
+    printed = run_cli("compare", out, out, "--json")
+    assert printed.returncode in (0, 1), printed.stderr
+    assert printed.stdout.lstrip().startswith("{")
+    keys = set(json.loads(printed.stdout))
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    for option, path in (("--json", old), ("--json-out", new)):
+        written = run_cli("compare", out, out, option, path)
+        assert written.returncode == printed.returncode, written.stderr
+        assert set(json.loads(path.read_text())) == keys
+        assert f"json: {path}" in written.stdout
+    both = run_cli("compare", out, out, "--json", old, "--json-out", new)
+    assert both.returncode == 2 and len(both.stderr.strip().splitlines()) == 1
+    assert "--json-out" in both.stderr
+
+
+def test_report_says_on_the_console_which_damaged_lines_it_skipped(smoke_run, tmp_path, run_cli):
+    out, _ = smoke_run
+    damaged = tmp_path / "run"
+    shutil.copytree(out, damaged)
+    lines = (damaged / "results.jsonl").read_text().split("\n")
+    lines[3] = '{"not a record'
+    (damaged / "results.jsonl").write_text("\n".join(lines) + '{"case_id": "half-writ')
+    result = run_cli("report", damaged, "--format", "md")
+    assert result.returncode == 0, result.stderr
+    warning = result.stderr.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith("warning: ")
+    assert "line 4 skipped" in warning[0] and "cut off mid-write" in warning[0]
 
 
 def test_failures_are_contained_and_named(tmp_path, run_cli):

@@ -83,6 +83,37 @@ def test_the_l2_size_is_read_from_the_device_properties_when_they_have_it():
     assert cuda.FALLBACK_FLUSH_BYTES >= cuda.FLUSH_FACTOR * 50 * MIB
 
 
+# ---- the clock's device: torch's own index parsing, with the CUDA calls stubbed ---------------
+
+@pytest.fixture
+def stub_cuda(monkeypatch):
+    """torch.cuda.set_device's own parsing runs; what it would hand the driver is recorded
+    (the device index), and events and the flush are fakes: no GPU is needed."""
+    import torch
+
+    set_to = []
+    monkeypatch.setattr(torch._C, "_cuda_setDevice", set_to.append, raising=False)
+    monkeypatch.setattr(torch.cuda, "Event", lambda enable_timing=False: types.SimpleNamespace(
+        enable_timing=enable_timing), raising=False)
+    monkeypatch.setattr(cuda, "flush_buffer", lambda device: lambda: None)
+    return set_to
+
+
+@pytest.mark.parametrize("device, set_to", [("cuda", []), ("cuda:0", [0]), ("cuda:1", [1])])
+def test_the_clock_sets_the_device_only_when_the_case_names_an_index(stub_cuda, device, set_to):
+    clock = cuda.event_clock(device)  # "cuda" (every GPU suite's device) must not raise
+    assert stub_cuda == set_to
+    assert clock.begin.enable_timing and clock.end.enable_timing and clock.begin is not clock.end
+    assert cuda.graph_clock(device).name == clocks.CUDA_GRAPH
+
+
+def test_torch_refuses_the_bare_device_name_that_the_clock_no_longer_hands_it(stub_cuda):
+    import torch
+
+    with pytest.raises(ValueError):  # what every GPU case met before
+        torch.cuda.set_device(torch.device("cuda"))
+
+
 # ---- the loop, with fake events --------------------------------------------------------------
 
 class FakeGPU:

@@ -1,14 +1,18 @@
 """The Dask executor on a LocalCluster of two workers on 127.0.0.1 (worker 0 advertising GPU=1):
 the same records as a local run, workers lost mid-case, GPU placement, Ctrl-C and resume across
-executors, bad options, and `compare` matching cases only within one machine's fingerprint."""
+executors, bad options, and `compare` matching cases only within one machine's fingerprint; and
+the cluster commands the docs give, started on 127.0.0.1, listening there only."""
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -23,7 +27,7 @@ from harness.store import RunDir, capture_env, load_records, read_plan
 from tests.plugins import faulty, fleet
 
 distributed = pytest.importorskip("distributed")
-from harness.run.dask_executor import DaskExecutor, local_cluster  # noqa: E402
+from harness.run.dask_executor import DaskExecutor, local_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = {"ATTNBENCH_PLUGINS": "tests.plugins.faulty,tests.plugins.fleet"}
@@ -94,6 +98,98 @@ def test_the_cluster_listens_on_loopback_only(cluster):
     assert {ip for _, ip in listening} == {"127.0.0.1"}
     resources = {w["name"]: w["resources"] for w in client.scheduler_info()["workers"].values()}
     assert resources == {0: {"GPU": 1}, 1: {}}
+
+
+DOCS = (ROOT / "docs" / "dask.md", ROOT / "README.md")
+
+
+def documented_cluster_commands() -> tuple[str, str]:
+    """The `dask scheduler` and `dask worker` command lines of the docs' cluster example
+    (docs/dask.md, else README's "Spreading a run" section), continuation lines joined."""
+    for path in DOCS:
+        if not path.exists():
+            continue
+        text = path.read_text()
+        if path.name == "README.md":
+            text = text.partition("## Spreading a run")[2].split("\n## ")[0]
+        for block in re.findall(r"```(?:bash|sh)\n(.*?)```", text, re.DOTALL):
+            lines = [line.strip() for line in block.replace("\\\n", " ").splitlines()]
+            scheduler = [line for line in lines if "dask scheduler" in line]
+            worker = [line.rstrip("& ") for line in lines if "dask worker" in line]
+            if scheduler and worker:
+                return scheduler[0], worker[0]
+    pytest.fail("no `dask scheduler` and `dask worker` commands in docs/dask.md or README.md")
+
+
+def on_loopback(command: str, port: int) -> str:
+    """A documented command moved onto this machine: every host 127.0.0.1, the scheduler's
+    port `port`, each dashboard on a port the system picks."""
+    found = re.search(r"--port[ =](\d+)|tcp://[^:\s]+:(\d+)", command)
+    assert found, f"no scheduler port in the documented command {command!r}"
+    command = re.sub(rf"(--port[ =]|tcp://[^:\s]+:){found[1] or found[2]}\b", rf"\g<1>{port}",
+                     command)
+    command = re.sub(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", "127.0.0.1", command)
+    return re.sub(r"(--dashboard-address[ =]\S*?):\d+", r"\1:0", command)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(process) -> set[tuple[str, int]]:
+    """(address, port) of every listening socket of `process` and its descendants."""
+    psutil = pytest.importorskip("psutil")
+    found = set()
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            found |= {(c.laddr.ip, c.laddr.port) for c in p.net_connections("inet")
+                      if c.status == psutil.CONN_LISTEN}
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def test_the_documented_cluster_commands_listen_on_the_host_they_name(tmp_path, run_cli,
+                                                                      monkeypatch):
+    psutil = pytest.importorskip("psutil")
+    monkeypatch.delenv("ATTNBENCH_PLUGINS", raising=False)  # the other tests' adapters
+    port = free_port()
+    scheduler_line, worker_line = (on_loopback(c, port) for c in documented_cluster_commands())
+    assert f"--port {port}" in scheduler_line and f"tcp://127.0.0.1:{port}" in worker_line
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    started = []
+    try:
+        for line in (scheduler_line, worker_line):
+            started.append(subprocess.Popen(["bash", "-c", f"i=0; {line}"], cwd=ROOT, env=env,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                            start_new_session=True))
+        with distributed.Client(f"tcp://127.0.0.1:{port}", timeout=60,
+                                set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=120)
+        out = tmp_path / "run"
+        result = run_cli("run", "smoke", "--impl", "numpy", "--threads", "1", "--no-report",
+                         "--out", out, "--executor", "dask", "--scheduler",
+                         f"tcp://127.0.0.1:{port}")
+        assert result.returncode == 0, result.stdout + result.stderr
+        records = load_records(out)
+        assert len(records) == 4 and {r["status"] for r in records} == {"ok"}
+        assert {r["executor_worker"] for r in records} == {f"{socket.gethostname()}-gpu0"}
+        sockets = {p.pid: listening(psutil.Process(p.pid)) for p in started}
+        scheduler, worker = sockets.values()
+        assert len(scheduler) >= 2 and len(worker) >= 2, sockets  # protocol and HTTP each
+        assert {ip for found in sockets.values() for ip, _ in found} == {"127.0.0.1"}, sockets
+    finally:
+        for process in reversed(started):
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=30)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
 
 
 def test_a_dask_run_of_smoke_matches_a_local_run(tmp_path, run_cli, plugins):
@@ -189,7 +285,7 @@ def test_gpu_cases_run_one_at_a_time_on_gpu_workers_only(tmp_path, cluster, plug
     assert {r["executor_worker"] for r in on_gpu} == {"0"}  # the only worker with a GPU
     for worker in ("0", "1"):  # no two cases overlap on one worker, GPU or not
         spans = sorted(when(r) for r in records if r["executor_worker"] == worker)
-        for (_, end), (start, _) in zip(spans, spans[1:]):
+        for (_, end), (start, _) in pairwise(spans):
             assert start >= end - 1e-4  # wall_s is rounded to 0.1 ms
 
 
@@ -230,11 +326,11 @@ def test_ctrl_c_leaves_a_run_that_the_local_executor_resumes(tmp_path, cluster, 
     (["--executor", "dask"], "expected either --workers N"),
     (["--executor", "dask", "--workers", "2", "--scheduler", "tcp://127.0.0.1:9"],
      "not both"),
-    (["--executor", "dask", "--scheduler", "127.0.0.1:8786"], "--scheduler: expected a Dask "
-                                                              "scheduler address tcp://HOST:PORT"),
+    (["--executor", "dask", "--scheduler", "127.0.0.1:8786"],
+     "--scheduler: expected a Dask scheduler address tcp://HOST:PORT"),
     (["--executor", "dask", "--scheduler", "tcp://127.0.0.1:70000"], "tcp://HOST:PORT"),
-    (["--executor", "dask", "--scheduler", "tcp://127.0.0.1:9"], "nothing answers at "
-                                                                 "tcp://127.0.0.1:9"),
+    (["--executor", "dask", "--scheduler", "tcp://127.0.0.1:9"],
+     "nothing answers at tcp://127.0.0.1:9"),
 ])
 def test_bad_executor_options_are_one_line_and_exit_2(tmp_path, capsys, args, message):
     out = tmp_path / "run"

@@ -1,12 +1,17 @@
 """The GPU path as far as a CPU machine can take it: --cuda-graphs refused up front through the
-real CLI, the GPU suites' plans, `timer` in a real run's records, and scripts/gpu-check.sh's
-refusals (no OUTDIR, a non-empty one, no GPU) with its helper's pure parts."""
+real CLI, the GPU suites' plans, `timer` in a real run's records, scripts/gpu-check.sh's
+refusals (no OUTDIR, a non-empty one, no GPU) with its helper's parts, and a rehearsal of the
+whole script (marked bench: minutes)."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
+import tarfile
+import types
 from pathlib import Path
 
 import pytest
@@ -129,11 +134,13 @@ def fake_smi_path(tmp_path) -> str:
     (("--quick",), "missing OUTDIR"),
     (("a", "b"), "one OUTDIR expected"),
     (("--fast", "x"), "unknown option --fast"),
+    (("x", "--archive"), "--archive needs a directory"),
+    (("x", "--archive", "/nonexistent-folder"), "--archive /nonexistent-folder: not a directory"),
 ])
 def test_the_script_refuses_bad_arguments(args, said, no_gpu_path):
     result = run_script(*args, path=no_gpu_path)
     assert result.returncode == 2 and said in one_line(result)
-    assert "usage: scripts/gpu-check.sh OUTDIR [--quick]" in result.stderr
+    assert "usage: scripts/gpu-check.sh OUTDIR [--quick] [--archive DIR]" in result.stderr
 
 
 def test_the_script_refuses_a_non_empty_outdir_and_a_file(tmp_path, no_gpu_path):
@@ -193,6 +200,46 @@ def test_the_agreement_is_the_ratio_of_the_two_medians():
     assert record["harness"]["timer"] == "cuda_event" and "samples_s" not in record["harness"]
 
 
+def test_a_do_bench_failure_keeps_the_harness_median_and_says_why():
+    harness = {"median_s": 0.0021, "ci_low_s": 0.002, "ci_high_s": 0.0022, "n_samples": 50,
+               "calls_per_sample": 1, "timer": "cuda_event"}
+    record = gpu_check.agreement_record(harness, None, "x", "RuntimeError: no stream")
+    assert record["harness"]["median_s"] == 0.0021 and record["ratio"] is None
+    assert record["status"] == "do_bench failed"
+    assert record["do_bench"] == {"error": "RuntimeError: no stream"}
+
+
+@pytest.fixture
+def cpu_agreement(monkeypatch):
+    """The agreement step on a small CPU case, with a stand-in triton.testing.do_bench whose
+    behaviour the test sets (`fake.do_bench`)."""
+    monkeypatch.setattr(gpu_check, "AGREEMENT_CASE", {
+        "impl": "torch.sdpa", "level": "kernel", "mode": "fwd", "device": "cpu",
+        "dtype": "float32", "batch": 1, "heads": 2, "seq_len": 32, "head_dim": 8})
+    monkeypatch.setattr(gpu_check, "AGREEMENT_TIMING", {
+        "warmup_s": 0.001, "min_samples": 3, "max_samples": 3, "budget_s": 0.01})
+    fake = types.ModuleType("triton.testing")
+    monkeypatch.setitem(sys.modules, "triton", types.ModuleType("triton"))
+    monkeypatch.setitem(sys.modules, "triton.testing", fake)
+    return fake
+
+
+def test_the_agreement_step_keeps_its_median_when_do_bench_raises(cpu_agreement):
+    def failing(call, return_mode):
+        call()
+        raise RuntimeError("do_bench broke\nmore")
+
+    cpu_agreement.do_bench = failing
+    data = gpu_check.agreement()
+    assert data["status"] == "do_bench failed" and data["ratio"] is None
+    assert data["harness"]["median_s"] > 0 and data["harness"]["timer"] == "host"
+    assert data["do_bench"]["error"] == "RuntimeError: do_bench broke"
+    cpu_agreement.do_bench = lambda call, return_mode: 2.0
+    data = gpu_check.agreement()
+    assert data["status"] == "ok" and data["do_bench"]["median_s"] == pytest.approx(0.002)
+    assert data["ratio"] == pytest.approx(data["harness"]["median_s"] / 0.002)
+
+
 def test_versions_are_written_with_missing_packages_as_none(tmp_path):
     path = tmp_path / "versions.json"
     assert gpu_check.main(["versions", str(path)]) == 0
@@ -202,3 +249,87 @@ def test_versions_are_written_with_missing_packages_as_none(tmp_path):
     assert data["cuda_available"] is False and data["devices"] == []
     assert gpu_check.AGREEMENT_CASE["impl"] == "torch.sdpa.flash"
     assert Path(SCRIPT).stat().st_mode & 0o111  # executable
+
+
+# ---- a rehearsal of the whole script on this CPU machine -------------------------------------
+
+# what the GPU image lacks (and attnbench's own installation: the device has no `pip install -e .`)
+NOT_ON_THE_IMAGE = ("tensorflow", "keras", "tf_keras", "xformers", "memray", "attnbench",
+                    "__editable__")
+STEPS = ["nvidia-smi", "versions", "agreement", "run-fwd", "run-fwd_bwd", "run-8192",
+         "run-decode", "run-flex", "run-graphs", "run-layers", "reports"]
+LAYER_IMPLS = {"torch.mha", "torch.mha.eval", "torch.mha.naive", "keras.mha", "torch.encoder",
+               "torch.encoder.eval", "torch.encoder.naive", "torch.compile.encoder",
+               "keras.encoder"}
+
+
+@pytest.fixture
+def image_python(tmp_path) -> Path:
+    """This interpreter as the GPU image has it: -S (no .pth file, so no editable install of
+    attnbench) over a folder of links to this environment's packages, less NOT_ON_THE_IMAGE."""
+    site = tmp_path / "site"
+    site.mkdir()
+    paths = sysconfig.get_paths()
+    for folder in {Path(paths["purelib"]), Path(paths["platlib"])}:
+        for entry in folder.iterdir():
+            if not entry.name.lower().startswith(NOT_ON_THE_IMAGE) and entry.suffix != ".pth" \
+                    and not (site / entry.name).exists():
+                (site / entry.name).symlink_to(entry)
+    python = tmp_path / "python-image"
+    python.write_text(f'#!/bin/sh\nPYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{site}" '
+                      f'exec {sys.executable} -S "$@"\n')
+    python.chmod(0o755)
+    return python
+
+
+@pytest.mark.bench
+def test_a_cpu_rehearsal_of_the_whole_script_reaches_every_step(tmp_path, image_python):
+    """scripts/gpu-check.sh --quick end to end, as on the device but for the GPU: a fake
+    nvidia-smi, no attnbench console script on PATH, no installed attnbench, none of the
+    packages the image lacks; every CUDA case is recorded unsupported and the peaks on CUDA
+    fail, so every step's plumbing runs. The archive then holds every run."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text('#!/bin/sh\necho "NVIDIA H100 80GB HBM3 (rehearsal) $*"\n')
+    smi.chmod(0o755)
+    path = f"{bin_dir}:/usr/bin:/bin"
+    assert shutil.which("attnbench", path=path) is None
+    out, back = tmp_path / "out", tmp_path / "back"
+    back.mkdir()
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PATH": path,
+           "PYTHON": str(image_python), "GPU_CHECK_WITHOUT_GPU": "1"}
+    result = subprocess.run(["/bin/bash", str(SCRIPT), str(out), "--quick", "--archive",
+                             str(back)], check=False, env=env, capture_output=True, text=True, timeout=600,
+                            cwd=tmp_path)
+    steps = dict(line.split("\t")[:2] for line in
+                 (out / "steps.tsv").read_text().splitlines()[1:])
+    assert list(steps) == STEPS, result.stdout + result.stderr
+    for name, status in steps.items():  # a run slowed by a busy machine may be cut short
+        assert status == "ok" or name.startswith("run-") and status.startswith("timed out"), \
+            f"{name}: {status}\n{(out / 'logs' / f'{name}.log').read_text()[-2000:]}"
+    assert "(rehearsal)" in (out / "nvidia-smi.txt").read_text()
+    cuda_peaks = json.loads((out / "run-fwd" / "env.json").read_text())["peaks"]["cuda"]
+    assert set(cuda_peaks["errors"]) == {"bfloat16", "bandwidth"}  # kept beside, not instead
+
+    planned = []
+    for name in STEPS:
+        if name.startswith("run-"):
+            run_env = json.loads((out / name / "env.json").read_text())
+            assert "error" not in run_env.get("peaks", {}), name  # env.json stays readable
+            planned += json.loads((out / name / "plan.json").read_text())["cases"]
+    assert {c["impl"] for c in planned} == KERNEL_IMPLS | LAYER_IMPLS  # each in some run
+    reached = {(c["impl"], c["mode"], c["seq_len"]) for c in planned}
+    assert {("jax.sdpa", "fwd_bwd", 2048), ("keras.ops.jax", "fwd_bwd", 2048),
+            ("torch.flex", "fwd_bwd", 1024), ("torch.sdpa.flash", "fwd", 8192)} <= reached
+
+    assert sorted(p.name for p in back.iterdir()) == ["gpu-check.tar.gz", "summary.txt"]
+    archive = back / "gpu-check.tar.gz"
+    assert archive.stat().st_size < 16 * 2**20
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    for name in STEPS:
+        if name.startswith("run-") and steps[name] == "ok":
+            assert {f"out/{name}/results.jsonl", f"out/{name}/report.md"} <= names, name
+    assert {"out/steps.tsv", "out/summary.txt", "out/agreement.json"} <= names
+    assert "run-layers" in (back / "summary.txt").read_text()

@@ -1,17 +1,24 @@
-"""--mem-limit plumbing, which-kernel-ran detection, and the machine-peak microbenchmark."""
+"""--mem-limit plumbing (the CUDA cap's device with torch's calls stubbed), which-kernel-ran
+detection, and the machine-peak microbenchmark, where a figure that fails keeps the others."""
+import json
+import types
+
 import numpy as np
 import pytest
 import torch
 
 from harness import registry
+from harness.measure import peaks as peaks_module
+from harness.measure.peaks import measure_peaks, pct_of_peak
 from harness.run.execute import run_case
-from harness.run.limits import cap_cpu, requested_bytes
+from harness.run.limits import cap_cpu, cap_cuda, requested_bytes
+from harness.spec import Case, TimingSettings
+from harness.store import load_records
+from harness.store.rundir import env_problem
 from harness.units import parse_size
 from harness.values import SIZE, BadValue
-from harness.measure.peaks import measure_peaks, pct_of_peak
-from harness.spec import Case
-from harness.spec import TimingSettings
 from impls.torch_sdpa import TorchSDPA
+from tests.conftest import ROOT, attnbench
 
 FAST = TimingSettings(warmup_s=0.001, min_samples=2, max_samples=3, budget_s=0.01)
 
@@ -103,3 +110,82 @@ def test_peaks_are_measured_per_device_and_dtype():
     record = {"device": "cpu", "dtype": "float32", "tflops": cpu["matmul_tflops"]["float32"] / 4}
     assert pct_of_peak(record, peaks) == pytest.approx(25.0)
     assert pct_of_peak({**record, "dtype": "float16"}, peaks) is None
+
+
+# ---- the CUDA cap's device: torch's own index parsing, with the CUDA calls stubbed -----------
+
+@pytest.mark.parametrize("device, index", [("cuda", None), ("cuda:1", 1)])
+def test_the_cuda_cap_hands_torch_an_index_or_none_never_the_bare_name(monkeypatch, device, index):
+    asked, set_to = [], []
+    total = 80 * 2**30
+    monkeypatch.setattr(torch.cuda.memory, "_lazy_init", lambda: None)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d=None: (
+        asked.append(d), types.SimpleNamespace(total_memory=total))[1])
+    monkeypatch.setattr(torch._C, "_cuda_setMemoryFraction",
+                        lambda fraction, d: set_to.append((fraction, d)), raising=False)
+    cap_cuda(device, 2 * 2**30)  # "cuda" reached torch.cuda's parsing, which raised ValueError
+    assert asked == [index]
+    assert set_to == [(pytest.approx(2 / 80), 0 if index is None else index)]
+    cap_cuda(device, None)
+    assert set_to[-1][0] == 1.0
+
+
+# ---- a failed peak keeps the others ----------------------------------------------------------
+
+def test_a_peak_that_cannot_be_measured_leaves_its_error_and_keeps_the_rest(monkeypatch):
+    def matmul(device, dtype):
+        if dtype == "float16":
+            raise ValueError("no float16 matmul here\nsecond line")
+        return 1.5
+
+    monkeypatch.setattr(peaks_module, "matmul_tflops", matmul)
+    monkeypatch.setattr(peaks_module, "bandwidth_gbs", lambda device: 20.0)
+    cpu = measure_peaks([("cpu", "float32"), ("cpu", "float16")])["cpu"]
+    assert cpu["matmul_tflops"] == {"float32": 1.5} and cpu["bandwidth_gbs"] == 20.0
+    assert cpu["errors"] == {"float16": "ValueError: no float16 matmul here"}
+    assert env_problem({"peaks": {"cpu": cpu}}) is None  # env.json keeps it readable
+
+    monkeypatch.setattr(peaks_module, "bandwidth_gbs", lambda device: 1 / 0)
+    cpu = measure_peaks([("cpu", "float32")])["cpu"]
+    assert cpu["matmul_tflops"] == {"float32": 1.5} and "bandwidth_gbs" not in cpu
+    assert cpu["errors"]["bandwidth"].startswith("ZeroDivisionError")
+
+
+def test_peaks_on_a_device_torch_cannot_reach_are_errors_not_a_raise():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    cuda = measure_peaks([("cuda", "bfloat16")])["cuda"]
+    assert cuda["matmul_tflops"] == {} and set(cuda["errors"]) == {"bfloat16", "bandwidth"}
+    assert env_problem({"peaks": {"cuda": cuda}}) is None
+
+
+DIE_AT_PEAKS = """\
+import os
+if os.environ.get("ATTNBENCH_TEST_DIE_AT_PEAKS"):
+    import harness.measure.peaks
+    harness.measure.peaks.measure_peaks = lambda targets: os._exit(3)
+"""
+
+
+def test_a_worker_that_dies_measuring_peaks_leaves_env_json_readable_and_resumable(tmp_path):
+    """Every process of the run (the workers too) loads the sitecustomize that ends the worker
+    at its peaks request: env.json then keeps the error beside, never as, the peaks."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(DIE_AT_PEAKS)
+    out = tmp_path / "run"
+    args = ("run", "smoke", "--impl", "torch.sdpa", "--seq-len", "32", "--causal", "false",
+            "--out", out, "--no-report")
+    env = {"PYTHONPATH": f"{site}:{ROOT}", "ATTNBENCH_TEST_DIE_AT_PEAKS": "1"}
+    result = attnbench(*args, env=env)
+    assert result.returncode == 0, result.stderr
+    run_env = json.loads((out / "env.json").read_text())
+    assert "peaks" not in run_env and run_env["peaks_error"]
+    assert {r["status"] for r in load_records(out)} == {"ok"}  # the cases ran on
+    report = attnbench("report", out)
+    assert report.returncode == 0, report.stderr
+    (out / "results.jsonl").write_text("")  # nothing recorded: resume measures it all again
+    resumed = attnbench(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((out / "env.json").read_text())["peaks"]["cpu"]["bandwidth_gbs"] > 0

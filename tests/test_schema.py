@@ -1,6 +1,6 @@
 """The record schema: every key a run writes is declared once (harness.store.schema), a record
 has every declared field, an undeclared key is an error when a record is made, and loading
-keeps what older and newer runs recorded. The README's field list is the schema's."""
+keeps what older and newer runs recorded. The field list of docs/records.md is the schema's."""
 import dataclasses
 import json
 import re
@@ -18,7 +18,7 @@ from harness.spec import Case, TimingSettings
 from harness.store import RECORD_FIELDS, RunDir, complete, load_dataframe, load_records, make_record
 from harness.store import schema
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+RECORDS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "records.md"
 FAST = TimingSettings(budget_s=0.05, warmup_s=0.01, min_samples=3)
 CASE = Case(impl="numpy", heads=2, seq_len=16, head_dim=8)
 
@@ -153,12 +153,12 @@ def test_an_unknown_key_survives_loading_after_the_declared_columns(tmp_path):
     assert load_records(run)[1]["joules_per_call"] == 4096
 
 
-def readme_fields() -> list[str]:
-    """The field names of the README's "Record fields" list, in order: the backticked names
-    before the first colon of each item."""
-    lines = README.read_text(encoding="utf-8").splitlines()
-    start = lines.index("### Record fields") + 1
-    end = next(i for i in range(start, len(lines)) if lines[i].startswith("#"))
+def documented_fields() -> list[str]:
+    """The field names of docs/records.md's "Record fields" list, in order: the backticked
+    names before the first colon of each item."""
+    lines = RECORDS_PAGE.read_text(encoding="utf-8").splitlines()
+    start = lines.index("## Record fields") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("#")), len(lines))
     items: list[str] = []
     for line in lines[start:end]:
         if line.startswith("- "):
@@ -168,10 +168,10 @@ def readme_fields() -> list[str]:
     return [name for item in items for name in re.findall(r"`(\w+)`", item.split(": ", 1)[0])]
 
 
-def test_the_readme_documents_every_field_and_no_other():
-    documented = readme_fields()
+def test_the_records_page_documents_every_field_and_no_other():
+    documented = documented_fields()
     missing = [f for f in RECORD_FIELDS if f not in documented]
     extra = [f for f in documented if f not in RECORD_FIELDS]
-    assert not missing, f"README.md's Record fields list lacks {missing}"
-    assert not extra, f"README.md's Record fields list names {extra}, which the schema lacks"
-    assert documented == list(RECORD_FIELDS), "README.md lists the fields in another order"
+    assert not missing, f"docs/records.md's Record fields list lacks {missing}"
+    assert not extra, f"docs/records.md's Record fields list names {extra}, which the schema lacks"
+    assert documented == list(RECORD_FIELDS), "docs/records.md lists the fields in another order"

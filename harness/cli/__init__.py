@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 import warnings
 
-from harness.cli import gate, listing, profile, recommend, run
-from harness.cli.args import EXIT_BAD_INPUT, Parser, UsageError
+from harness.cli import export, gate, listing, profile, recommend, run
+from harness.cli.args import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Parser, UsageError, version
 from harness.store import DamagedFile
 from harness.values import BadValue
 
@@ -17,12 +17,14 @@ from harness.values import BadValue
 def build_parser() -> Parser:
     parser = Parser(prog="attnbench", description="Benchmark attention implementations: latency, "
                     "accuracy against float64, across shapes, dtypes, masks and devices.")
+    parser.add_argument("--version", action="version", version=f"attnbench {version()}")
     sub = parser.add_subparsers(dest="command", parser_class=Parser, required=True)
     listing.add_parser(sub)
     run.add_parsers(sub)
     gate.add_parsers(sub)
     profile.add_parser(sub)
     recommend.add_parser(sub)
+    export.add_parser(sub)
     return parser
 
 
@@ -48,3 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         except (UsageError, BadValue, DamagedFile) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        except KeyboardInterrupt:  # `run` and `ab` say what they kept; anything else stops here
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from harness import values
-from harness.spec import TIMING_KEYS
+from harness.spec import FUNCTION_PATH, TIMING_KEYS
 from harness.store.plan import FILTER_KEYS, Request
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -14,6 +14,18 @@ FILTER_OPTIONS = (("--impl", "implementations to keep (comma list, globs)"),
                   ("--dtype", "dtypes to keep (comma list)"),
                   ("--device", "devices to keep (comma list)"),
                   ("--causal", "keep causal (true) or full (false) cases"))
+
+
+def version() -> str:
+    """The installed distribution's version (what pip and bug reports see), else the source's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("attnbench")
+    except metadata.PackageNotFoundError:  # a checkout run without installing it
+        import sys
+
+        return sys.modules["harness"].__version__  # loaded before any of its modules
 
 
 class UsageError(Exception):
@@ -41,6 +53,24 @@ def add_filter_options(parser, with_mode: bool = False) -> None:
         parser.add_argument(option, action="append", help=text)
     if with_mode:
         parser.add_argument("--mode", action="append", help="modes to keep (fwd, fwd_bwd)")
+
+
+def add_function_option(parser) -> None:
+    parser.add_argument("--fn", action="append", type=arg(FUNCTION_PATH), metavar="MODULE:FUNCTION",
+                        help="also run this torch function f(q, k, v, *, causal, scale) on the "
+                             "suite's cases, as implementation fn:MODULE:FUNCTION (repeatable)")
+
+
+def use_functions(args) -> None:
+    """Load the torch functions --fn and the suite's `sweep.fn` name as implementations: before
+    the suite is read, whose implementations they join."""
+    from harness import registry
+    from harness.spec import resolve_suite_path, suite_functions
+
+    registry.use_functions(getattr(args, "fn", None) or [], "--fn")
+    listed = suite_functions(args.suite)
+    if listed:
+        registry.use_functions(listed, f"{resolve_suite_path(args.suite)}: key 'sweep.fn'")
 
 
 def filter_text(args) -> dict[str, list[str] | None]:

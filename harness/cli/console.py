@@ -11,6 +11,8 @@ CI_WIDTH = 160  # logs: do not squeeze tables to 80 columns
 
 
 def plain_console(**kwargs) -> Console:
+    """A console that reads no markup; Rich's own defaults decide colour, so NO_COLOR (and
+    FORCE_COLOR, TERM=dumb) are honoured as everywhere else."""
     console = Console(markup=False, emoji=False, highlight=False, **kwargs)
     if not console.is_terminal:
         console.width = CI_WIDTH

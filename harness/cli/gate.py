@@ -34,7 +34,7 @@ def cmd_compare(args) -> int:
     from harness.analysis import compare
 
     output_file(args.md, "--md")
-    output_file(args.json, "--json")
+    json_path = _json_target(args)
     if args.baseline:
         if len(args.runs) != 1:
             raise UsageError("compare --baseline NAME: expected one run (the new one), got "
@@ -55,8 +55,34 @@ def cmd_compare(args) -> int:
         raise UsageError(str(exc)) from None
     if args.baseline:
         result["baseline"] = args.baseline
-    _write_comparison(result, args.md, args.json, "attnbench regression gate")
+    if json_path == STDOUT:  # the JSON alone on stdout (for a pipe), the verdict on stderr
+        import contextlib
+        import json
+
+        from harness.store import json_safe
+
+        with contextlib.redirect_stdout(sys.stderr):
+            _write_comparison(result, args.md, None, "attnbench regression gate")
+        print(json.dumps(json_safe(result), indent=1, allow_nan=False))
+    else:
+        _write_comparison(result, args.md, json_path, "attnbench regression gate")
     return compare.exit_code(result)
+
+
+STDOUT = "-"
+
+
+def _json_target(args) -> str | None:
+    """Where compare's JSON goes: a file (--json-out FILE, or --json FILE, its older
+    spelling), STDOUT (a bare --json), or nowhere."""
+    if args.json is not None and args.json_out:
+        raise UsageError(f"--json and --json-out {args.json_out}: expected one of them (--json "
+                         "prints the JSON, --json-out FILE writes it; --json FILE is the older "
+                         "spelling of --json-out FILE)")
+    target = args.json_out or args.json
+    if target != STDOUT:
+        output_file(target, "--json-out" if args.json_out else "--json")
+    return target
 
 
 def cmd_baseline(args) -> int:
@@ -156,14 +182,16 @@ def _announce(suite, plan, specs: dict, dirs: dict, out: Path) -> None:
         print(f"  {name}: {spec.python} (torch {torch}) {extra}")
 
 
-def _show(args):
-    """One line per case as both sides finish it: the verdict so far and the two medians."""
+def _show(args, peaks: dict):
+    """One line per case as both sides finish it: the verdict so far and the two medians.
+    `peaks`: the runner's, per side (the clocks' resolutions), filled before the first case."""
     from harness.analysis import compare
     from harness.report import gate as gate_text
     from harness.units import duration
 
     def show(case, base, head):
-        row = compare.judge_case(base, head, args.threshold, args.mem_threshold, interleaved=True)
+        row = compare.judge_case(base, head, args.threshold, args.mem_threshold, interleaved=True,
+                                 peaks=(peaks.get("base"), peaks.get("head")))
         timing = (f"base {duration(row.get('base_median_s'))}, head "
                   f"{duration(row.get('new_median_s'))}, ratio {gate_text.ratio_text(row)}"
                   if row.get("ratio") else f"{row['base_status']} / {row['new_status']}")
@@ -190,8 +218,9 @@ def cmd_ab(args) -> int:
     if not args.quiet:
         _announce(suite, plan, specs, dirs, out)
     runner = ab.ABRunner(specs["base"], specs["head"], out, plan.timing, plan.overrides["threads"],
-                         on_record=None if args.quiet else _show(args),
                          mem_limit=plan.overrides.get("mem_limit_bytes"))
+    if not args.quiet:
+        runner.on_record = _show(args, runner.peaks)
     try:
         runner.measure_peaks(list(plan.cases))
         result = ab.run_ab(runner, list(plan.cases), args.threshold, args.mem_threshold,
@@ -241,7 +270,10 @@ def _add_compare(sub, baselines_dir: Path) -> None:
     p_cmp.add_argument("--force", action="store_true",
                        help="compare runs from different machines or software anyway")
     p_cmp.add_argument("--md", metavar="FILE", help="write the Markdown (a PR comment) to FILE")
-    p_cmp.add_argument("--json", metavar="FILE", help="write every case's statistics to FILE")
+    p_cmp.add_argument("--json", nargs="?", const=STDOUT, metavar="FILE",
+                       help="print every case's statistics as JSON on stdout (the verdict then "
+                            "goes to stderr); --json FILE is the older spelling of --json-out")
+    p_cmp.add_argument("--json-out", metavar="FILE", help="write every case's statistics to FILE")
     p_cmp.set_defaults(func=cmd_compare)
 
 

@@ -1,12 +1,13 @@
 """`attnbench run` and `attnbench report`."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from harness import values
 from harness.cli.args import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError,
-                              add_filter_options, add_timing_options, arg, output_dir,
-                              request_of)
+                              add_filter_options, add_function_option, add_timing_options, arg,
+                              output_dir, request_of, use_functions)
 from harness.spec import TIMING_KEYS
 
 
@@ -76,10 +77,11 @@ def cmd_run(args) -> int:
     from harness import registry
     from harness.cli.display import RunDisplay
     from harness.report.finish import finish_run
-    from harness.run.runner import finished, repeats_of
+    from harness.run.runner import finished
     from harness.run.session import measure_plan
     from harness.store import RunDir, make_plan, now_iso, resume_plan
 
+    use_functions(args)
     request = request_of(args)
     suite, plan = make_plan(request, registry.adapters())
     choice = _executor_choice(args)
@@ -98,23 +100,24 @@ def cmd_run(args) -> int:
     run_dir.start(plan, suite_path=suite.path, resumed_at=[now_iso()] if earlier else None,
                   executors=[{**executor.describe(), "at": now_iso()}] if executor else None,
                   mem_limit_bytes=plan.overrides.get("mem_limit_bytes"))
-    measured = sum(repeats if finished(r, repeats) else repeats_of(r) for r in earlier.values())
-    display = RunDisplay(total=len(plan.cases) * repeats, already=measured, quiet=args.quiet)
-    display.header(suite, run_dir.path, len(todo), plan.overrides["threads"], repeats)
+    planned = {c.case_id for c in plan.cases}
+    display = RunDisplay(len(plan.cases), repeats, quiet=args.quiet,
+                         earlier={i: r for i, r in earlier.items() if i in planned})
+    display.header(suite, run_dir.path, len(todo), plan.overrides["threads"])
     try:
         measure_plan(run_dir, plan, todo, earlier, executor, display)
     except KeyboardInterrupt:
         return _interrupted(display, run_dir, plan)
     done = finish_run(run_dir, plan, reports=not args.no_report)
-    display.summary(done.records, run_dir.path, done.fits, done.crossovers)
-    for path in done.reports:
-        display.console.print(f"report: {path}")
+    display.summary(done, run_dir.path, verbose=args.verbose)
     return EXIT_FAILED if done.failed else EXIT_OK
 
 
 def cmd_report(args) -> int:
+    import warnings
+
     from harness.report import FORMATS, write_reports
-    from harness.store import require_run_dir
+    from harness.store import DamagedLineWarning, require_run_dir
     from harness.store.plan import split_values
 
     run_dir = require_run_dir(args.run_dir)
@@ -123,9 +126,38 @@ def cmd_report(args) -> int:
         if fmt not in FORMATS:
             raise UsageError(f"--format: unknown format {fmt!r}: expected {' or '.join(FORMATS)} "
                              "(comma list)")
-    for path in write_reports(run_dir, formats, baseline=args.baseline):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = write_reports(run_dir, formats, baseline=args.baseline)
+    damaged = [str(w.message) for w in caught if issubclass(w.category, DamagedLineWarning)]
+    for w in caught:  # the others as every command shows them
+        if not issubclass(w.category, DamagedLineWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    warning = _damage_warning(Path(run_dir) / "results.jsonl", damaged)
+    if warning:
+        print(warning, file=sys.stderr)
+    for path in written:
         print(f"wrote {path}")
     return EXIT_OK
+
+
+def _damage_warning(results: Path, damaged: list[str]) -> str | None:
+    """One line for the results lines the report had to skip: the first damaged one, how many
+    more, and a last line cut off mid-write (a killed run), which the loader skips silently."""
+    try:
+        data = results.read_bytes()
+    except OSError:
+        data = b""
+    cut = bool(data) and not data.endswith(b"\n")
+    if not damaged and not cut:
+        return None
+    text = damaged[0] if damaged else (f"{results}: the last line was cut off mid-write (an "
+                                       "interrupted run) and skipped")
+    if len(damaged) > 1:
+        text += f" (and {len(damaged) - 1} more damaged lines)"
+    if damaged and cut:
+        text += "; the last line was cut off mid-write too"
+    return f"warning: {text}; the report leaves them out"
 
 
 def add_parsers(sub) -> None:
@@ -136,6 +168,7 @@ def add_parsers(sub) -> None:
                        help="run only the planned cases that have no record in --out (or the "
                             "latest run of the suite)")
     add_filter_options(p_run, with_mode=True)
+    add_function_option(p_run)
     add_timing_options(p_run)
     p_run.add_argument("--cuda-graphs", action="store_true", default=None,
                        help="capture each case's call once as a CUDA graph and time its "
@@ -157,6 +190,9 @@ def add_parsers(sub) -> None:
     p_run.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                        help="--executor dask: use the running Dask cluster at this scheduler")
     p_run.add_argument("--quiet", action="store_true", help="no progress output")
+    p_run.add_argument("--verbose", action="store_true",
+                       help="also print the full latency, bandwidth, compile-time and scaling "
+                            "tables at the end (the report always has them)")
     p_run.add_argument("--dry-run", action="store_true",
                        help="check the suite and options and list the cases that would run; "
                             "measure and write nothing")

@@ -14,7 +14,8 @@ clocks take their events, flush and capture as arguments, so their logic runs wi
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 CUDA_EVENT = "cuda_event"
 CUDA_GRAPH = "cuda_graph"
@@ -125,9 +126,13 @@ def flush_buffer(device: str) -> Callable[[], Any]:
 
 
 def _event_factory(device: str):
+    """New timing events on `device`'s stream. "cuda" (no index, as the suites say) is the
+    current device, which `torch.cuda.set_device` refuses: it is set only for "cuda:N"."""
     import torch
 
-    torch.cuda.set_device(torch.device(device))  # events and the stream of the case's device
+    index = torch.device(device).index
+    if index is not None:
+        torch.cuda.set_device(index)  # events and the stream of the case's device
     return lambda: torch.cuda.Event(enable_timing=True)
 
 

@@ -10,7 +10,8 @@ device gets (harness.measure.clocks: CUDA events and the L2 flush on a GPU), nam
 from __future__ import annotations
 
 from harness.measure import clocks
-from harness.measure.timer import measure
+from harness.measure.resolution import measure_resolutions
+from harness.measure.timer import HOST, measure
 from harness.spec import TimingSettings
 
 MATMUL_N = {"cpu": 1024, "cuda": 8192}  # large enough to reach the plateau, small enough to be quick
@@ -58,19 +59,35 @@ def bandwidth_gbs(device: str) -> float:
     return 2 * count * 4 / stats.median / 1e9
 
 
+def resolution_timers(device: str) -> list[str]:
+    """The sample clocks a case on `device` may get (a graph replay shares the event clock's)."""
+    return [HOST, clocks.CUDA_EVENT] if device.startswith("cuda") else [HOST]
+
+
 def measure_peaks(targets: list[tuple[str, str]]) -> dict:
-    """{device: {"matmul_tflops": {dtype: x}, "bandwidth_gbs": y}} for the (device, dtype) pairs."""
+    """{device: {"matmul_tflops": {dtype: x}, "bandwidth_gbs": y}} for the (device, dtype) pairs.
+    A figure that cannot be measured (a dtype the device's matmul lacks, a device this torch
+    cannot reach) is left out, its error kept under the entry's "errors" (by dtype, and
+    "bandwidth"), so the figures that were measured stay."""
     peaks: dict = {}
     for device, dtype in sorted(set(targets)):
         entry = peaks.setdefault(device, {"matmul_tflops": {}, "matmul_n": MATMUL_N[device.split(":")[0]],
                                           "timer": timer_for(device)})
         try:
             entry["matmul_tflops"][dtype] = matmul_tflops(device, dtype)
-        except RuntimeError as exc:  # e.g. a dtype the device's matmul lacks
-            entry.setdefault("errors", {})[dtype] = str(exc).splitlines()[0]
+        except Exception as exc:  # noqa: BLE001 — one missing figure must not cost the others
+            entry.setdefault("errors", {})[dtype] = _error_line(exc)
     for device, entry in peaks.items():
-        entry["bandwidth_gbs"] = bandwidth_gbs(device)
+        try:
+            entry["bandwidth_gbs"] = bandwidth_gbs(device)
+        except Exception as exc:  # noqa: BLE001 — as for the matmul
+            entry.setdefault("errors", {})["bandwidth"] = _error_line(exc)
     return peaks
+
+
+def _error_line(exc: Exception) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text.splitlines()[0]
 
 
 def pct_of_peak(record: dict, peaks: dict) -> float | None:

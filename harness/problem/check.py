@@ -38,7 +38,8 @@ def _check_tensor(case, prepared, out, ref: np.ndarray, tol: float) -> dict:
                 "reason": f"output shape {tuple(arr.shape)}, expected {tuple(ref.shape)}"}
     real = real_rows(case)
     errors = reference.compare(real(arr, "out"), real(ref, "out"))
-    result.update(max_abs_err=errors["max_abs_err"], rel_err=errors["rel_err"])
+    result.update(max_abs_err=errors["max_abs_err"], rel_err=errors["rel_err"],
+                  output_finite=bool(errors["finite"]))
     if not errors["finite"]:
         return {**result, "status": "mismatch", "reason": "output contains NaN or Inf"}
     if result["out_dtype"] != case.dtype:

@@ -1,12 +1,15 @@
 """The end of a run, whichever command ran it (`attnbench run`, each side of `attnbench ab`):
 its scaling fits written beside its records (scaling.json), its reports rendered, and what the
-command shows at the end returned to it."""
+command shows at the end returned to it: first of all the answer, which implementation to use
+for each measured shape (harness.analysis.recommend)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from harness.analysis import scaling
+from harness.analysis.recommend import dispatch_table
 from harness.constants import FAILED_STATUSES
 from harness.report import write_reports
 from harness.store import Plan, RunDir, read_plan
@@ -26,6 +29,12 @@ class Finished:
     def failed(self) -> bool:
         """A case the user must look at (mismatch, error, timeout, oom)."""
         return any(r["status"] in FAILED_STATUSES for r in self.records)
+
+    @cached_property
+    def answers(self) -> list[dict]:
+        """The recommendation for every measured shape (fastest that agreed with float64, its
+        margin and whether it is significant): computed when asked for, bootstraps cost."""
+        return dispatch_table(self.records)
 
 
 def finish_run(run_dir: RunDir, plan: Plan | None = None, reports: bool = True) -> Finished:

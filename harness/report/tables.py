@@ -263,7 +263,8 @@ def numerics(records: list[dict]) -> list[dict]:
         tols = [finite(r["tolerance"]) for r in rs if finite(r["tolerance"]) is not None]
         ratios = [finite(r["max_abs_err"]) / finite(r["tolerance"]) for r in rs
                   if finite(r["max_abs_err"]) is not None and finite(r["tolerance"])]
-        nonfinite = any(r["max_abs_err"] is not None and finite(r["max_abs_err"]) is None
+        nonfinite = any(r.get("output_finite") is False or
+                        r["max_abs_err"] is not None and finite(r["max_abs_err"]) is None
                         for r in rs)
         mism = sum(r["status"] == "mismatch" for r in rs)
         tol_text = "" if not tols else (fmt_err(min(tols)) if min(tols) == max(tols)

@@ -27,8 +27,8 @@ import selectors
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from harness import registry
 from harness.analysis import compare
@@ -42,6 +42,7 @@ from harness.run.runner import order_cases
 from harness.run.worker import WORKER_START_TIMEOUT_S, WorkerHandle
 from harness.spec import Case, TimingSettings
 from harness.store import RunDir
+from harness.store.rundir import record_line
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_MODULE = "harness.run.ab_worker"
@@ -308,8 +309,7 @@ def run_ab(runner: ABRunner, cases: list[Case], threshold: float, mem_threshold:
         second = runner.run(redo)
         for name in ("base", "head"):
             (runner.dirs[name].path / "first_pass.jsonl").write_text("".join(
-                json.dumps(r, allow_nan=True) + "\n" for r in first[name]
-                if r["case_id"] in again_ids))
+                record_line(r) for r in first[name] if r["case_id"] in again_ids))
         final = {}
         for name in ("base", "head"):
             newer = {r["case_id"]: r for r in second[name]}

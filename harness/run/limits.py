@@ -11,6 +11,7 @@ import resource
 
 from harness.units import size_bytes
 
+
 def _data_in_use() -> int:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -29,12 +30,14 @@ def cap_cpu(limit_bytes: int | None) -> None:
 
 
 def cap_cuda(device: str, limit_bytes: int | None) -> None:
-    """torch's caching allocator refuses allocations beyond this share of the device."""
+    """torch's caching allocator refuses allocations beyond this share of the device. "cuda"
+    (no index) is the current device: torch takes None for it, never the bare name."""
     import torch
 
-    total = torch.cuda.get_device_properties(device).total_memory
+    index = torch.device(device).index
+    total = torch.cuda.get_device_properties(index).total_memory
     fraction = 1.0 if limit_bytes is None else min(1.0, limit_bytes / total)
-    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    torch.cuda.set_per_process_memory_fraction(float(fraction), index)
 
 
 _SIZE_PATTERNS = (

@@ -30,7 +30,12 @@ def measure_plan(run_dir: RunDir, plan: Plan, cases: list[Case], earlier: dict[s
     try:
         if "peaks" not in env and cases:
             progress.note("measuring this machine's matmul and bandwidth peaks")
-            run_dir.note_env(peaks=runner.measure_peaks(cases))
+            peaks = runner.measure_peaks(cases)
+            if "error" in peaks:  # the worker died: no figures; a resumed run tries again
+                progress.note(f"peaks not measured: {peaks['error']}")
+                run_dir.note_env(peaks_error=peaks["error"])
+            else:
+                run_dir.note_env(peaks=peaks)
         with progress:
             runner.run(cases, earlier={c.case_id: earlier[c.case_id] for c in cases
                                        if c.case_id in earlier})

@@ -2,6 +2,7 @@
 whether two runs' timings may be compared."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shutil
@@ -15,7 +16,7 @@ from harness.store.records import SCHEMA_VERSION, now_iso
 
 PACKAGES = {"numpy": ("numpy",), "scipy": ("scipy",), "pandas": ("pandas",), "torch": ("torch",),
             "tensorflow": ("tensorflow", "tensorflow-cpu"), "keras": ("keras",),
-            "xformers": ("xformers",)}
+            "xformers": ("xformers",), "jax": ("jax",), "jaxlib": ("jaxlib",)}
 
 
 def package_versions() -> dict[str, str | None]:
@@ -34,7 +35,18 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
+    """The CPU's brand string from py-cpuinfo, which reads it on every architecture (ARM's
+    /proc/cpuinfo has no "model name"); /proc/cpuinfo, then the platform module, without it."""
+    try:
+        import cpuinfo
+
+        brand = (cpuinfo.get_cpu_info().get("brand_raw") or "").strip()
+        if brand:
+            return brand
+    except Exception:  # noqa: BLE001 - a machine fact is never worth failing a run
+        pass
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -42,6 +54,57 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _blas_text(info: dict) -> str:
+    """"openblas 0.3.27 (pthreads)" from one threadpoolctl entry: the library, its version and
+    threading layer (its thread count is this process's setting, not a fact of the machine)."""
+    name = f"{info.get('internal_api')} {info.get('version') or ''}".strip()
+    layer = info.get("threading_layer")
+    return f"{name} ({layer})" if layer and layer != "disabled" else name
+
+
+def numpy_blas() -> str | None:
+    """The BLAS library NumPy has loaded, as threadpoolctl sees it (None without either)."""
+    try:
+        import numpy
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    home = str(Path(numpy.__file__).parent)  # numpy/ and the wheel's numpy.libs/
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    mine = [i for i in blas if str(i.get("filepath", "")).startswith(home)] or blas
+    return _blas_text(mine[0]) if mine else None
+
+
+def torch_blas() -> str | None:
+    """The BLAS torch was built with (BLAS_INFO: mkl, open, ...), the same text whether or not
+    torch is loaded here: from torch.__config__ where it is, else from the build settings its
+    headers carry (what __config__ prints), so the harness's own process never pays for
+    loading torch. threadpoolctl cannot tell: x86 wheels link MKL statically. None where torch
+    is not installed or does not say."""
+    import importlib.util
+    import re
+
+    if "torch" in sys.modules:
+        found = re.search(r"BLAS_INFO=([^,\s]+)", sys.modules["torch"].__config__.show())
+        return found and found.group(1)
+    spec = importlib.util.find_spec("torch")
+    for home in (spec and spec.submodule_search_locations) or ():
+        try:
+            text = (Path(home) / "include" / "caffe2" / "core" / "macros.h").read_text()
+        except OSError:
+            continue
+        found = re.search(r'\{"BLAS_INFO", "([^"]+)"\}', text)
+        if found:
+            return found.group(1)
+    return None
+
+
+def blas() -> dict[str, str | None]:
+    """The BLAS each array library multiplies with: NumPy's (the reference, the numpy
+    implementation) and torch's."""
+    return {"numpy": numpy_blas(), "torch": torch_blas()}
 
 
 def physical_cores() -> int:
@@ -100,6 +163,7 @@ def host_env(threads: int) -> dict:
         "physical_cores": physical_cores(),
         "threads": threads,
         "packages": package_versions(),
+        "blas": blas(),
         "gpus": gpus(),
         "git": git_commit(project),
     }
@@ -121,6 +185,7 @@ def capture_env(threads: int, suite_name: str, argv: list[str] | None = None) ->
 # ---- comparability ----------------------------------------------------------------------
 
 FINGERPRINT_PACKAGES = ("torch", "tensorflow", "keras", "xformers", "numpy")
+LATER_PACKAGES = ("jax", "jaxlib")  # in a fingerprint only where the env.json records them
 _MACHINES = ("x86_64", "amd64", "aarch64", "arm64", "ppc64le", "s390x", "riscv64", "i686")
 
 
@@ -135,16 +200,29 @@ def _machine(platform_string: str | None) -> str | None:
 def fingerprint(env: dict) -> dict:
     """The fields of an env.json that decide whether two runs' timings may be compared: the
     CPU model, the GPUs with their driver, Python major.minor, the versions of the frameworks
-    that run the kernels, the thread count and the machine architecture. Computed from the
-    env alone, so runs recorded before it existed get one too."""
+    that run the kernels, the BLAS libraries, the thread count and the machine architecture.
+    Computed from the env alone, so runs recorded before it existed get one too; a field the
+    env predates (JAX's versions, the BLAS) is left out rather than read as "absent", and
+    `differences` compares only the fields both sides have."""
     python = env.get("python") or ""
     packages = env.get("packages") or {}
     gpus = ", ".join(f"{g.get('name')} (driver {g.get('driver')})" for g in env.get("gpus") or [])
-    return {
+    out = {
         "cpu": env.get("cpu"),
         "gpus": gpus or None,
         "python": ".".join(python.split(".")[:2]) or None,
         "machine": _machine(env.get("platform")),
         "threads": env.get("threads"),
         **{name: packages.get(name) for name in FINGERPRINT_PACKAGES},
+        **{name: packages[name] for name in LATER_PACKAGES if name in packages},
     }
+    if isinstance(env.get("blas"), dict):
+        out["blas"] = "; ".join(f"{lib} {name}" for lib, name in sorted(env["blas"].items())
+                                if name) or None
+    return out
+
+
+def differences(a: dict, b: dict) -> list[tuple[str, object, object]]:
+    """(field, a's value, b's value) for every field two fingerprints both hold and disagree
+    on: a field one of them lacks was recorded after that run, so it says nothing."""
+    return [(k, a[k], b[k]) for k in a if k in b and a[k] != b[k]]

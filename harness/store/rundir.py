@@ -13,8 +13,9 @@ A run directory's life is kept here, whichever command runs it (run, ab, recomme
 its name (`timestamped`), `RunDir.start` writes its plan, env.json and the suite's copy,
 `RunDir.note_env` adds what workers, hosts and executors report as the run goes, and
 `RunDir.rewrite` replaces the records when an A/B's second pass supersedes its first. Every
-JSON file but results.jsonl is written by `write_json`: strict JSON (`json_safe`), written
-whole, then renamed, so a reader never sees half a file.
+file is strict JSON (`json_safe`: a non-finite number is null, which `load_dataframe` reads back
+as NaN): results.jsonl one `record_line` at a time, the others by `write_json`, written whole,
+then renamed, so a reader never sees half a file.
 """
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ PLAN = "plan.json"
 SUITE_COPY = "suite.toml"
 RESULTS_ROOT = Path("results")  # where a run goes when no directory is given
 # env.json keys the harness reads, and the type each must have
-ENV_TYPES = {"peaks": dict, "workers": dict, "resumed_at": list, "packages": dict, "git": dict,
-             "fingerprint": dict, "gpus": list, "argv": list, "threads": int,
+ENV_TYPES = {"peaks": dict, "peaks_error": str, "workers": dict, "resumed_at": list,
+             "packages": dict, "git": dict, "fingerprint": dict, "gpus": list, "argv": list, "threads": int,
              "mem_limit_bytes": int, "suite": str, "python": str, "platform": str, "cpu": str,
              "started_at": str, "hosts": dict, "executors": list}
 
@@ -114,9 +115,11 @@ def write_json(path: str | Path, data, indent: int = 1) -> Path:
     return path
 
 
-def _line(record: dict) -> str:
-    """One record as its line of results.jsonl (NaN kept: the records' own format)."""
-    return json.dumps(record, allow_nan=True) + "\n"
+def record_line(record: dict) -> str:
+    """One record as its line of results.jsonl: strict JSON (json_safe), so every JSON
+    parser reads it; a non-finite number is written as null and `load_dataframe` reads it
+    back as NaN."""
+    return json.dumps(json_safe(record), allow_nan=False) + "\n"
 
 
 class RunDir:
@@ -143,7 +146,7 @@ class RunDir:
         self._fh = open(self.results_path, "a", encoding="utf-8")
 
     def append(self, record: dict) -> None:
-        self._fh.write(_line(record))
+        self._fh.write(record_line(record))
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -151,7 +154,7 @@ class RunDir:
         """results.jsonl replaced by `records`, one line each, written whole, then renamed: an
         A/B's second pass supersedes the first's lines of the cases it measured again."""
         tmp = self.results_path.with_name(RESULTS + ".tmp")
-        tmp.write_text("".join(map(_line, records)))
+        tmp.write_text("".join(map(record_line, records)))
         tmp.replace(self.results_path)
 
     def close(self) -> None:
@@ -241,12 +244,16 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# record fields the harness computes with that hold a real number: float columns in pandas
+NUMBER_COLUMNS = ("median_s", "ci_low_s", "ci_high_s", "min_s", "flops", "tflops", "gbps",
+                  "max_abs_err", "rel_err")
 # record fields the harness computes with, and the type each must have (None is allowed)
 RECORD_TYPES = {**dict.fromkeys(("impl", "level", "mode", "device", "dtype"), str),
                 **dict.fromkeys(("batch", "heads", "seq_len", "seq_len_kv", "head_dim"), int),
-                **dict.fromkeys(("median_s", "ci_low_s", "ci_high_s", "min_s", "flops", "tflops",
-                                 "peak_mem_bytes", "max_abs_err", "rel_err"), float),
+                **dict.fromkeys((*NUMBER_COLUMNS, "peak_mem_bytes"), float),
                 "samples_s": list, "repeat_medians_s": list, "contention": dict}
+# lists of numbers, where a null can only be a non-finite number written as strict JSON
+NUMBER_LISTS = ("samples_s", "repeat_medians_s")
 
 
 def _cut_partial_last_line(path: Path) -> None:
@@ -294,6 +301,9 @@ def _parse_record(line: bytes) -> tuple[dict | None, str | None]:
         if value is not None and not (_number(value) if kind is float else
                                       isinstance(value, kind) and not isinstance(value, bool)):
             return None, f"field {key!r}: expected {kind.__name__}, got {type(value).__name__}"
+    for key in NUMBER_LISTS:
+        if record.get(key):
+            record[key] = [math.nan if v is None else v for v in record[key]]
     return record, None
 
 
@@ -306,7 +316,10 @@ def load_dataframe(run_dir: str | Path):
     import pandas as pd
 
     records = [complete(r) for r in load_records(run_dir)]
-    return pd.DataFrame(records, columns=record_columns(records))
+    frame = pd.DataFrame(records, columns=record_columns(records))
+    # a number column is float even where every row is null (a non-finite figure, written
+    # as null, or one never measured): NaN, as pandas shows a missing number
+    return frame.astype(dict.fromkeys(NUMBER_COLUMNS, "float64"))
 
 
 def record_columns(records: list[dict]) -> list[str]:

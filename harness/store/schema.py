@@ -93,6 +93,7 @@ class Numerics:
     """The output (and gradients) against the float64 reference."""
 
     max_abs_err: float | None = None  # largest absolute error of the output
+    output_finite: bool | None = None  # false: the output held NaN or Inf (max_abs_err null)
     rel_err: float | None = None  # Frobenius norm of the error over the reference's
     tolerance: float | None = None  # the bound max_abs_err was held to
     out_dtype: str | None = None  # the dtype the implementation returned
