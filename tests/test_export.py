@@ -112,6 +112,20 @@ def test_each_case_carries_a_command_that_reruns_it(run_dir):
         assert kept == [case]
 
 
+def test_a_function_case_reruns_with_its_function(tmp_path):
+    case = Case(impl="fn:mypkg.attn:attention", seq_len=64)
+    plan = Plan(suite="tiny", suite_path=None, filters={}, overrides={}, timing=TimingSettings(),
+                cases=(case,), extra={"suite_arg": "smoke"})
+    run = RunDir(tmp_path / "run")
+    run.start(plan, env={"suite": "tiny"})
+    run.open_for_append()
+    run.append(measured(case))
+    run.close()
+    command = pd.read_csv(io.StringIO(export_run(run.path, "csv")))["command"][0]
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert args.fn == ["mypkg.attn:attention"] and "fn:mypkg.attn:attention" in command
+
+
 # ---- github-action-benchmark -----------------------------------------------------------------
 
 def entry_types(entries: list[dict]) -> tuple[set, dict]:
