@@ -11,9 +11,8 @@ from harness.analysis import compare, judge
 from harness.cli import main
 from harness.measure import timer
 from harness.report import gate
-from harness.store import baselines
 from harness.spec import Case
-from harness.store import capture_env, fingerprint, load_records, make_record
+from harness.store import baselines, capture_env, fingerprint, load_records, make_record
 
 MS = 1e-3
 

@@ -44,8 +44,11 @@ class RunDisplay:
                                  TextColumn("{task.fields[counter]}", markup=False),
                                  TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=self.console, transient=True)
+        # the bar's unit is a measurement; a case that did not succeed is not measured again
+        done = sum(repeats if r.get("status") != "ok" else min(repeats_of(r), repeats)
+                   for r in (earlier or {}).values())
         self.task = self.progress.add_task("starting", total=cases * repeats, counter="",
-                                           completed=sum(self.times.values()))
+                                           completed=done)
 
     def __enter__(self):
         if self.live:
@@ -94,7 +97,8 @@ class RunDisplay:
         self.times[case_id] = nth = self.times.get(case_id, 0) + 1
         self.per_pass[nth] += 1
         if self.live:
-            self.progress.advance(self.task)
+            self.progress.advance(self.task, 1 if record["status"] == "ok" else
+                                  max(1, self.repeats - nth + 1))
         repeat = f" repeat {nth}/{self.repeats}" if self.repeats > 1 else ""
         return f"[{self.per_pass[nth]:>4}/{self.cases}{repeat}]"
 
