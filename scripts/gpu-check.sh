@@ -67,9 +67,9 @@ fi
 PYTHON=${PYTHON:-python3}
 command -v nvidia-smi >/dev/null 2>&1 || refuse "no CUDA device here: nvidia-smi not found"
 command -v "$PYTHON" >/dev/null 2>&1 || refuse "no Python interpreter '$PYTHON' (set PYTHON)"
-command -v timeout >/dev/null 2>&1 || refuse "timeout (GNU coreutils) not found"
-command -v tar >/dev/null 2>&1 || refuse "tar not found"
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+script_dir=${BASH_SOURCE[0]%/*}
+[ "$script_dir" != "${BASH_SOURCE[0]}" ] || script_dir=.
+ROOT=$(cd "$script_dir/.." && pwd)
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 cd "$ROOT" || refuse "cannot enter $ROOT"
 CUDA_CHECK='
@@ -96,6 +96,9 @@ if os.environ.get("GPU_CHECK_WITHOUT_GPU") != "1":
         sys.exit(f"the CUDA clock cannot be built ({type(exc).__name__}: {exc})")
 '
 why=$("$PYTHON" -c "$CUDA_CHECK" 2>&1) || refuse "cannot run here: ${why##*$'\n'}"
+for program in timeout tar; do
+    command -v "$program" >/dev/null 2>&1 || refuse "$program (GNU coreutils, tar) not found"
+done
 
 mkdir -p "$out/logs" || refuse "cannot create $out"
 out=$(cd "$out" && pwd)

@@ -425,3 +425,13 @@ def test_unchanged_is_claimed_only_when_the_interval_lies_within_the_threshold()
                 assert 1 / 1.05 <= judged["ci_low"] and judged["ci_high"] <= 1.05, judged
             if factor >= 1.3:
                 assert judged["verdict"] != "unchanged", (scale, factor, judged)
+
+
+def test_a_run_recorded_before_jax_and_the_blas_still_compares_with_a_new_one():
+    old = {"python": "3.11.9", "platform": "Linux-6.1-x86_64", "cpu": "AMD EPYC", "threads": 2,
+           "packages": {"torch": "2.13.0", "numpy": "2.4.6"}}
+    new = {**old, "packages": {**old["packages"], "jax": "0.10.2", "jaxlib": "0.10.2"},
+           "blas": {"numpy": "openblas 0.3.31 (pthreads)", "torch": "mkl"}}
+    assert compare.fingerprint_differences(old, new) == []
+    upgraded = {**new, "packages": {**new["packages"], "jax": "0.11.0"}}
+    assert [d[0] for d in compare.fingerprint_differences(new, upgraded)] == ["jax"]

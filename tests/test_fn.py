@@ -132,3 +132,25 @@ def test_a_bad_suite_function_is_one_line_and_exit_2(tmp_path, table, said):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and said in result.stderr, result.stderr
     assert str(suite) in result.stderr
+
+
+def test_ab_measures_a_function_on_both_sides(tmp_path):
+    out = tmp_path / "ab"
+    result = attnbench("ab", "smoke", "--seq-len", "32", "--causal", "false", "--impl", "fn:*",
+                       "--threads", "1", "--quiet", "--fn", f"{MODULE}:attention", "--out", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for side in ("base", "head"):
+        (record,) = load_records(out / side)
+        assert record["impl"] == f"fn:{MODULE}:attention" and record["status"] == "ok"
+
+
+def test_an_interrupted_run_says_to_resume_with_its_functions():
+    from harness.cli.run import _function_options
+    from harness.spec import Case, TimingSettings
+    from harness.store import Plan
+
+    cases = (Case(impl=f"fn:{MODULE}:attention"), Case(impl="numpy"),
+             Case(impl=f"fn:{MODULE}:attention", seq_len=64))
+    plan = Plan(suite="smoke", suite_path=None, filters={}, overrides={},
+                timing=TimingSettings(), cases=cases, extra={"suite_arg": "smoke"})
+    assert _function_options(plan) == f" --fn {MODULE}:attention"

@@ -72,6 +72,7 @@ from harness.store import (
     read_plan,
     require_run_dir,
 )
+from harness.store.env import differences
 
 DEFAULT_MEM_THRESHOLD = 0.10
 SEEN_AT = 2  # `detectable` counts the cases that could have shown twice the threshold
@@ -289,7 +290,7 @@ def record_fingerprints(records: list[dict], env: dict) -> dict[str, dict]:
 
 
 def _fingerprint_diff(a: dict, b: dict) -> list[tuple[str, object, object]]:
-    return [(k, a.get(k), b.get(k)) for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+    return differences(a, b)  # a field one run predates is no difference
 
 
 def describe_differences(diffs) -> str:

@@ -1,4 +1,5 @@
-"""`attnbench list | run | report | compare | ab | baseline | profile`: the command line.
+"""`attnbench list | run | report | export | compare | ab | baseline | profile | recommend`: the
+command line.
 
 Thin: each command parses and validates its input, then calls the layers below. User mistakes
 get one line and exit code 2.

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from harness import values
 from harness.cli.args import (EXIT_INTERRUPTED, EXIT_OK, Parser, UsageError, add_filter_options,
-                              add_timing_options, arg, output_dir, output_file, request_of)
+                              add_function_option, add_timing_options, arg, output_dir,
+                              output_file, request_of, use_functions)
 
 
 def _write_comparison(result: dict, md_path, json_path, title: str) -> None:
@@ -210,6 +211,7 @@ def cmd_ab(args) -> int:
     from harness.store import make_plan, timestamped
 
     given = output_dir(args.out)
+    use_functions(args)
     suite, plan = make_plan(request_of(args), registry.adapters())
     plan = dataclasses.replace(plan, timing=ab.ab_settings(plan.timing))
     specs = _sides(args)
@@ -292,6 +294,7 @@ def _add_ab(sub) -> None:
                           help=f"attnbench checkout the {side} side imports (default: this one)")
     p_ab.add_argument("--out", help="output directory (default: results/ab-<suite>-<timestamp>)")
     add_filter_options(p_ab)
+    add_function_option(p_ab)
     add_timing_options(p_ab, per="case and side")
     _add_thresholds(p_ab, own_help=False)
     p_ab.add_argument("--mem-limit", metavar="SIZE",

@@ -63,13 +63,22 @@ def _dry_run(todo: list, plan, out: Path) -> int:
     return EXIT_OK
 
 
+def _function_options(plan) -> str:
+    """` --fn MODULE:FUNCTION` for each function the plan runs: a resume must load them too."""
+    from harness.spec import FUNCTION_PREFIX
+
+    functions = sorted({c.impl.removeprefix(FUNCTION_PREFIX) for c in plan.cases
+                        if c.impl.startswith(FUNCTION_PREFIX)})
+    return "".join(f" --fn {f}" for f in functions)
+
+
 def _interrupted(display, run_dir, plan) -> int:
     from harness.cli.console import styled
 
     display.console.print(styled(
         ("interrupted", "yellow"), f": {len(run_dir.recorded_ids())} of {len(plan.cases)} cases "
         f"recorded in {run_dir.path}/results.jsonl; finish with: attnbench run "
-        f"{plan.extra['suite_arg']} --out {run_dir.path} --resume"))
+        f"{plan.extra['suite_arg']}{_function_options(plan)} --out {run_dir.path} --resume"))
     return EXIT_INTERRUPTED
 
 

@@ -43,6 +43,10 @@ def machine(env: dict) -> list[tuple[str, str]]:
     rows.append(("Python", f"{env.get('python', '?')} on {env.get('platform', '?')}"))
     packages = env.get("packages") or {}
     rows.append(("packages", ", ".join(f"{k} {v}" for k, v in packages.items() if v) or "?"))
+    blas = "; ".join(f"{lib}: {name}" for lib, name in sorted((env.get("blas") or {}).items())
+                     if name)
+    if blas:
+        rows.append(("BLAS", blas))
     missing = [k for k, v in packages.items() if not v]
     if missing:
         rows.append(("not installed", ", ".join(missing)))
