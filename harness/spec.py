@@ -215,10 +215,10 @@ ALIGN_MEANINGS = (f"{TOP_LEFT}: query i sees keys 0..i, as SDPA's is_causal; {BO
 
 def _check_alignment(where: str, tables: list[dict], suite: Suite) -> None:
     """A causal case whose query and key lengths differ means two different problems under the
-    two alignments: the suite must say which."""
-    if all("causal_align" in table for table in tables):
-        return
-    for case in suite.cases():
+    two alignments: the suite must say which, in each table ([sweep] with a variant) that has
+    such a case."""
+    unsaid = [sweep for table, sweep in zip(tables, suite.sweeps()) if "causal_align" not in table]
+    for case in (c for sweep in unsaid for c in Suite(name="", path=None, sweep=sweep).cases()):
         if case.causal and case.seq_len != case.seq_len_kv:
             raise SuiteError(
                 f"{where}: missing key 'sweep.causal_align': a causal case with seq_len "

@@ -87,6 +87,14 @@ def test_the_gpu_layers_suite_plans_both_levels_at_two_sizes():
     assert {i.split("/")[5] for i in ids} == {"b4-h16-n1024x1024-d64", "b4-h16-n4096x4096-d64"}
 
 
+def test_the_check_s_decode_suite_plans_grouped_prefill_and_bottom_right_decode():
+    ids = dry_run("gpu-check-decode")[:-1]
+    assert len(ids) == 49  # 7 impls x (3 K/V head counts at N 2048 + 2 x 2 decode shapes)
+    shapes = {i.split("/", 5)[5] for i in ids if i.startswith("torch.sdpa/")}
+    assert "b8-h32-n1x16384-d128/causal/s0/kvh8/br" in shapes
+    assert "b4-h32-n2048x2048-d128/causal/s0/kvh1" in shapes
+
+
 # ---- a real run's records say which timer measured them --------------------------------------
 
 def test_a_cpu_run_records_the_host_timer_and_none_where_nothing_was_timed(tmp_path):
@@ -305,8 +313,8 @@ def test_a_cpu_rehearsal_of_the_whole_script_reaches_every_step(tmp_path, image_
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PATH": path,
            "PYTHON": str(image_python), "GPU_CHECK_WITHOUT_GPU": "1"}
     result = subprocess.run(["/bin/bash", str(SCRIPT), str(out), "--quick", "--archive",
-                             str(back)], check=False, env=env, capture_output=True, text=True, timeout=280,
-                            cwd=tmp_path)
+                             str(back)], check=False, env=env, capture_output=True, text=True,
+                            timeout=280, cwd=tmp_path)
     steps = dict(line.split("\t")[:2] for line in
                  (out / "steps.tsv").read_text().splitlines()[1:])
     assert list(steps) == STEPS, result.stdout + result.stderr

@@ -107,6 +107,7 @@ def test_peaks_are_measured_per_device_and_dtype():
     cpu = peaks["cpu"]
     assert cpu["matmul_tflops"]["float32"] > 0 and cpu["matmul_tflops"]["bfloat16"] > 0
     assert cpu["bandwidth_gbs"] > 0
+    assert 0 < cpu["timer_resolution_s"]["host"] < 1e-3  # the clock's measured resolution
     record = {"device": "cpu", "dtype": "float32", "tflops": cpu["matmul_tflops"]["float32"] / 4}
     assert pct_of_peak(record, peaks) == pytest.approx(25.0)
     assert pct_of_peak({**record, "dtype": "float16"}, peaks) is None
@@ -156,7 +157,8 @@ def test_peaks_on_a_device_torch_cannot_reach_are_errors_not_a_raise():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     cuda = measure_peaks([("cuda", "bfloat16")])["cuda"]
-    assert cuda["matmul_tflops"] == {} and set(cuda["errors"]) == {"bfloat16", "bandwidth"}
+    assert cuda["matmul_tflops"] == {}
+    assert set(cuda["errors"]) == {"bfloat16", "bandwidth", "timer_resolution"}
     assert env_problem({"peaks": {"cuda": cuda}}) is None
 
 

@@ -197,3 +197,15 @@ def test_a_bad_variant_is_refused_naming_it(tmp_path, body, words):
         load_suite(str(write(tmp_path, text)), KNOWN)
     for word in words:
         assert word in str(err.value), str(err.value)
+
+
+def test_the_alignment_is_asked_only_of_the_variants_that_need_it(tmp_path):
+    head = '[sweep]\nimpls = ["numpy"]\nseq_len = [16]\ncausal = true\n'
+    square = '[[variants]]\nseq_len_kv = [16]\n'  # prefill: one problem under either alignment
+    decode = '[[variants]]\nseq_len = [1]\nseq_len_kv = [64]\ncausal_align = "bottom_right"\n'
+    cases = load_suite(str(write(tmp_path, head + square + decode)), KNOWN).cases()
+    assert {(c.seq_len, c.seq_len_kv, c.causal_align) for c in cases} == {
+        (16, 16, "top_left"), (1, 64, "bottom_right")}
+    unsaid = '[[variants]]\nseq_len = [1]\nseq_len_kv = [64]\n'
+    with pytest.raises(SuiteError, match="sweep.causal_align"):
+        load_suite(str(write(tmp_path, head + decode + unsaid)), KNOWN)

@@ -65,8 +65,8 @@ def resolution_timers(device: str) -> list[str]:
 
 
 def measure_peaks(targets: list[tuple[str, str]]) -> dict:
-    """{device: {"matmul_tflops": {dtype: x}, "bandwidth_gbs": y}} for the (device, dtype) pairs.
-    A figure that cannot be measured (a dtype the device's matmul lacks, a device this torch
+    """{device: {"matmul_tflops": {dtype: x}, "bandwidth_gbs": y, "timer_resolution_s": {timer:
+    s}}} for the (device, dtype) pairs (harness.measure.resolution for the last). A figure that cannot be measured (a dtype the device's matmul lacks, a device this torch
     cannot reach) is left out, its error kept under the entry's "errors" (by dtype, and
     "bandwidth"), so the figures that were measured stay."""
     peaks: dict = {}
@@ -82,6 +82,10 @@ def measure_peaks(targets: list[tuple[str, str]]) -> dict:
             entry["bandwidth_gbs"] = bandwidth_gbs(device)
         except Exception as exc:  # noqa: BLE001 — as for the matmul
             entry.setdefault("errors", {})["bandwidth"] = _error_line(exc)
+        try:
+            entry["timer_resolution_s"] = measure_resolutions(device, resolution_timers(device))
+        except Exception as exc:  # noqa: BLE001 — as for the matmul
+            entry.setdefault("errors", {})["timer_resolution"] = _error_line(exc)
     return peaks
 
 

@@ -61,7 +61,8 @@ def machine(env: dict) -> list[tuple[str, str]]:
                   for clock, seconds in sorted((entry.get("timer_resolution_s") or {}).items())]
         rows.append((f"measured peaks ({device})", "; ".join(parts)))
     if not env.get("peaks"):
-        rows.append(("measured peaks", "not measured in this run"))
+        rows.append(("measured peaks", f"not measured: {env['peaks_error']}"
+                     if env.get("peaks_error") else "not measured in this run"))
     if env.get("mem_limit_bytes"):
         rows.append(("memory limit", f"{fmt_mib(env['mem_limit_bytes'])} MiB per case"))
     if env.get("argv"):
