@@ -32,7 +32,7 @@ def swept_run(request, tmp_path_factory):
     suite = root / f"{request.param}.toml"
     suite.write_text("[sweep]\n" + body + TIMING)
     out = root / "run"
-    result = attnbench("run", suite, "--out", out)
+    result = attnbench("run", suite, "--out", out, "--verbose")  # the full tables too
     assert result.returncode == 0, result.stdout + result.stderr
     return out, result.stdout, axis, shown
 
