@@ -47,7 +47,10 @@ from harness.store.rundir import record_line
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_MODULE = "harness.run.ab_worker"
 BLOCK = 5
-MIN_SAMPLES = 20
+# Per side (20 is the least at which a one-sided rank test can reach p < 0.001). On a 2-core VM
+# +20% on the smoke shapes (20-100 µs) was caught in 3 of 4 cases with 20 samples, 4 of 4 with
+# 50: the smallest detectable slowdown there fell from a median 1.28x to 1.09x
+MIN_SAMPLES = 50
 
 
 class ABError(ValueError):
