@@ -105,7 +105,8 @@ def _function_adapter(path: str, where: str) -> Adapter:
 def use_functions(paths: list[str], where: str) -> None:
     """Load torch functions (MODULE:FUNCTION) as implementations, here and, through
     $ATTNBENCH_PLUGINS, in every worker this process starts from now on (named
-    harness.spec.function_impl(path)). PluginError (one line, naming `where`) for one that cannot be loaded."""
+    harness.spec.function_impl(path)). PluginError (one line, naming `where`) for one that
+    cannot be loaded."""
     _load()
     entries = _plugin_entries()
     for path in paths:
