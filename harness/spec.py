@@ -64,6 +64,12 @@ def function_impl(path: str) -> str:
     return FUNCTION_PREFIX + path
 
 
+def function_path(impl: str) -> str | None:
+    """The function path an implementation name runs (`function_impl`'s inverse); None for
+    any other implementation."""
+    return impl.removeprefix(FUNCTION_PREFIX) if impl.startswith(FUNCTION_PREFIX) else None
+
+
 # Sweep keys: name -> the kind of value each element must be (harness.values)
 SWEEP_KEYS = {
     "impls": values.Kind("a list of implementation names (see `attnbench list`)",

@@ -276,7 +276,7 @@ def read_run(path: str | Path) -> tuple[list[dict], dict]:
 
 def fingerprint_differences(base_env: dict, new_env: dict) -> list[tuple[str, object, object]]:
     """(field, base value, new value) for every fingerprint field that differs."""
-    return _fingerprint_diff(fingerprint(base_env), fingerprint(new_env))
+    return differences(fingerprint(base_env), fingerprint(new_env))
 
 
 def record_fingerprints(records: list[dict], env: dict) -> dict[str, dict]:
@@ -287,10 +287,6 @@ def record_fingerprints(records: list[dict], env: dict) -> dict[str, dict]:
     by_host = {name: fingerprint(entry) for name, entry in hosts.items()
                if isinstance(entry, dict) and entry.get("cpu")}
     return {r["case_id"]: by_host.get(r.get("host"), run) for r in records}
-
-
-def _fingerprint_diff(a: dict, b: dict) -> list[tuple[str, object, object]]:
-    return differences(a, b)  # a field one run predates is no difference
 
 
 def describe_differences(diffs) -> str:
@@ -321,7 +317,7 @@ def compare_runs(base_dir, new_dir, threshold: float = DEFAULT_THRESHOLD,
     if not any(r["case_id"] in base_ids for r in new):
         raise CompareError(f"{base_dir} and {new_dir} have no case in common")
     base_fp, new_fp = record_fingerprints(base, base_env), record_fingerprints(new, new_env)
-    across = {i: _fingerprint_diff(base_fp[i], new_fp[i]) for i in base_fp
+    across = {i: differences(base_fp[i], new_fp[i]) for i in base_fp
               if i in new_fp and base_fp[i] != new_fp[i]}
     diffs = next(iter(across.values()), [])
     if across and check_fingerprint and not force and len(across) == len(base_ids & set(new_fp)):

@@ -65,10 +65,9 @@ def _dry_run(todo: list, plan, out: Path) -> int:
 
 def _function_options(plan) -> str:
     """` --fn MODULE:FUNCTION` for each function the plan runs: a resume must load them too."""
-    from harness.spec import FUNCTION_PREFIX
+    from harness.spec import function_path
 
-    functions = sorted({c.impl.removeprefix(FUNCTION_PREFIX) for c in plan.cases
-                        if c.impl.startswith(FUNCTION_PREFIX)})
+    functions = sorted(filter(None, {function_path(c.impl) for c in plan.cases}))
     return "".join(f" --fn {f}" for f in functions)
 
 

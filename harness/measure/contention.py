@@ -44,7 +44,6 @@ from dataclasses import dataclass
 # 0.2 s window on 2 cores can misread by 0.2; one busy process reads near 1).
 LIMITS = {"cpu_pressure": 0.30, "run_queue_wait": 0.30, "steal": 0.10, "other_cpu": 0.30}
 MIN_TICK_WINDOW_S = 0.2  # /proc/stat counts in 10 ms ticks: shorter windows cannot tell
-MIN_STEAL_WINDOW_S = MIN_TICK_WINDOW_S
 TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 SIGNALS = ("window_s", "run_queue_wait", "cpu_pressure", "steal", "involuntary_switches_per_s",
@@ -139,7 +138,7 @@ def signals(before: Reading, after: Reading, threads: int) -> dict:
     if before.pressure_us is not None and after.pressure_us is not None:
         figures["cpu_pressure"] = round(min((after.pressure_us - before.pressure_us) / 1e6 / wall,
                                             1.0), 4)
-    if before.steal_ticks and after.steal_ticks and wall >= MIN_STEAL_WINDOW_S:
+    if before.steal_ticks and after.steal_ticks and wall >= MIN_TICK_WINDOW_S:
         total = after.steal_ticks[1] - before.steal_ticks[1]
         if total > 0:
             figures["steal"] = round((after.steal_ticks[0] - before.steal_ticks[0]) / total, 4)
@@ -156,11 +155,7 @@ def thread_count() -> int:
     try:
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     except (KeyError, ValueError):
-        pass
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        return cores()
 
 
 def _waited(figures: dict) -> str | None:

@@ -183,8 +183,9 @@ class Samples:
         verdict (`stable`, `instability`: harness.measure.contention)."""
         instability = contention.verdict(self.contention)
         window = self.contention
-        if contention.oversubscription(window):  # named, yet no disturbance: stays stable
-            window = {**window, "oversubscribed": contention.oversubscription(window)}
+        oversubscribed = contention.oversubscription(window)
+        if oversubscribed:  # named, yet no disturbance: stays stable
+            window = {**window, "oversubscribed": oversubscribed}
         return {**{name: getattr(self, name) for name in self.TIMING},
                 "contention": window,
                 # unknown (None) where no signals were read: never called stable unwatched

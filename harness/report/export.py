@@ -35,7 +35,7 @@ from pathlib import Path
 
 from harness.report.format import finite, fmt_mib, fmt_tflops
 from harness.report.run import Run, load_run
-from harness.spec import FUNCTION_PREFIX
+from harness.spec import function_path
 from harness.store.schema import CASE_FIELDS
 from harness.units import duration, significant
 from harness.values import BadValue
@@ -96,8 +96,8 @@ def rerun_command(run: Run, record: dict) -> str | None:
             words += [option, str(record[key])]
     if isinstance(record.get("causal"), bool):
         words += ["--causal", str(record["causal"]).lower()]
-    if str(record.get("impl", "")).startswith(FUNCTION_PREFIX):  # a function: its worker loads it
-        words += ["--fn", record["impl"].removeprefix(FUNCTION_PREFIX)]
+    if function_path(str(record.get("impl", ""))):  # a function: its worker loads it
+        words += ["--fn", function_path(record["impl"])]
     overrides = plan.overrides if plan else {}
     for key, option in OVERRIDE_OPTIONS:
         if overrides.get(key) is not None:

@@ -114,8 +114,9 @@ def console_lines(result: dict) -> list[str]:
              f"{percent(result['threshold'])})"]
     if rules_text(result):
         lines.append(rules_text(result))
-    if detectable_text(result):
-        lines.append(detectable_text(result))
+    power = detectable_text(result)
+    if power:
+        lines.append(power)
     noisy = result["counts"].get("noisy", 0)
     if noisy:
         lines.append(f"{noisy} noisy: neither a change nor its absence shown, or unstable in a "
@@ -187,9 +188,9 @@ def render_markdown(result: dict, title: str = "attnbench regression gate") -> s
            f"allowance) and a slowdown above the clocks' measured resolution per call; memory "
            f"growth: > {percent(result['mem_threshold'])} and > {fmt_mib(MEM_FLOOR_BYTES)} MiB.",
            ""]
-    if detectable_text(result):
-        out += [escape_md(detectable_text(result)[0].upper() + detectable_text(result)[1:]) + ".",
-                ""]
+    power = detectable_text(result)
+    if power:
+        out += [escape_md(power[0].upper() + power[1:]) + ".", ""]
     if rules_text(result):
         out += [escape_md(rules_text(result)[0].upper() + rules_text(result)[1:]) + ".", ""]
     if result.get("differences"):
