@@ -211,6 +211,11 @@ def config_dict(row) -> dict:
     return dict(zip(CONFIG_FIELDS, config_key(row)))
 
 
+def replicate_key(row) -> tuple:
+    """Which draw of its problem a Case or a record is, in REPLICATE_FIELDS order (the seed)."""
+    return tuple(value_of(row, k) for k in REPLICATE_FIELDS)
+
+
 def shape_key(row) -> tuple:
     """The shape of a Case or a record, in SHAPE_FIELDS order: one problem, any implementation."""
     return tuple(value_of(row, k) for k in SHAPE_FIELDS)

@@ -8,9 +8,11 @@ import re
 
 import pytest
 
-from harness.analysis.summary import latency_table
-from harness.case import config_key, shape_key
+from harness.analysis.summary import latency_table, median_text
+from harness.case import axis_text, config_key, shape_key, sweep_len, value_of
+from harness.report.format import escape_md
 from harness.store import load_records
+from tests.test_report import Page, md_table
 
 SWEEPS = {
     "norm": ('level = "encoder"\nimpls = ["torch.encoder", "torch.encoder.naive"]\n'
@@ -63,10 +65,34 @@ def test_each_configuration_is_its_own_row_and_series(swept_run):
 
 
 def test_both_reports_name_both_configurations(swept_run):
+    """Each configuration is its own row, holding its own figures: report.md's latency table
+    has one row per implementation and swept value; report.html's matrix one row per swept
+    value and length, and its throughput table one row per implementation and configuration,
+    labelled axis=value. A collapsed axis would show one configuration's figure in both."""
     out, _, axis, shown = swept_run
-    markdown = (out / "report.md").read_text()
-    html = (out / "report.html").read_text()
-    for value in shown:
-        label = f"{axis}={value}"
-        assert label in markdown or re.search(rf"\|\s*{re.escape(value)}\s*\|", markdown), value
-        assert label in html or re.search(rf"<td[^>]*>{re.escape(value)}</td>", html), value
+    records = [r for r in load_records(out) if r["status"] == "ok"]
+    impls = sorted({r["impl"] for r in records})
+
+    latency = md_table((out / "report.md").read_text(), "Median latency (ms)")
+    assert sorted((row["impl"], row[axis]) for row in latency) == [
+        (impl, value) for impl in impls for value in shown], latency
+    page = Page((out / "report.html").read_text())
+    matrix = page.table("matrix-table")
+    assert sorted((row[axis]["text"], int(row["N"]["text"])) for row in matrix) == sorted(
+        (value, sweep_len(r)) for value in shown for r in records if r["impl"] == impls[0]
+        and axis_text(axis, value_of(r, axis)) == value)
+    for r in records:
+        value, n = axis_text(axis, value_of(r, axis)), sweep_len(r)
+        (md_row,) = [row for row in latency if (row["impl"], row[axis]) == (r["impl"], value)]
+        assert md_row[f"N={n}"] == escape_md(median_text(r)), (r["case_id"], md_row)
+        (html_row,) = [row for row in matrix
+                       if (row[axis]["text"], row["N"]["text"]) == (value, str(n))]
+        shown_ms = html_row[f"{r['impl']} (ms)"]["text"].split()[0].rstrip("†")
+        assert shown_ms == median_text(r), (r["case_id"], html_row)
+
+    throughput = [(row["implementation"]["text"], row["configuration"]["text"])
+                  for row in page.table("throughput-table")]
+    for impl in impls:
+        for value in shown:
+            assert sum(who == impl and f"{axis}={value}" in config.split()
+                       for who, config in throughput) == 1, throughput

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.report import write_reports
-from harness.report.format import fmt_err, fmt_ratio, fmt_tflops
+from harness.report.format import escape_md, fmt_err, fmt_ratio, fmt_tflops
 from harness.spec import Case, TimingSettings
 from harness.store import (RECORD_FIELDS, SCHEMA_VERSION, Plan, load_records, make_record,
                            write_plan)
@@ -724,3 +724,33 @@ def test_a_ragged_case_shows_useful_tflops_beside_raw():
     assert cell["raw_text"] == fmt_tflops(padded_flops(case) / 1e-3 / 1e12)
     plain = record("torch.sdpa", 256)
     assert throughput([plain], ENV)["rows"][0]["cells"][256]["raw_text"] == ""
+
+
+def test_a_dispatcher_that_fell_back_to_math_is_pointed_out_in_every_output(tmp_path, capsys):
+    """torch.sdpa ran SDPA's math backend for its grouped-K/V cases: the console and both
+    reports name it and the count; torch.sdpa.math, which asks for math, is no fallback."""
+    from harness.cli.display import RunDisplay
+    from harness.report.finish import Finished
+
+    def grouped(impl, n, kernel, kv_heads=1):
+        r = record(impl, n, kernel=kernel, kv_heads=kv_heads)
+        r["case_id"] += f"/kvh{kv_heads}" if kv_heads != 2 else ""
+        return r
+
+    said = ("torch.sdpa ran the math backend for 3 cases, 2 of them grouped-K/V "
+            "(kv_heads < heads): the fused kernels did not take them")
+    fell_back = [grouped("torch.sdpa", n, "math") for n in (32, 64)]
+    fell_back.append(grouped("torch.sdpa", 32, "math", kv_heads=2))
+    fused = [grouped("torch.sdpa", 128, "flash_attention"),
+             *(grouped("torch.sdpa.math", n, "math") for n in (32, 64))]
+    page, _, md = render(make_run(tmp_path / "fell", fell_back + fused))
+    assert said in page.text("math-fallback") and "torch.sdpa.math" not in page.text(
+        "math-fallback")
+    assert "## The SDPA dispatcher fell back to math" in md and f"- {escape_md(said)}" in md
+    RunDisplay(5).summary(Finished(fell_back + fused, reports=[]), "/tmp/run")
+    assert f"math fallback: {said}" in " ".join(capsys.readouterr().out.split())
+
+    page, _, md = render(make_run(tmp_path / "fused", fused))
+    assert "math-fallback" not in page.ids and "math backend" not in md
+    RunDisplay(3).summary(Finished(fused, reports=[]), "/tmp/run")
+    assert "math fallback" not in capsys.readouterr().out

@@ -3,11 +3,18 @@ from __future__ import annotations
 
 from collections import Counter
 
-from harness.case import (axis_title, config_key, label_axes, label_cells, series_key,
-                          shape_key, shape_order, sweep_len)
+from harness.case import (axis_title, config_key, label_axes, label_cells, replicate_key,
+                          series_key, shape_key, shape_order, sweep_len, value_of)
 from harness.constants import FAILED_STATUSES, STATUSES, TIMED_STATUSES
 from harness.measure.timer import HOST
 from harness.units import duration
+from impls.torch_sdpa import SDPA_VARIANTS
+
+MATH_BACKEND = "math"  # SDPA's unfused composite path, as the kernel pass names it
+# implementations that ask for the math backend: for them running it is no fallback
+PINNED_TO_MATH = frozenset(name for name, backend, _ in SDPA_VARIANTS if backend == "MATH")
+MATH_FALLBACK_WHY = ("The profiler saw SDPA's unfused math backend run where the dispatcher "
+                     "chose the backend: these figures are not a fused kernel's.")
 
 CELL_FOR_STATUS = {"mismatch": "MISMATCH", "error": "ERROR", "timeout": "TIMEOUT", "oom": "OOM",
                    "unsupported": "-"}
@@ -28,7 +35,7 @@ def failures(records: list[dict]) -> list[dict]:
     return [r for r in records if r["status"] in FAILED_STATUSES]
 
 
-def not_run(records: list[dict]) -> dict[str, str]:
+def reasons_not_run(records: list[dict]) -> dict[str, str]:
     """What never ran, with the first reason given: "impl" when none of its cases ran,
     "impl (dtype)" when only some dtypes did not."""
     groups: dict[tuple, list[dict]] = {}
@@ -46,10 +53,43 @@ def not_run(records: list[dict]) -> dict[str, str]:
     return out
 
 
+def math_fallbacks(records: list[dict]) -> list[dict]:
+    """Per implementation whose dispatcher chose the backend, the cases it ran on SDPA's math
+    path (the profiler's `kernel`): its times there are the unfused path's, not a fused
+    kernel's, which a grouped-K/V case (kv_heads < heads) often meets without a word from
+    torch. One dict per implementation: impl, cases, grouped (how many of them), case_ids,
+    and `text`, the sentence every output prints."""
+    ran: dict[str, list[dict]] = {}
+    for r in records:
+        if r.get("kernel") == MATH_BACKEND and r["impl"] not in PINNED_TO_MATH:
+            ran.setdefault(r["impl"], []).append(r)
+    out = []
+    for impl, rs in sorted(ran.items()):
+        grouped = sum(value_of(r, "kv_heads") < value_of(r, "heads") for r in rs)
+        out.append({"impl": impl, "cases": len(rs), "grouped": grouped,
+                    "case_ids": [r["case_id"] for r in rs],
+                    "text": fallback_text(impl, len(rs), grouped)})
+    return out
+
+
+def fallback_text(impl: str, cases: int, grouped: int) -> str:
+    """"torch.sdpa ran the math backend for 6 grouped-K/V cases (kv_heads < heads): ..."."""
+    def many(n, what):
+        return f"{n} {what}case{'s' if n != 1 else ''}"
+    if grouped == cases:
+        which = many(cases, "grouped-K/V ") + " (kv_heads < heads)"
+    elif grouped:
+        which = f"{many(cases, '')}, {grouped} of them grouped-K/V (kv_heads < heads)"
+    else:
+        which = many(cases, "")
+    return (f"{impl} ran the math backend for {which}: the fused kernels did not take "
+            f"{'it' if cases == 1 else 'them'}, so its times there are the unfused path's")
+
+
 UNSTABLE_MARK = "~"  # before a figure measured under contention or contradicting its neighbours
 
 
-def cell(record: dict) -> str:
+def median_text(record: dict) -> str:
     """Median in ms (marked when unstable), or the status where there is no trustworthy time."""
     if record["status"] == "ok":
         mark = UNSTABLE_MARK if record.get("stable") is False else ""
@@ -61,13 +101,13 @@ def latency_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Rows: implementation and configuration (dtype, mask, every axis that varies in the run and
     every variant of the problem); columns: the sweep length; cells: median ms.
 
-    (impl, dtype) pairs that ran nothing are left out (see `not_run`).
+    (impl, dtype) pairs that ran nothing are left out (see `reasons_not_run`).
     """
     groups: dict[tuple, set] = {}
     for r in records:
         groups.setdefault((r["impl"], r["dtype"]), set()).add(r["status"])
     shown = [r for r in records if groups[(r["impl"], r["dtype"])] != {"unsupported"}]
-    return sweep_table(shown, cell)
+    return sweep_table(shown, median_text)
 
 
 def memory_bound(record: dict) -> bool:
@@ -99,10 +139,11 @@ def sweep_table(records: list[dict], text) -> tuple[list[str], list[list[str]]]:
     rows: dict[tuple, dict[int, str]] = {}
     labels: dict[tuple, list[str]] = {}
     for r in records:
-        key = (*series_key(r), r["seed"])
+        key = (*series_key(r), *replicate_key(r))
         labels[key] = [r["impl"], *label_cells(r, axes)]
         rows.setdefault(key, {})[sweep_len(r)] = text(r)
     header = ["impl", *(axis_title(a) for a in axes), *[f"N={n}" for n in lengths]]
+    # (impl, configuration, replicate) and a sweep length make a shape_key to sort by
     order = sorted(rows, key=lambda k: (k[0], shape_order((*k[1:], 0))))
     return header, [labels[k] + [rows[k].get(n, "") for n in lengths] for k in order]
 

@@ -111,11 +111,11 @@ class RunDisplay:
         status = record["status"]
         if stability.is_unstable(record):
             self.console.print(styled(f"{label} ", ("unstable", "yellow"),
-                                      f"    {record['case_id']}  {summary.cell(record)} ms: "
+                                      f"    {record['case_id']}  {summary.median_text(record)} ms: "
                                       f"{record['instability']}"), soft_wrap=True)
         elif status in FAILED_STATUSES or not self.live:
             style = STATUS_STYLE.get(status, "")
-            what = summary.cell(record) + " ms" if status == "ok" else record["reason"]
+            what = summary.median_text(record) + " ms" if status == "ok" else record["reason"]
             self.console.print(styled(f"{label} ", (f"{status:<11}", style),
                                       f" {record['case_id']}  {what}"), soft_wrap=True)
 
@@ -128,12 +128,13 @@ class RunDisplay:
         if done.answers:
             self.console.print(answer_table(done.answers, records))
         self.failures(records)
-        for impl, reason in sorted(summary.not_run(records).items()):
+        for impl, reason in sorted(summary.reasons_not_run(records).items()):
             self.console.print(styled((f"not run: {impl}: {reason}", "dim")), soft_wrap=True)
         counts = summary.status_counts(records)
         parts = [f"{n} {s}" for s, n in counts.items() if n]
         self.console.print(f"{len(records)} cases: {', '.join(parts)}")
         self.unstable(records)
+        self.math_fallbacks(records)
         for path in done.reports:
             self.console.print(f"report: {path}")
         if not verbose:
@@ -178,6 +179,13 @@ class RunDisplay:
         if len(bad) > MAX_UNSTABLE_SHOWN:
             self.console.print(f"~ ... and {len(bad) - MAX_UNSTABLE_SHOWN} more in the report")
         self.console.print(styled(("unstable", "yellow"), ": ", advice), soft_wrap=True)
+
+    def math_fallbacks(self, records: list[dict]) -> None:
+        """Where SDPA's dispatcher ran its unfused math path: those times are not a fused
+        kernel's, and nothing else on the console would say so."""
+        for fallback in summary.math_fallbacks(records):
+            self.console.print(styled(("math fallback", "yellow"), ": ", fallback["text"]),
+                               soft_wrap=True)
 
     def bandwidth(self, records: list[dict]) -> None:
         """GB/s of the memory-bound configurations (decode), where FLOP/s alone misleads."""

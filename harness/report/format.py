@@ -48,10 +48,6 @@ def fmt_err(value) -> str:
     return "" if value is None else f"{value:.2e}"
 
 
-def fmt_exponent(value) -> str:
-    return "" if value is None else f"{value:.2f}"
-
-
 def mask_name(causal) -> str:
     return "causal" if causal else "full"
 
@@ -84,6 +80,17 @@ _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _EDGE_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
 # At the start of a line these make a heading, a list item or a rule ("# a", "- a", "1. a").
 _LINE_START = re.compile(r"^(?:#+(?=\s|$)|[-+](?=\s)|\d+(?=[.)](?:\s|$)))")
+
+
+def md_table(header: list[str], rows: list[list], numeric=()) -> str:
+    """A GitHub-flavoured table of cells that are Markdown already (escaped where they hold
+    outside text: `escape_md`, `code_md`); the sweep's columns (N=...) and `numeric` ones are
+    right-aligned."""
+    def align(h):
+        return "---:" if h.startswith("N=") or h in numeric else "---"
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align(h) for h in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def escape_md(text) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from harness.analysis.compare import (CONFIDENCE, FAILING, MEM_FLOOR_BYTES, VERDICT_ORDER,
                                       describe_differences)
-from harness.report.format import code_md, escape_md, fmt_mib, percent
+from harness.report.format import code_md, escape_md, fmt_mib, md_table, percent
 from harness.units import duration
 
 LABELS = {"new_failure": "new failure", "still_failing": "still failing",
@@ -143,12 +143,6 @@ def console_lines(result: dict) -> list[str]:
 
 # ---- Markdown -----------------------------------------------------------------------------
 
-def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """Rows of cells that are Markdown already (escaped where they hold outside text)."""
-    return (["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-            + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
-
-
 def case_cells(row: dict) -> list[str]:
     status = (row["base_status"] or "—") + " → " + (row["new_status"] or "—")
     verdict = label(row["verdict"])
@@ -207,20 +201,20 @@ def render_markdown(result: dict, title: str = "attnbench regression gate") -> s
     failing = [r for r in result["cases"] if r["failing"]]
     if failing:
         out += ["### Regressions and failures", "",
-                *md_table(header, [case_cells(r) for r in failing]), ""]
+                md_table(header, [case_cells(r) for r in failing]), ""]
     better = [r for r in result["cases"] if r["verdict"] == "improvement"]
     if better:
-        out += ["### Improvements", "", *md_table(header, [case_cells(r) for r in better]), ""]
+        out += ["### Improvements", "", md_table(header, [case_cells(r) for r in better]), ""]
     if result["groups"]:
         rows = [[code_md(g["impl"]), escape_md(g["dtype"]), g["cases"],
                  "-" if g["geomean_ratio"] is None else f"{g['geomean_ratio']:.3f}",
                  g["regressions"], g["improvements"], g["noisy"]] for g in result["groups"]]
         out += ["### By implementation and dtype (geometric mean of new/base)", "",
-                *md_table(["impl", "dtype", "cases", "geomean ratio", "regressions",
-                           "improvements", "noisy (not averaged)"], rows), ""]
+                md_table(["impl", "dtype", "cases", "geomean ratio", "regressions",
+                          "improvements", "noisy (not averaged)"], rows), ""]
     order = {v: i for i, v in enumerate(VERDICT_ORDER)}
     rows = sorted(result["cases"], key=lambda r: (not r["failing"], order.get(r["verdict"], 99),
                                                   r["case_id"]))
     out += ["<details><summary>All cases</summary>", "",
-            *md_table(header, [case_cells(r) for r in rows]), "", "</details>", ""]
+            md_table(header, [case_cells(r) for r in rows]), "", "</details>", ""]
     return "\n".join(out)

@@ -83,6 +83,9 @@ def context(run: Run) -> dict:
         "headlines": _section(errors, "summary", lambda: [
             tables.headline_text(h) for h in tables.headlines(records, run.baseline)]),
         "left_out": _section(errors, "summary", lambda: tables.left_out(records)),
+        "math_fallbacks": _section(errors, "math_fallbacks",
+                                   lambda: summary.math_fallbacks(records)),
+        "math_fallback_why": summary.MATH_FALLBACK_WHY,
         "matrix": _section(errors, "matrix", lambda: tables.matrix(records)),
         "compile": _section(errors, "compile", lambda: tables.compile_times(records)),
         "bandwidth": _section(errors, "bandwidth", lambda: summary.bandwidth_table(records)),
@@ -108,7 +111,7 @@ def context(run: Run) -> dict:
         "numerics": _section(errors, "numerics", lambda: tables.numerics(records)),
         "problems": _section(errors, "problems", lambda: tables.problems(records)),
         "unstable": _section(errors, "unstable", lambda: tables.unstable_figures(records)),
-        "not_run": _section(errors, "not_run", lambda: tables.not_run(records)),
+        "not_run": _section(errors, "not_run", lambda: tables.not_run_by_reason(records)),
         "method": _section(errors, "method", lambda: method.method(run)),
         "statuses": list(STATUSES),
         "failed_statuses": list(FAILED_STATUSES),

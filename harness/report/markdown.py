@@ -13,19 +13,10 @@ from pathlib import Path
 from harness.analysis import summary
 from harness.constants import FAILED_STATUSES, STATUSES
 from harness.report import method, scaling, speedups, tables
-from harness.report.format import code_md, escape_md
+from harness.report.format import code_md, escape_md, md_table
 from harness.report.run import Run, load_run
 
 ICON = {"ok": "✅", "fail": "❌", "warn": "⚠️", "empty": "⚠️"}
-
-
-def _table(header: list[str], rows: list[list[str]], numeric=()) -> str:
-    """A table of cells that are Markdown already (see `_cells`)."""
-    def align(h):
-        return "---:" if h.startswith("N=") or h in numeric else "---"
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align(h) for h in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _cells(rows: list[list[str]]) -> list[list[str]]:
@@ -53,7 +44,7 @@ def _implementations(run: Run) -> list[str]:
     return ["## Implementations", "", "Cases by status; *fastest in* counts the shapes that at "
             "least two implementations ran, where every implementation compared in the "
             "configuration has an ok, stable figure.", "",
-            _table(header, body, numeric=(*statuses, "fastest in")), ""]
+            md_table(header, body, numeric=(*statuses, "fastest in")), ""]
 
 
 def _latency(run: Run) -> list[str]:
@@ -61,7 +52,7 @@ def _latency(run: Run) -> list[str]:
     if not rows:
         return ["## Median latency (ms)", "", "_No case was timed: nothing ran to completion._",
                 ""]
-    return ["## Median latency (ms)", "", _table(header, _cells(rows)), "",
+    return ["## Median latency (ms)", "", md_table(header, _cells(rows)), "",
             f"Timed by: {tables.timers_line(run.records)} (what each timer is: report.html, "
             "*Method*).", ""]
 
@@ -73,7 +64,7 @@ def _bandwidth(run: Run) -> list[str]:
     return ["## Bandwidth of the memory-bound cases (GB/s)", "", "Bound by the bytes they move "
             "(nearer the measured copy bandwidth than the matmul peak), so GB/s says how good "
             "they are: GB/s (% of the measured copy bandwidth).", "",
-            _table(header, _cells(rows)), ""]
+            md_table(header, _cells(rows)), ""]
 
 
 def _comparisons(run: Run) -> list[str]:
@@ -83,22 +74,23 @@ def _comparisons(run: Run) -> list[str]:
     if summary_rows:
         out += [f"## Speedup over `{escape_md(run.baseline)}`", "", "Geometric mean over the "
                 "shapes both ran (stable figures), and the best and worst shape of each.", "",
-                _table(["impl", "shapes", "average", "best", "where", "worst", "where"],
-                       [[code_md(s["impl"]), str(s["shapes"]), s["average_text"], s["best_text"],
-                         escape_md(s["best_where"]), s["worst_text"], escape_md(s["worst_where"])]
-                        for s in summary_rows], numeric=("shapes", "average", "best", "worst")),
+                md_table(["impl", "shapes", "average", "best", "where", "worst", "where"],
+                         [[code_md(s["impl"]), str(s["shapes"]), s["average_text"],
+                           s["best_text"], escape_md(s["best_where"]), s["worst_text"],
+                           escape_md(s["worst_where"])] for s in summary_rows],
+                         numeric=("shapes", "average", "best", "worst")),
                 ""]
     padding = speedups.padding_overhead(run.records)
     if padding:
         out += ["## What padding costs", "", "A padded ragged batch against the same batch "
                 "packed (by the same implementation where it ran packed, else the fastest, which "
                 "also holds the two implementations' own difference).", "",
-                _table(["impl", "configuration", "N", "padded ms", "packed by", "packed ms",
-                        "overhead"],
-                       [[code_md(p["impl"]), escape_md(p["config"]), str(p["seq_len"]),
-                         p["padded_ms"], code_md(p["packed_impl"]), p["packed_ms"],
-                         p["overhead_text"]] for p in padding],
-                       numeric=("N", "padded ms", "packed ms", "overhead")), ""]
+                md_table(["impl", "configuration", "N", "padded ms", "packed by", "packed ms",
+                          "overhead"],
+                         [[code_md(p["impl"]), escape_md(p["config"]), str(p["seq_len"]),
+                           p["padded_ms"], code_md(p["packed_impl"]), p["packed_ms"],
+                           p["overhead_text"]] for p in padding],
+                         numeric=("N", "padded ms", "packed ms", "overhead")), ""]
     return out
 
 
@@ -108,7 +100,7 @@ def _compile(run: Run) -> list[str]:
         return []
     return ["## Compile time (s)", "", "The first call of compiled and jitted code (tracing, "
             "compilation, autotuning, one run), timed apart: never part of the latency above.",
-            "", _table(header, _cells(rows)), ""]
+            "", md_table(header, _cells(rows)), ""]
 
 
 def _scaling(run: Run) -> list[str]:
@@ -128,7 +120,7 @@ def _scaling(run: Run) -> list[str]:
         out += ["An exponent is shown only where the points follow one power law (their "
                 "residuals within their intervals, and the exponent known to ±0.5); otherwise "
                 "_no single power law_, and the local exponents below say how the cost grows.",
-                "", _table(header, _cells(rows)), ""]
+                "", md_table(header, _cells(rows)), ""]
     notes = scaling.power_law_notes(run)
     if notes:
         out += ["<details><summary>why no single power law</summary>", ""]
@@ -136,7 +128,7 @@ def _scaling(run: Run) -> list[str]:
         out += ["", "</details>", ""]
     if local:
         out += ["**Local exponents** between neighbouring seq_lens (± the 95% interval):", "",
-                _table(local_header, _cells(local), numeric=local_header[4:]), ""]
+                md_table(local_header, _cells(local), numeric=local_header[4:]), ""]
     crossings = scaling.crossover_lines(run)
     if crossings:  # folded: a sweep can have dozens, and the summary must stay short
         out += [f"<details><summary>{len(crossings)} crossover{'s' if len(crossings) != 1 else ''}"
@@ -154,7 +146,7 @@ def _problems(run: Run) -> list[str]:
     body = [[code_md(p["case_id"]), escape_md(p["status"]),
              escape_md(p["reason"] + (f" ({p['detail']})" if p["detail"] else ""))]
             for p in rows]
-    return ["## Problems", "", _table(["case", "status", "reason"], body), ""]
+    return ["## Problems", "", md_table(["case", "status", "reason"], body), ""]
 
 
 def _unstable(run: Run) -> list[str]:
@@ -167,11 +159,19 @@ def _unstable(run: Run) -> list[str]:
             "when measured again), or contradicting their neighbours in the same configuration "
             "(slower than a larger problem, or grown faster than attention can). Left out of the "
             "scaling fits; `attnbench compare` never judges them.", "",
-            _table(["case", "median (ms)", "measured again", "what was seen"], body), ""]
+            md_table(["case", "median (ms)", "measured again", "what was seen"], body), ""]
+
+
+def _math_fallbacks(run: Run) -> list[str]:
+    rows = summary.math_fallbacks(run.records)
+    if not rows:
+        return []
+    return ["## The SDPA dispatcher fell back to math", "", summary.MATH_FALLBACK_WHY, "",
+            *[f"- {escape_md(f['text'])}" for f in rows], ""]
 
 
 def _not_run(run: Run) -> list[str]:
-    groups = tables.not_run(run.records)
+    groups = tables.not_run_by_reason(run.records)
     if not groups:
         return []
     out = ["## Not run on this machine", ""]
@@ -216,6 +216,7 @@ def render_markdown(run_dir: str | Path | Run, baseline: str | None = None,
                 "compared implementation has an ok, stable figure there</summary>", ""]
         out += [f"- {escape_md(line)}" for line in gone]
         out += ["", "</details>", ""]
+    out += _math_fallbacks(run)
     out += _implementations(run)
     if run.records:
         out += _latency(run)

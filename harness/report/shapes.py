@@ -8,8 +8,9 @@ more than one value in the run, so two problems never share a label.
 """
 from __future__ import annotations
 
-from harness.case import (ALWAYS_SHOWN, CONFIG_FIELDS, axis_title, config_key, config_text,
-                          label_axes, label_cells, shape_key, shape_order, sweep_len)
+from harness.case import (ALWAYS_SHOWN, CONFIG_FIELDS, REPLICATE_FIELDS, SHAPE_FIELDS,
+                          axis_title, config_key, config_text, label_axes, label_cells, shape_key,
+                          shape_order, sweep_len)
 from harness.report.format import finite
 
 __all__ = ["config_key", "config_label", "fastest_by_shape", "impls_of", "shape_columns",
@@ -32,9 +33,9 @@ def shape_columns(records: list[dict]) -> list[str]:
 
 def shape_labels(key: tuple, columns: list[str]) -> list[str]:
     """The label cells of a shape_key under `shape_columns`' titles."""
-    row = dict(zip((*CONFIG_FIELDS, "seed", "sweep_len"), key))
+    row = dict(zip(SHAPE_FIELDS, key))
     row.update(seq_len=row["query_len"] or row["sweep_len"], seq_len_kv=row["sweep_len"])
-    titles = {axis_title(a): a for a in (*CONFIG_FIELDS, "seed")}
+    titles = {axis_title(a): a for a in (*CONFIG_FIELDS, *REPLICATE_FIELDS)}
     return [str(row["sweep_len"]) if c == LENGTH_COLUMN else label_cells(row, [titles[c]])[0]
             for c in columns]
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections import Counter
 
 from harness.analysis import stability, summary
-from harness.case import (axis_title, config_order, label_axes, label_cells, series_key, sort_key,
-                          sweep_len)
-from harness.case import Case
+from harness.case import (Case, axis_title, config_key, config_order, label_axes, label_cells,
+                          replicate_key, series_key, sort_key, sweep_len)
 from harness.constants import FAILED_STATUSES, STATUSES
 from harness.measure.flops import padded_flops
 from harness.measure.timer import CONFIDENCE, relative_half_width
@@ -148,7 +147,7 @@ def fastest_text(row: dict) -> str:
 
 # ---- shapes × implementations -------------------------------------------------------
 
-def cell(r: dict | None, best: dict | None) -> dict:
+def latency_cell(r: dict | None, best: dict | None) -> dict:
     """One matrix cell: the median with its spread and its time relative to the fastest."""
     if r is None:
         return {"status": None, "text": "", "title": "not in this run"}
@@ -202,7 +201,7 @@ def matrix(records: list[dict]) -> dict:
     rows = []
     for key in sorted(by_shape, key=shape_order):
         rows.append({"labels": shape_labels(key, columns),
-                     "cells": [cell(by_shape[key].get(i), best.get(key)) for i in impls]})
+                     "cells": [latency_cell(by_shape[key].get(i), best.get(key)) for i in impls]})
     return {"columns": columns, "impls": impls, "rows": rows, "timers": timers_line(records)}
 
 
@@ -284,7 +283,7 @@ def numerics(records: list[dict]) -> list[dict]:
 
 # ---- what did not run, and what failed ------------------------------------------------
 
-def not_run(records: list[dict]) -> list[dict]:
+def not_run_by_reason(records: list[dict]) -> list[dict]:
     """Unsupported cases grouped by reason, most cases first: who, how many, why."""
     groups: dict[str, list[dict]] = {}
     for r in records:
@@ -345,9 +344,9 @@ def headlines(records: list[dict], baseline: str) -> list[dict]:
     axes = varying(ok)
     configs: dict[tuple, list[dict]] = {}
     for r in ok:
-        configs.setdefault(shape_key(r)[:-1], []).append(r)  # the configuration and seed
+        configs.setdefault((config_key(r), replicate_key(r)), []).append(r)
     out = []
-    for key in sorted(configs, key=lambda k: (config_order(k[:-1]), sort_key(k[-1]))):
+    for key in sorted(configs, key=lambda k: (config_order(k[0]), *map(sort_key, k[1]))):
         rs = configs[key]
         top = max(sweep_len(r) for r in rs)
         at = [r for r in rs if sweep_len(r) == top]
