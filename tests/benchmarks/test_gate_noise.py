@@ -21,8 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis.compare import compare_runs
+from harness.analysis import judge
+from harness.analysis.compare import compare_runs, judge_case
 from harness.report.gate import detectable_text
+from harness.store import load_records
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(7200)]  # long: runs whole suites
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +92,77 @@ def test_aa_ci_cpu_runs_with_repeats_raise_no_regression_and_cover_one(tmp_path)
           f"interval covers 1.0 in {coverage:.0%}")
     assert regressions == 0
     assert coverage >= MIN_COVERAGE
+
+
+def slowed(record: dict, factor: float) -> dict:
+    """The record as if every call had taken `factor` times as long."""
+    times = ("median_s", "ci_low_s", "ci_high_s", "min_s", "mean_s")
+    return {**record, **{k: record[k] * factor for k in times if record.get(k) is not None},
+            "samples_s": [v * factor for v in record["samples_s"]],
+            "repeat_medians_s": [v * factor for v in record["repeat_medians_s"]]}
+
+
+def pooled(records: list[dict]) -> dict:
+    """One record of several runs' repeats of a case (R repeats each), as a run with their sum."""
+    first = records[0]
+    windows = [w for r in records for w in ((r.get("contention") or {}).get("per_repeat") or [])]
+    return {**first, "repeat_medians_s": [m for r in records for m in r["repeat_medians_s"]],
+            "repeat_n_samples": [n for r in records for n in r["repeat_n_samples"]],
+            "samples_s": [v for r in records for v in r["samples_s"]],
+            "contention": {**(first.get("contention") or {}), "per_repeat": windows},
+            "stable": all(r.get("stable") is not False for r in records)}
+
+
+def repeats_rule(dirs: list[Path], runs_per_side: int, alpha: float, factor: float = 1.3):
+    """The repeats rule on disjoint groups of consecutive A/A runs (runs_per_side runs a side):
+    (false regressions, comparisons, ms-scale cases the gate said could show `factor`, of those
+    caught, ms-scale comparisons, of those caught) with the new side's times multiplied by
+    `factor` for the power figures."""
+    runs = [{r["case_id"]: r for r in load_records(d) if r["status"] == "ok"} for d in dirs]
+    groups = [runs[i:i + runs_per_side] for i in range(0, len(runs), runs_per_side)]
+    groups = [g for g in groups if len(g) == runs_per_side]
+    false, compared, claimed, claimed_hit, ms, hit = 0, 0, 0, 0, 0, 0
+    saved = judge.ALPHA
+    judge.ALPHA = alpha
+    try:
+        for a, b in zip(groups, groups[1:]):
+            for case_id in set.intersection(*(set(r) for r in a + b)):
+                base = pooled([r[case_id] for r in a])
+                new = pooled([r[case_id] for r in b])
+                compared += 1
+                false += judge_case(base, new)["verdict"] == "regression"
+                if base["median_s"] < 1e-3 or base["stable"] is False or new["stable"] is False:
+                    continue
+                row = judge_case(base, slowed(new, factor))
+                ms += 1
+                hit += row["verdict"] == "regression"
+                if row["min_detectable_ratio"] <= factor:
+                    claimed += 1
+                    claimed_hit += row["verdict"] == "regression"
+    finally:
+        judge.ALPHA = saved
+    return false, compared, claimed, claimed_hit, ms, hit
+
+
+def test_the_repeats_rule_is_calibrated_on_aa_runs(tmp_path):
+    """α and the number of repeats, from the ci-cpu A/A runs: no false regression, and where the
+    gate says a +30% slowdown was detectable it catches it (the slowdown applied to real repeat
+    medians of separate runs, so it carries their run-to-run noise)."""
+    dirs = runs_of("ci-cpu", workdir(tmp_path))
+    chosen = None
+    for runs_per_side in (1, 2):
+        for alpha in (judge.ALPHA, 0.01):
+            false, compared, claimed, claimed_hit, ms, hit = repeats_rule(dirs, runs_per_side, alpha)
+            repeats = 3 * runs_per_side
+            print(f"repeats rule, {repeats} repeats a side, alpha {alpha:g}: {false} false "
+                  f"regressions of {compared}; +30% on ms-scale cases caught in {hit} of {ms}; "
+                  f"the gate said +30% was detectable for {claimed}, of which {claimed_hit} "
+                  "were caught")
+            if runs_per_side == 1 and alpha == judge.ALPHA:
+                chosen = (false, claimed, claimed_hit)
+    false, claimed, claimed_hit = chosen
+    assert false == 0
+    assert claimed_hit >= judge.POWER * claimed - 1  # the power the gate states holds
 
 
 def ab(out: Path, slowdown: float | None, suite: str = "ci-cpu") -> dict:
