@@ -1,5 +1,5 @@
-"""Workers start with glibc's malloc thresholds fixed, so whether a case's large temporaries are
-faulted in afresh on every call does not depend on what the worker ran before."""
+"""Workers start with glibc's malloc thresholds fixed, so whether a case's temporaries are faulted
+in afresh on every call does not depend on what the worker ran before."""
 import os
 import subprocess
 import sys
@@ -57,7 +57,7 @@ def rss_mib():
         return int(statm.read().split()[1]) * 4096 / 2**20
 
 start = rss_mib()
-held = np.ones(200 << 17)  # 200 MiB, touched
+held = [np.ones(8 << 17) for _ in range(25)]  # 200 MiB in blocks of 8 MiB, touched
 del held
 kept = rss_mib()
 return_free_memory()

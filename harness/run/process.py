@@ -17,14 +17,14 @@ THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                    "TF_NUM_INTRAOP_THREADS")
 # JAX: no preallocation of 75% of a GPU's memory at start; float64 cases really float64
 _JAX_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "JAX_ENABLE_X64": "true"}
-# glibc's malloc told to keep what a case frees (no block mapped afresh, no free memory returned
-# to the system while a case runs; settle() returns it between cases). Left to glibc's dynamic
-# rule, a worker's history decides whether a case's large temporaries are faulted in afresh on
-# every call: measured here, torch.naive at N=1024 ran 12 ms in one worker and 30 ms (12,000 page
-# faults a call) in another that had run a memory pass first; at N=2048 (64 MiB of scores, which
-# glibc always maps afresh) 47 ms without the faults and 67-155 ms with them. Kept, every call of
-# a case after the first reuses its memory, as with jemalloc or tcmalloc, in every worker alike.
-MALLOC_TUNABLES = {"glibc.malloc.mmap_threshold": str(1 << 40),
+# glibc's malloc with its thresholds fixed where its own dynamic rule settles in a long-running
+# process: blocks of 32 MiB and more mapped afresh (and faulted in) on every call, as glibc always
+# does; smaller ones reused, nothing returned to the system while a case runs (settle() returns
+# it between cases). Left dynamic, a worker's history decides whether a case's temporaries are
+# faulted in afresh on every call: measured here, torch.naive at N=1024 (16 MiB blocks) ran 12 ms
+# in one worker and 30 ms (12,000 page faults a call) in another that had run a memory pass
+# first. Blocks that are always mapped afresh are also what `--mem-limit` counts exactly.
+MALLOC_TUNABLES = {"glibc.malloc.mmap_threshold": str(32 << 20),
                    "glibc.malloc.trim_threshold": str(1 << 40)}
 # family -> (the library whose thread pool it sizes, the environment it starts with)
 FAMILIES = {
@@ -165,7 +165,7 @@ def settle() -> None:
 
 def return_free_memory() -> None:
     """Give the memory the last case freed back to the system (MALLOC_TUNABLES keep it while a
-    case runs), so one large case does not hold it for the rest of the worker's life."""
+    case runs), so one case does not hold it for the rest of the worker's life."""
     try:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: its allocator returns memory its own way
