@@ -4,6 +4,7 @@ imports inside functions count as much as those at the top."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -202,14 +203,48 @@ def test_the_checker_catches_a_cycle_and_an_upward_import():
     assert long_functions("def f():\n" + "    x = 1\n" * 59, 60) == []
 
 
-def test_the_documented_layout_names_every_package_and_top_level_module():
-    """The layout section of docs/adapters.md is the map a contributor reads: it names every
-    package and every module at harness/'s top level."""
+def layout_entries() -> dict[str, str]:
+    """The layout section of docs/adapters.md as {entry: its text}: a line that starts at the
+    margin ("harness/run/   one case's phases ...") opens an entry, indented lines go on with it."""
     page = (ROOT / "docs" / "adapters.md").read_text()
     layout = page[page.index("## Layout"):]
-    layout = layout[:layout.index("```", layout.index("```") + 3)]
+    block = layout[layout.index("```") + 3:layout.index("```", layout.index("```") + 3)]
+    entries: dict[str, str] = {}
+    entry = None
+    for line in block.splitlines():
+        if line.strip() and not line[0].isspace():
+            entry = line.split()[0]
+            entries[entry] = line[len(entry):]
+        elif entry:
+            entries[entry] += " " + line.strip()
+    return entries
+
+
+def names_word(text: str, name: str) -> bool:
+    """Whether `text` names `name` as a whole word: "ab" is not named by "ab_worker"."""
+    return re.search(rf"(?<![\w/.-]){re.escape(name)}(?![\w-])", text) is not None
+
+
+def test_the_documented_layout_names_every_package_and_top_level_module():
+    """The layout section of docs/adapters.md is the map a contributor reads: it names every
+    package and every module at harness/'s top level, every module of a package in that
+    package's entry, and every file in scripts/ in that folder's entry."""
+    entries = layout_entries()
+    layout = " ".join(f"{entry} {text}" for entry, text in entries.items())
     harness = ROOT / "harness"
-    names = [f"harness/{p.name}/" for p in harness.iterdir() if (p / "__init__.py").exists()]
+    packages = sorted(p for p in harness.iterdir() if (p / "__init__.py").exists())
+    names = [f"harness/{p.name}/" for p in packages]
     names += [p.name for p in harness.glob("*.py") if p.name != "__init__.py"]
     missing = [n for n in names if n not in layout]
+    missing += [f"harness/{p.name}/{m.name}" for p in packages for m in sorted(p.glob("*.py"))
+                if m.name != "__init__.py"
+                and not names_word(entries.get(f"harness/{p.name}/", ""), m.stem)]
+    missing += [f"scripts/{f.name}" for f in sorted((ROOT / "scripts").iterdir()) if f.is_file()
+                and not names_word(entries.get("scripts/", ""), f.name)]
     assert not missing, f"docs/adapters.md's layout does not name {missing}"
+
+
+def test_the_layout_check_reads_whole_names():
+    assert names_word("A/B (ab, ab_worker)", "ab") and names_word("(ab_worker)", "ab_worker")
+    assert not names_word("A/B (ab_worker)", "ab") and not names_word("summaries", "summary")
+    assert not names_word("gpu-check.sh", "check") and names_word("gpu-check.sh: x", "gpu-check.sh")

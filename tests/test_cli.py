@@ -322,3 +322,7 @@ def test_resuming_a_run_with_another_suite_or_other_filters_is_refused(tmp_path,
     same = run_cli("run", suite, "--out", out, "--resume")  # no filters: the run as planned
     assert same.returncode == 0, same.stdout + same.stderr
     assert len(ids_of(out)) == 1
+    again = run_cli("run", suite, "--out", out, "--seq-len", "8", "--no-report")
+    assert again.returncode == 2 and again.stderr.strip().endswith(
+        f"{out} already holds 1 records; pass --resume to finish that run, or choose another "
+        "directory")

@@ -153,6 +153,42 @@ def test_an_unknown_key_survives_loading_after_the_declared_columns(tmp_path):
     assert load_records(run)[1]["joules_per_call"] == 4096
 
 
+
+def test_a_fields_type_is_read_from_its_annotation():
+    @dataclasses.dataclass(frozen=True)
+    class Energy:  # a part a later release might add
+        joules: float | None = None
+        per_repeat_joules: list[float] | None = None
+        meter: str | None = None
+
+    assert schema.json_types([Energy]) == {"joules": (float, ()), "per_repeat_joules": (list, (float,)),
+                                           "meter": (str, ())}
+    assert set(schema.FIELD_TYPES) == set(RECORD_FIELDS)
+    assert schema.FIELD_TYPES["seq_len"] is int and schema.FIELD_TYPES["causal"] is bool
+    annotated_float = {f.name for part in schema.PARTS for f in dataclasses.fields(part)
+                       if f.type in ("float", "float | None")}
+    assert set(schema.NUMBER_FIELDS) == annotated_float
+    assert {"median_s", "padding", "gbps", "wall_s"} <= annotated_float
+    assert set(schema.NUMBER_LISTS) == {"samples_s", "repeat_medians_s"}
+
+
+def test_every_number_field_is_a_float_column_even_when_null(tmp_path):
+    frame = load_dataframe(write_lines(tmp_path / "old", [older_record(8)]))
+    assert {name: str(frame[name].dtype) for name in schema.NUMBER_FIELDS} == \
+        dict.fromkeys(schema.NUMBER_FIELDS, "float64")
+    assert frame["median_s"].tolist() == [1e-3] and frame["wall_s"].isna().all()
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("wall_s", "fast", "float"), ("seq_len", 1.5, "int"), ("causal", 1, "bool"),
+    ("harness_s", [0.1], "dict"), ("samples_s", 1e-3, "list"), ("n_samples", True, "int")])
+def test_a_value_of_another_type_than_declared_skips_the_record(tmp_path, field, value, expected):
+    run = write_lines(tmp_path / "bad", [older_record(8), {**older_record(16), field: value}])
+    with pytest.warns(UserWarning, match=f"line 2 skipped: field '{field}': expected {expected}"):
+        records = load_records(run)
+    assert [r["seq_len"] for r in records] == [8]
+
+
 def documented_fields() -> list[str]:
     """The field names of docs/records.md's "Record fields" list, in order: the backticked
     names before the first colon of each item."""

@@ -11,8 +11,8 @@ import pytest
 from harness.spec import Case, TimingSettings
 from harness.store import (RECORD_FIELDS, NotARunDir, Plan, PlanConflict, Request, RunDir,
                            capture_env, json_safe, load_dataframe, load_env, load_records,
-                           make_dir, make_plan, make_record, read_plan, require_run_dir,
-                           resume_plan, timestamped, write_plan)
+                           make_dir, make_plan, make_record, plan_of_cases, read_plan,
+                           require_run_dir, resume_plan, timestamped, write_plan)
 from harness.store.plan import filter_cases, parse_filters
 from harness.values import BadValue
 
@@ -100,6 +100,41 @@ def test_run_directory_names_and_the_check_that_a_path_is_one(tmp_path):
     assert isinstance(refused.value, BadValue)  # the CLI's one line and exit code 2
     with pytest.raises(BadValue, match="--out: cannot create"):
         make_dir(suite_file(tmp_path) / "below")
+
+
+
+def test_a_run_directory_is_named_refuses_a_second_run_and_keeps_a_commands_files(tmp_path):
+    assert RunDir.named("tiny", tmp_path / "given").path == tmp_path / "given"
+    assert re.fullmatch(r"results/tiny-\d{8}-\d{6}", RunDir.named("tiny").path.as_posix())
+    run = RunDir(tmp_path / "run")
+    run.refuse_if_held()  # nothing there yet: a new run may start
+    run.open_for_append()
+    run.refuse_if_held()  # an empty results.jsonl holds no run
+    run.append(record_for(8))
+    run.close()
+    with pytest.raises(BadValue, match=r"^--out: .*/run already holds 1 records; pass --resume "
+                                       r"to finish that run, or choose another directory$"):
+        run.refuse_if_held("pass --resume to finish that run, or ")
+    with pytest.raises(BadValue, match=r"already holds 1 records; choose another directory$"):
+        run.refuse_if_held()
+    folder = run.folder("profile")
+    assert folder == run.path / "profile" and folder.is_dir()
+    run.save_json("profile/summary.json", {"nan": float("nan")})
+    assert json.loads((folder / "summary.json").read_text()) == {"nan": None}
+    assert [r["seq_len"] for r in load_records(run.path)] == [8]  # the run's own files untouched
+    with pytest.raises(BadValue, match="--out: cannot create"):
+        RunDir(suite_file(tmp_path)).folder("profile")
+
+
+def test_a_plan_of_cases_a_command_built_itself(tmp_path):
+    cases = [Case(impl=impl, seq_len=32) for impl in ("numpy", "torch.naive")]
+    plan = plan_of_cases("recommend", cases, TimingSettings(budget_s=0.5), recommend={"seq_len": 32})
+    assert plan.filters == {"impl": ["numpy", "torch.naive"]} and plan.suite_path is None
+    assert plan.overrides["threads"] >= 1 and plan.created_at
+    write_plan(tmp_path, plan)
+    again = read_plan(tmp_path)
+    assert again.case_ids == [c.case_id for c in cases] and again.timing.budget_s == 0.5
+    assert again.extra == {"recommend": {"seq_len": 32}} and again.suite == "recommend"
 
 
 def suite_file(tmp_path):

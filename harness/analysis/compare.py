@@ -73,6 +73,7 @@ from harness.store import (
     require_run_dir,
 )
 from harness.store.env import differences
+from harness.units import MIB
 
 DEFAULT_MEM_THRESHOLD = 0.10
 SEEN_AT = 2  # `detectable` counts the cases that could have shown twice the threshold
@@ -81,7 +82,7 @@ SEEN_AT = 2  # `detectable` counts the cases that could have shown twice the thr
 # ratios up to 3.05 (interval from 2.59) on sub-millisecond cases that looked stable.
 SINGLE_RUN_MIN_EFFECT = 2.0
 RULES = ("repeats", "single run", "interleaved")
-MEM_FLOOR_BYTES = 1 << 20
+MEM_FLOOR_BYTES = MIB  # memory growth below this is noise, whatever its ratio
 
 TIMED = ("regression", "improvement", "unchanged", "noisy")
 FAILING = ("regression", "new_failure")

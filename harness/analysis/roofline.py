@@ -11,11 +11,12 @@ per real (unpadded) key, as in the one model of what a problem requires
 - a *materialising* implementation (the textbook formula: numpy, *.naive, the math backend,
   Keras and TensorFlow ops) moves that model's Q, K, V, O, and also writes the Nq×Nk score
   matrix, reads it for the softmax, writes the probabilities and reads them for P·V: 4·Nq·Nk
-  per query head, masked or not (it masks a full matrix);
+  per query head, masked or not (it masks a full matrix, and reads every key for it);
 - a *fused* kernel (flash, memory-efficient, cuDNN, xformers) keeps scores on chip, reads Q
   and writes O once, and walks queries in blocks of TILE rows, reading K and V once per block:
   2·D·Hkv times the keys each block sees (all of them; under a causal mask only those up to
-  the block's last row, by the mask's alignment);
+  the block's last row, by the mask's alignment, and with a window only those the window of
+  one of its rows reaches);
 - fwd_bwd adds a backward: materialising, the model's backward (reads Q, K, V, O, dO, writes
   dQ, dK, dV) and six more passes over Nq×Nk (read P, write and read dP, write dS, read dS
   for dQ and for dK); fused, walks key blocks of TILE, for each re-reading Q, O and dO and
@@ -29,12 +30,13 @@ encoder) have no bytes model here and are left out, with the reason.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from harness.case import FIELD_NAMES, Case, config_dict, sweep_len, value_of
 from harness.constants import ITEMSIZE
 from harness.measure.traffic import (backward_bytes, forward_bytes, key_counts, key_elements,
-                                     query_elements)
+                                     key_gradient_elements, query_elements)
 
 TILE = 128  # rows per block of a fused kernel (FlashAttention-2's and torch's usual size)
 FUSED_KERNELS = ("flash_attention", "efficient_attention", "cudnn_attention")
@@ -56,22 +58,37 @@ def impl_class(record: dict) -> tuple[str, str]:
     return MATERIALISING, "not known to be fused"
 
 
-def _keys_seen(nq: int, nk: int, causal: bool, tile: int, offset: int = 0) -> int:
+def _keys_seen(nq: int, nk: int, causal: bool, tile: int, offset: int = 0,
+               window: int = 0) -> int:
     """Keys read summed over query blocks of `tile` rows (under a causal mask, a block reads
-    the keys its last row sees: those up to that row + `offset`, the mask's causal_offset)."""
+    the keys its rows see: up to its last row + `offset`, the mask's causal_offset, and with a
+    `window` from its first row's window on)."""
     total = 0
     for start in range(0, nq, tile):
         last = min(start + tile, nq) - 1
-        total += min(nk, max(0, last + 1 + offset)) if causal else nk
+        if not causal:
+            total += nk
+            continue
+        high = min(nk, max(0, last + 1 + offset))
+        low = min(nk, max(0, start + 1 + offset - window)) if window else 0
+        total += max(0, high - low)
     return total
 
 
-def _rows_served(nq: int, nk: int, causal: bool, tile: int, offset: int = 0) -> int:
+def _rows_served(nq: int, nk: int, causal: bool, tile: int, offset: int = 0,
+                 window: int = 0) -> int:
     """Query rows summed over key blocks of `tile` keys (under a causal mask, a block serves
-    the rows that see its first key: row + `offset` >= that key)."""
+    the rows that see one of its keys: row + `offset` >= its first key, and with a `window`
+    row + `offset` < its last key + `window`)."""
     total = 0
     for start in range(0, nk, tile):
-        total += min(nq, max(0, nq - start + offset)) if causal else nq
+        if not causal:
+            total += nq
+            continue
+        first_row = max(0, start - offset)
+        end_row = nq if not window else \
+            min(nq, max(0, min(start + tile, nk) - 1 - offset + window))
+        total += max(0, end_row - first_row)
     return total
 
 
@@ -86,21 +103,23 @@ def bytes_moved(record: dict, cls: str) -> int:
 
     case = _record_case(record)
     backward = case.mode == "fwd_bwd"
-    if cls == MATERIALISING:
+    if cls == MATERIALISING:  # it computes every score, whatever the mask keeps
+        dense = dataclasses.replace(case, causal=False, window=0)
         scores = case.batch * case.heads * case.seq_len * case.seq_len_kv
-        moved = forward_bytes(case) + ITEMSIZE[case.dtype] * 4 * scores
+        moved = forward_bytes(dense) + ITEMSIZE[case.dtype] * 4 * scores
         if backward:
-            moved += backward_bytes(case) + ITEMSIZE[case.dtype] * 6 * scores
+            moved += backward_bytes(dense) + ITEMSIZE[case.dtype] * 6 * scores
         return moved
-    nq, d, causal = case.seq_len, case.head_dim, case.causal
+    nq, d, causal, window = case.seq_len, case.head_dim, case.causal, case.window
     keys = key_counts(case)  # per sequence: a mask is aligned to each one's real keys
-    seen = sum(_keys_seen(nq, n, causal, TILE, causal_offset(nq, n, case.causal_align))
+    seen = sum(_keys_seen(nq, n, causal, TILE, causal_offset(nq, n, case.causal_align), window)
                for n in keys)
     elements = 2 * query_elements(case) + 2 * d * case.kv_heads * seen
     if backward:
-        served = sum(_rows_served(nq, n, causal, TILE, causal_offset(nq, n, case.causal_align))
-                     for n in keys)
-        elements += 4 * key_elements(case) + 5 * d * case.heads * served
+        served = sum(_rows_served(nq, n, causal, TILE, causal_offset(nq, n, case.causal_align),
+                                  window) for n in keys)
+        elements += 2 * key_elements(case) + 2 * key_gradient_elements(case) + \
+            5 * d * case.heads * served
     return elements * ITEMSIZE[case.dtype]
 
 

@@ -156,9 +156,7 @@ def _start_sides(out: Path, suite, plan, specs: dict) -> dict:
 
     dirs = {name: RunDir(out / name) for name in specs}
     for run_dir in dirs.values():
-        if run_dir.results_path.exists():
-            raise UsageError(f"--out: {run_dir.path} already holds a run; choose another "
-                             "directory")
+        run_dir.refuse_if_held()
     try:
         envs = {name: ab.side_env(spec, plan.overrides["threads"], suite.name)
                 for name, spec in specs.items()}

@@ -53,7 +53,7 @@ def cmd_profile(args) -> int:
     from harness import registry
     from harness.report.profile import markdown
     from harness.run.profile import Profiler
-    from harness.store import Request, make_dir, physical_cores, timestamped, write_json
+    from harness.store import Request, RunDir, physical_cores
     from harness.store.plan import select
 
     given = output_dir(args.out)
@@ -64,14 +64,15 @@ def cmd_profile(args) -> int:
         if not cases:
             raise UsageError(f"profile: no torch case of suite {suite.name!r} is left to profile "
                              f"({'; '.join(f'{k}: {v}' for k, v in skipped.items()) or 'filters'})")
-        folder = make_dir((given or timestamped(f"{suite.name}-profile")) / "profile")
+        run_dir = RunDir.named(f"{suite.name}-profile", given)
+        folder = run_dir.folder("profile")
         for what, why in skipped.items():
             print(f"skipped {what}: {why}")
         summaries, failed = _profile_each(profiler, cases, folder, args)
     meta = {"suite": suite.name, "threads": profiler.info.get("threads"),
             "torch": profiler.info.get("torch"), "repeats": args.repeats,
             "min_time_s": args.min_time, "warmup": args.warmup}
-    write_json(folder / "summary.json", {**meta, "cases": summaries}, indent=2)
+    run_dir.save_json("profile/summary.json", {**meta, "cases": summaries}, indent=2)
     (folder / "summary.md").write_text(markdown(summaries))
     print(markdown(summaries))
     print(f"traces and tables: {folder}/")

@@ -83,19 +83,15 @@ def _measure(problem: dict, impls: list[str]) -> tuple[list[dict], Path]:
     """Measure the one problem with each implementation through the ordinary runner."""
     from harness.run.runner import Runner
     from harness.spec import Case, TimingSettings
-    from harness.store import Plan, RunDir, now_iso, physical_cores, timestamped
+    from harness.store import RunDir, plan_of_cases
 
     cases = [Case(impl=i, level="kernel", **problem) for i in impls]
-    timing = TimingSettings(**QUICK_TIMING)
-    threads = physical_cores()
-    plan = Plan(suite="recommend", suite_path=None, filters={"impl": impls},
-                overrides={"threads": threads}, timing=timing, cases=tuple(cases),
-                created_at=now_iso(), extra={"recommend": problem})
-    run_dir = RunDir(timestamped("recommend"))
+    plan = plan_of_cases("recommend", cases, TimingSettings(**QUICK_TIMING), recommend=problem)
+    run_dir = RunDir.named("recommend")
     run_dir.start(plan)
     print(f"measuring {len(cases)} implementations on this problem "
-          f"({timing.budget_s:g} s of samples each) -> {run_dir.path}", file=sys.stderr)
-    Runner(run_dir, timing, threads).run(cases)
+          f"({plan.timing.budget_s:g} s of samples each) -> {run_dir.path}", file=sys.stderr)
+    Runner(run_dir, plan.timing, plan.overrides["threads"]).run(cases)
     return run_dir.records(), run_dir.path
 
 

@@ -94,10 +94,9 @@ def cmd_run(args) -> int:
     suite, plan = make_plan(request, registry.adapters())
     choice = _executor_choice(args)
     run_dir = RunDir(_out_dir(suite, args))
+    if not args.resume:
+        run_dir.refuse_if_held("pass --resume to finish that run, or ")
     earlier = {r["case_id"]: r for r in run_dir.records()}
-    if earlier and not args.resume:
-        raise UsageError(f"--out: {run_dir.path} already holds {len(earlier)} records; pass "
-                         "--resume to finish that run, or choose another directory")
     plan = resume_plan(run_dir.path, plan, request) if args.resume else plan
     repeats = plan.timing.repeats
     todo = [c for c in plan.cases

@@ -114,18 +114,15 @@ class Session:
         return {"status": "error", "reason": f"A/B worker: unknown request {kind!r}"}
 
 
-def _json_default(value):
-    return value.item() if hasattr(value, "item") else str(value)
-
-
 def serve(family: str, threads: int, log_path: str) -> None:
     from harness.run.process import redirect_output, start_worker
+    from harness.store import json_safe
 
     answers = os.fdopen(os.dup(1), "w", buffering=1)  # the protocol keeps the real stdout
     redirect_output(log_path)
 
     def send(obj):
-        answers.write(json.dumps(obj, default=_json_default) + "\n")
+        answers.write(json.dumps(json_safe(obj), allow_nan=False) + "\n")
         answers.flush()
 
     info = start_worker(family, threads)

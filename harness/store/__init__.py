@@ -4,8 +4,8 @@
     frame = load_dataframe("results/default-20261201-120000")
 """
 from harness.store.env import capture_env, fingerprint, physical_cores
-from harness.store.plan import (Plan, PlanConflict, PlanError, Request, make_plan, read_plan,
-                                 resume_plan, write_plan)
+from harness.store.plan import (Plan, PlanConflict, PlanError, Request, make_plan, plan_of_cases,
+                                 read_plan, resume_plan, write_plan)
 from harness.store.records import complete, make_record, now_iso
 from harness.store.rundir import (DamagedFile, DamagedLineWarning, NotARunDir, RunDir, json_safe,
                                   load_dataframe, load_env, load_records, make_dir,
@@ -16,4 +16,4 @@ __all__ = ["DamagedFile", "DamagedLineWarning", "Plan", "PlanError", "RECORD_FIE
            "SCHEMA_VERSION", "capture_env", "complete", "fingerprint", "load_dataframe", "load_env",
            "load_records", "make_record", "now_iso", "physical_cores", "read_plan", "write_plan",
            "NotARunDir", "PlanConflict", "Request", "json_safe", "make_dir", "make_plan",
-           "require_run_dir", "resume_plan", "timestamped", "write_json"]
+           "plan_of_cases", "require_run_dir", "resume_plan", "timestamped", "write_json"]

@@ -210,6 +210,17 @@ def make_plan(request: Request, adapters: dict) -> tuple[Suite, Plan]:
                        created_at=now_iso(), extra={"suite_arg": request.suite or suite.name})
 
 
+
+def plan_of_cases(name: str, cases: list[Case], timing: TimingSettings, **extra) -> Plan:
+    """The plan of cases a command builds itself, with no suite file (recommend's one problem
+    on each implementation): named `name`, filtered to the cases' implementations, on this
+    machine's physical cores; `extra` is kept in plan.json beside them."""
+    return Plan(suite=name, suite_path=None,
+                filters={"impl": list(dict.fromkeys(c.impl for c in cases))},
+                overrides={"threads": physical_cores()}, timing=timing, cases=tuple(cases),
+                created_at=now_iso(), extra=extra)
+
+
 def _check_graphs(cases: list[Case], adapters: dict, where: str) -> None:
     """CUDA-graph replay is for torch on CUDA: any other planned case is refused up front."""
     from harness.measure.clocks import graph_refusal

@@ -9,10 +9,11 @@ A killed process can leave half a line at the end of results.jsonl; loading igno
 record (a disk error, an edit gone wrong) is skipped with a `DamagedLineWarning` naming it, so
 the rest of the run stays readable and `--resume` measures the lost cases again.
 
-A run directory's life is kept here, whichever command runs it (run, ab, recommend): it gets
-its name (`timestamped`), `RunDir.start` writes its plan, env.json and the suite's copy,
-`RunDir.note_env` adds what workers, hosts and executors report as the run goes, and
-`RunDir.rewrite` replaces the records when an A/B's second pass supersedes its first. Every
+A run directory's life is kept here, whichever command runs it (run, ab, recommend, profile):
+it gets its name (`RunDir.named`), refuses to take a second run (`RunDir.refuse_if_held`),
+`RunDir.start` writes its plan, env.json and the suite's copy, `RunDir.folder` holds a
+command's own files (profile's), `RunDir.note_env` adds what workers, hosts and executors
+report as the run goes, and `RunDir.rewrite` replaces the records when an A/B's second pass supersedes its first. Every
 file is strict JSON (`json_safe`: a non-finite number is null, which `load_dataframe` reads back
 as NaN): results.jsonl one `record_line` at a time, the others by `write_json`, written whole,
 then renamed, so a reader never sees half a file.
@@ -30,6 +31,7 @@ from pathlib import Path
 from harness.constants import STATUSES
 from harness.store.env import capture_env, physical_cores
 from harness.store.records import RECORD_FIELDS, complete
+from harness.store.schema import FIELD_TYPES, NUMBER_FIELDS, NUMBER_LISTS
 from harness.values import BadValue
 
 RESULTS = "results.jsonl"
@@ -133,8 +135,32 @@ class RunDir:
         self._fh = None
         self._env: dict | None = None
 
+    @classmethod
+    def named(cls, name: str, given: str | Path | None = None) -> RunDir:
+        """The directory a command writes into: `given` (its --out), else a new one under
+        results/ named `name` and the time (`timestamped`)."""
+        return cls(given if given is not None else timestamped(name))
+
     def records(self) -> list[dict]:
         return load_records(self.path) if self.results_path.exists() else []
+
+    def refuse_if_held(self, instead: str = "", where: str = "--out") -> None:
+        """BadValue naming `where` when the directory already holds records: a new run never
+        adds its records to another run's. `instead` (e.g. "pass --resume to finish that run,
+        or ") tells the user what else they may do."""
+        held = len(self.records())
+        if held:
+            raise BadValue(f"{where}: {self.path} already holds {held} records; {instead}choose "
+                           "another directory")
+
+    def folder(self, name: str, where: str = "--out") -> Path:
+        """PATH/name, created (BadValue naming `where` when it cannot be): the files a command
+        keeps beside a run's own (profile's traces), in a directory that may hold a run."""
+        return make_dir(self.path / name, where)
+
+    def save_json(self, name: str, data, indent: int = 1) -> Path:
+        """PATH/name holding `data` as strict JSON, written whole (`write_json`)."""
+        return write_json(self.path / name, data, indent)
 
     def recorded_ids(self) -> set[str]:
         return {r["case_id"] for r in self.records()}
@@ -244,16 +270,14 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-# record fields the harness computes with that hold a real number: float columns in pandas
-NUMBER_COLUMNS = ("median_s", "ci_low_s", "ci_high_s", "min_s", "flops", "tflops", "gbps",
-                  "max_abs_err", "rel_err")
-# record fields the harness computes with, and the type each must have (None is allowed)
-RECORD_TYPES = {**dict.fromkeys(("impl", "level", "mode", "device", "dtype"), str),
-                **dict.fromkeys(("batch", "heads", "seq_len", "seq_len_kv", "head_dim"), int),
-                **dict.fromkeys((*NUMBER_COLUMNS, "peak_mem_bytes"), float),
-                "samples_s": list, "repeat_medians_s": list, "contention": dict}
-# lists of numbers, where a null can only be a non-finite number written as strict JSON
-NUMBER_LISTS = ("samples_s", "repeat_medians_s")
+def _of_type(value, kind: type) -> bool:
+    """Whether a JSON value has a field's type: a float takes any number, and JSON's true and
+    false are no number."""
+    if kind is float:
+        return _number(value)
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+
+
 
 
 def _cut_partial_last_line(path: Path) -> None:
@@ -296,10 +320,9 @@ def _parse_record(line: bytes) -> tuple[dict | None, str | None]:
         return None, f"expected a JSON object, got {type(record).__name__}"
     if not isinstance(record.get("case_id"), str) or record.get("status") not in STATUSES:
         return None, "a JSON object without a case_id and a known status"
-    for key, kind in RECORD_TYPES.items():
+    for key, kind in FIELD_TYPES.items():
         value = record.get(key)
-        if value is not None and not (_number(value) if kind is float else
-                                      isinstance(value, kind) and not isinstance(value, bool)):
+        if value is not None and not _of_type(value, kind):
             return None, f"field {key!r}: expected {kind.__name__}, got {type(value).__name__}"
     for key in NUMBER_LISTS:
         if record.get(key):
@@ -319,7 +342,7 @@ def load_dataframe(run_dir: str | Path):
     frame = pd.DataFrame(records, columns=record_columns(records))
     # a number column is float even where every row is null (a non-finite figure, written
     # as null, or one never measured): NaN, as pandas shows a missing number
-    return frame.astype(dict.fromkeys(NUMBER_COLUMNS, "float64"))
+    return frame.astype(dict.fromkeys(NUMBER_FIELDS, "float64"))
 
 
 def record_columns(records: list[dict]) -> list[str]:

@@ -10,6 +10,10 @@ tritonbench derives its metric list from `BenchmarkOperatorMetrics`):
   order, each in its declared order;
 - the case's fields are `Case`'s own (harness.case, through harness.spec), so a new Case field
   is a record field with nothing else to edit;
+- `FIELD_TYPES`, the JSON type each field's value must have when it is not null, is read from
+  the annotations (`float | None` -> float, `list[float] | None` -> list), and so are
+  `NUMBER_FIELDS` (float columns in pandas) and `NUMBER_LISTS`: the loader checks and casts
+  by them (harness.store.rundir), so a field's type is written once, here;
 - `make_record` (harness.store.records) refuses a key no part declares; the timer's `Samples`
   fills the `Timing` part, one property per field under the field's name (harness.store
   imports harness.measure, so the timer cannot import this module: tests/test_schema.py holds
@@ -22,6 +26,8 @@ has nulls there, and a record from before a field existed loads with a null in i
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass
 
 from harness.spec import Case
@@ -154,3 +160,27 @@ DECLARED = frozenset(RECORD_FIELDS)
 def undeclared(keys) -> list[str]:
     """The keys no part declares, in the order given."""
     return [key for key in keys if key not in DECLARED]
+
+
+def json_types(parts) -> dict[str, tuple[type, tuple]]:
+    """Each field of `parts` -> the JSON type its annotation asks for and that type's item
+    types: `float | None` -> (float, ()), `list[float] | None` -> (list, (float,))."""
+    found = {}
+    for part in parts:
+        for name, annotation in typing.get_type_hints(part).items():
+            if isinstance(annotation, types.UnionType) or \
+                    typing.get_origin(annotation) is typing.Union:
+                annotation, = (a for a in typing.get_args(annotation) if a is not type(None))
+            found[name] = (typing.get_origin(annotation) or annotation,
+                           typing.get_args(annotation))
+    return found
+
+
+ANNOTATED = json_types(PARTS)
+# the type a field's value must have when it is not null (a float takes any JSON number)
+FIELD_TYPES = {name: kind for name, (kind, _) in ANNOTATED.items()}
+# the fields that hold a real number: float columns in pandas
+NUMBER_FIELDS = tuple(name for name, kind in FIELD_TYPES.items() if kind is float)
+# lists of numbers, where a null can only be a non-finite number written as strict JSON
+NUMBER_LISTS = tuple(name for name, (kind, items) in ANNOTATED.items()
+                     if kind is list and items == (float,))
