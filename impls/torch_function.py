@@ -19,12 +19,36 @@ from __future__ import annotations
 import inspect
 import math
 
-from harness.constants import FEATURE_KV_HEADS, MODES
+from harness.constants import (
+    FEATURE_ALIBI,
+    FEATURE_BIAS,
+    FEATURE_BOTTOM_RIGHT,
+    FEATURE_KV_HEADS,
+    FEATURE_PACKED,
+    FEATURE_PADDING,
+    FEATURE_SOFTCAP,
+    FEATURE_WINDOW,
+    MODES,
+)
 from harness.spec import function_impl
 from impls._torch import TorchAdapter, prepared, to_device
 
 CALL = "f(q, k, v, *, causal: bool, scale: float)"
 CARRIED_FEATURES = frozenset({FEATURE_KV_HEADS})  # what the call's tensors can carry unaided
+UNCARRIED = f"the call {CALL} carries no {{what}}: an adapter class (docs/adapters.md) can"
+# why a function takes each feature it does not declare: what the call cannot say
+FUNCTION_NOTES = {
+    FEATURE_KV_HEADS: ("k and v would arrive with fewer heads than q; a function that takes "
+                       "them says so with f.attnbench_features = {'kv_heads'}"),
+    FEATURE_BOTTOM_RIGHT: ("the call's causal is a bool meaning SDPA's is_causal (top-left); "
+                           "it cannot say bottom-right"),
+    FEATURE_PADDING: UNCARRIED.format(what="key-padding mask or sequence lengths"),
+    FEATURE_PACKED: UNCARRIED.format(what="packed tokens or offsets (q, k, v arrive padded)"),
+    FEATURE_WINDOW: UNCARRIED.format(what="window size"),
+    FEATURE_ALIBI: UNCARRIED.format(what="ALiBi slopes"),
+    FEATURE_BIAS: UNCARRIED.format(what="score bias"),
+    FEATURE_SOFTCAP: UNCARRIED.format(what="soft cap"),
+}
 
 
 def call_problem(function) -> str | None:
@@ -55,6 +79,8 @@ def _declared(function, attribute: str, allowed, default) -> tuple[str, ...]:
 
 class TorchFunction(TorchAdapter):
     """One user function; the instance says what it declares (features, modes)."""
+
+    feature_notes = FUNCTION_NOTES
 
     def __init__(self, path: str, function):
         """ValueError (one line) when the function cannot take the call or declares what the

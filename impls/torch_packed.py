@@ -18,12 +18,42 @@ import warnings
 import numpy as np
 
 from harness.case import BOTTOM_RIGHT, TOP_LEFT
-from harness.constants import (FEATURE_BOTTOM_RIGHT, FEATURE_KV_HEADS, FEATURE_PACKED,
-                               FEATURE_PADDING, FEATURE_WINDOW)
+from harness.constants import (
+    FEATURE_ALIBI,
+    FEATURE_BIAS,
+    FEATURE_BOTTOM_RIGHT,
+    FEATURE_KV_HEADS,
+    FEATURE_PACKED,
+    FEATURE_PADDING,
+    FEATURE_SOFTCAP,
+    FEATURE_WINDOW,
+)
 from impls._masks import packing
 from impls._torch import TorchAdapter, device_reasons, prepared, tensor
 
 PACKED_FEATURES = frozenset({FEATURE_PADDING, FEATURE_PACKED})
+# why each library cannot take a feature: torch/nested/_internal/sdpa.py refuses any attn_mask
+# on jagged tensors, and is_causal is the only other mask its call takes; varlen_attn's
+# signature (torch/nn/attention/varlen.py) has no argument for a score modifier
+NESTED_NO_MASK = ("torch 2.13's SDPA on jagged tensors refuses every attn_mask ('Masks are not "
+                  "yet supported!'), and {what} needs one")
+NESTED_NOTES = {
+    FEATURE_KV_HEADS: ("torch 2.13's SDPA on jagged tensors passes no enable_gqa to its kernels "
+                       "(its math path fails: 'For nested tensors, batch dimensions must have "
+                       "the same sizes')"),
+    FEATURE_WINDOW: NESTED_NO_MASK.format(what="a sliding window"),
+    FEATURE_ALIBI: NESTED_NO_MASK.format(what="ALiBi's distance penalty"),
+    FEATURE_BIAS: NESTED_NO_MASK.format(what="an additive bias"),
+    FEATURE_SOFTCAP: ("scaled_dot_product_attention has no soft-cap argument, on nested tensors "
+                      "as on dense ones"),
+}
+VARLEN_CALL = ("varlen_attn's call (q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, scale, "
+               "window_size, enable_gqa, seqused_k, block_table, num_splits) takes no {what}")
+VARLEN_NOTES = {
+    FEATURE_ALIBI: VARLEN_CALL.format(what="alibi_slopes (flash_attn's own varlen function does)"),
+    FEATURE_BIAS: VARLEN_CALL.format(what="mask or bias"),
+    FEATURE_SOFTCAP: VARLEN_CALL.format(what="softcap (flash_attn's own varlen function does)"),
+}
 
 
 def packed_call(case, pack, forward_of, inputs, info):
@@ -69,9 +99,7 @@ class TorchNested(TorchAdapter):
     modes = ("fwd", "fwd_bwd")
     packed_only = True
     features = PACKED_FEATURES | {FEATURE_BOTTOM_RIGHT}
-    feature_notes = {FEATURE_KV_HEADS: (
-        "torch 2.13's SDPA on jagged tensors passes no enable_gqa to its kernels (its math "
-        "path fails: 'For nested tensors, batch dimensions must have the same sizes')")}
+    feature_notes = NESTED_NOTES
 
     def library_reasons(self, case) -> list[str]:
         """The per-sequence causal alignment (see the module docstring), then a trial call on
@@ -150,6 +178,7 @@ class TorchVarlen(TorchAdapter):
     kernel_probe = "sdpa"  # aten::_flash_attention_forward names it
     packed_only = True
     features = PACKED_FEATURES | {FEATURE_KV_HEADS, FEATURE_BOTTOM_RIGHT, FEATURE_WINDOW}
+    feature_notes = VARLEN_NOTES
 
     def library_reasons(self, case) -> list[str]:
         reasons = device_reasons(case)

@@ -24,7 +24,7 @@ import pytest
 
 from harness import registry
 from harness.case import BOTTOM_RIGHT, PACKED, TOP_LEFT
-from harness.constants import FEATURES
+from harness.constants import FEATURE_PACKED, FEATURES
 from harness.run.execute import execute, run_case
 from harness.problem.inputs import causal_keep, kernel_inputs
 from harness.spec import DTYPES, Case
@@ -66,6 +66,9 @@ CPU_OK = {
     "keras.ops.torch": {"float32", "bfloat16"},
 }
 TF_FRAMEWORK = "tensorflow"
+# features a kernel adapter takes or gives its library's reason for lacking (feature_notes);
+# packed is a layout: the generic reason's "layout = padded" runs the same problem
+NOTED_FEATURES = [f for f in FEATURES if f != FEATURE_PACKED]
 IN_PROCESS = ("numpy", "torch")  # the families this (torch-importing) process may run
 # Each torch.compile case compiles (seconds here): these run on fewer cases, in float32, plus
 # the dtypes they refuse (no compilation). (shape index into SHAPES, causal)
@@ -120,6 +123,9 @@ MOD_FIELDS = {
 MOD_ALL = {"lengths": "uniform", "causal": True, "window": 8, "alibi": True,
            "bias": "batch_head", "softcap": 5.0, "kv_heads": 2}
 MOD_ALL_FIELDS = [MOD_ALL, {**MOD_ALL, "softcap": 0.0}, {**MOD_ALL, "layout": PACKED}]
+# The backward with every feature at once (and without the soft cap, for those that have none),
+# and a ragged decode step
+MOD_BACKWARD_FIELDS = [MOD_ALL, {**MOD_ALL, "softcap": 0.0}, MOD_FIELDS["decode"]]
 
 
 def kernel_adapters(in_tf_process: bool) -> list[str]:
@@ -159,6 +165,12 @@ def mod_cases(names, dtypes=("float32",), fields=None) -> list[Case]:
     fields = list(MOD_FIELDS.values()) if fields is None else fields
     return [Case(impl=name, dtype=dtype, **{**MOD_BASE, **f})
             for f in fields for name in names for dtype in dtypes]
+
+
+def mod_backward_cases(names) -> list[Case]:
+    """MOD_BACKWARD_FIELDS for each adapter, in mode fwd_bwd (float32)."""
+    return [dataclasses.replace(c, mode="fwd_bwd")
+            for c in mod_cases(names, fields=MOD_BACKWARD_FIELDS)]
 
 
 def compiled_mod_cases(family: str = "torch") -> list[Case]:
@@ -223,12 +235,40 @@ def test_declarations(name):
     assert set(adapter.dtypes) <= set(DTYPES)
     assert "cpu" in adapter.devices or not CPU_OK[name]
     assert adapter.features <= set(FEATURES)
-    for feature in ("kv_heads", "bottom_right"):  # every kernel, or the library's reason why not
-        assert feature in adapter.features or feature in adapter.feature_notes
+    for feature in NOTED_FEATURES:  # every kernel takes it, or says why its library cannot
+        assert feature in adapter.features or feature in adapter.feature_notes, feature
     if adapter.framework == TF_FRAMEWORK:
         assert "attnbench[tf]" in adapter.install_hint
     if "jax" in adapter.framework:
         assert "jax" in adapter.install_hint
+
+
+@pytest.mark.parametrize("function", ["attention", "grouped"])
+def test_a_function_says_why_for_every_feature_it_does_not_declare(function):
+    from impls.torch_function import TorchFunction
+    from tests.plugins import my_attn
+
+    adapter = TorchFunction(f"tests.plugins.my_attn:{function}", getattr(my_attn, function))
+    for feature in FEATURES:
+        assert feature in adapter.features or feature in adapter.feature_notes, feature
+    windowed = Case(impl=adapter.name, seq_len=64, causal=True, window=8)
+    said = [r for r in adapter.unsupported(windowed) if "window" in r]
+    assert said and adapter.feature_notes["window"] in said[0]
+
+
+@pytest.mark.parametrize("name, case, word", [
+    ("torch.sdpa.nested", {"window": 8}, "attn_mask"),
+    ("torch.sdpa.nested", {"softcap": 30.0}, "soft-cap"),
+    ("torch.varlen", {"alibi": True}, "alibi_slopes"),
+    ("torch.varlen", {"bias": "head"}, "bias"),
+])
+def test_packed_adapters_say_why_their_library_cannot_take_a_modifier(name, case, word):
+    adapter = registry.get(name)
+    packed = Case(impl=name, batch=2, seq_len=64, causal=True, layout=PACKED, lengths="uniform",
+                  **case)
+    feature = next(iter(case_features(packed) - adapter.features))
+    reasons = adapter.static_reasons(packed)
+    assert any(adapter.feature_notes[feature] in r and word in r for r in reasons), reasons
 
 
 @pytest.mark.parametrize("name", sorted(CPU_OK))
@@ -471,7 +511,8 @@ def test_wrong_adapter_is_caught(scratch_registry, wrong, dtype, causal, says):
 TF_CASES = (contract_cases(kernel_adapters(in_tf_process=True)) + compiled_cases(TF_FRAMEWORK)
             + feature_cases(kernel_adapters(in_tf_process=True))
             + compiled_feature_cases(TF_FRAMEWORK)
-            + mod_cases(kernel_adapters(in_tf_process=True)) + compiled_mod_cases(TF_FRAMEWORK))
+            + mod_cases(kernel_adapters(in_tf_process=True)) + compiled_mod_cases(TF_FRAMEWORK)
+            + mod_backward_cases(["tf.naive", "keras.ops"]))
 needs_tf = pytest.mark.skipif(not HAVE_TF, reason="tensorflow and keras not installed "
                                                    "(pip install 'attnbench[tf]')")
 
@@ -527,7 +568,7 @@ def test_family_contract(family, case):
 
 def family_feature_cases(family: str) -> list[Case]:
     names = FAMILY_KERNELS[family]
-    return feature_cases(names, dtypes=("float32",)) + mod_cases(names)
+    return feature_cases(names, dtypes=("float32",)) + mod_cases(names) + mod_backward_cases(names)
 
 
 @pytest.mark.parametrize("family, case", [(f, c) for f in FAMILY_KERNELS
@@ -535,7 +576,8 @@ def family_feature_cases(family: str) -> list[Case]:
                          ids=lambda p: getattr(p, "case_id", p))
 def test_family_feature_contract(family, case):
     """Grouped K/V heads, bottom-right masks and every problem feature each adapter declares
-    on JAX and Keras on JAX / torch (float32)."""
+    on JAX and Keras on JAX / torch (float32), forward, and backward with the features at
+    once."""
     require_family(family)
     result = family_feature_run(family)["records"][case.case_id]
     if expected_ok(case, registry.get(case.impl)):
@@ -719,16 +761,16 @@ def test_xformers_masks_are_the_problem(monkeypatch, fields):
     assert prepared.info["layout"] in ("padded", "flat", "packed")
 
 
-@pytest.mark.parametrize("case", mod_cases(
-    ["numpy", "torch.naive", "torch.sdpa", "torch.sdpa.math"],
-    fields=[MOD_ALL, {**MOD_ALL, "softcap": 0.0}, MOD_FIELDS["decode"]])
-    + mod_cases(["torch.sdpa.nested"], fields=[MOD_FIELDS["ragged-packed-full"],
-                                               MOD_FIELDS["decode-packed"]]),
+@pytest.mark.parametrize("case", mod_backward_cases(
+    ["numpy", "torch.naive", "torch.sdpa", "torch.sdpa.math"])
+    + [dataclasses.replace(c, mode="fwd_bwd") for c in mod_cases(
+        ["torch.sdpa.nested"], fields=[MOD_FIELDS["ragged-packed-full"],
+                                       MOD_FIELDS["decode-packed"]])],
     ids=lambda c: c.case_id)
 def test_features_backward(case):
     """Forward and backward with the features at once (gradients against the reference's,
-    padded query rows out of the check): the same contract in mode fwd_bwd."""
-    case = dataclasses.replace(case, mode="fwd_bwd")
+    padded query rows out of the check): the same contract in mode fwd_bwd. TensorFlow's,
+    JAX's and Keras's run in their workers (TF_CASES, family_feature_cases)."""
     adapter = registry.get(case.impl)
     result = run_case(case, adapter, FAST)
     if not expected_ok(case, adapter):

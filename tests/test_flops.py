@@ -1,18 +1,19 @@
 """The FLOP model: 4·D per unmasked score entry per (batch, query head); backward 2.5×
-forward. The bytes model: Q, K, V, O once each, K/V per K/V head, real keys only."""
+forward. The bytes model: Q, K, V, O once each, K/V per K/V head, real queries and the keys
+some real query keeps only."""
 import itertools
 
 import numpy as np
 import pytest
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.analysis.roofline import FUSED, MATERIALISING, bytes_moved
 from harness.case import BOTTOM_RIGHT, CAUSAL_ALIGNS, TOP_LEFT
 from harness.measure.flops import attention_flops, case_flops, forward_flops, score_entries, tflops
-from harness.measure.traffic import backward_bytes, case_bytes, forward_bytes, gbps
-from harness.problem.inputs import causal_keep, key_valid_lengths
+from harness.measure.traffic import backward_bytes, case_bytes, forward_bytes, gbps, query_counts
+from harness.problem.inputs import case_keep, causal_keep, key_valid_lengths, real_query_rows
 from harness.spec import Case
 
 
@@ -113,7 +114,7 @@ def test_backward_bytes_read_q_k_v_o_do_and_write_dq_dk_dv():
     assert case_bytes(case) == forward_bytes(case) + backward_bytes(case)
 
 
-def test_bytes_count_real_keys_only_and_a_mask_changes_none():
+def test_bytes_count_real_keys_only_and_a_mask_that_keeps_every_key_changes_none():
     case = Case(impl="numpy", batch=3, heads=2, seq_len=5, seq_len_kv=40, head_dim=4,
                 padding=0.5)
     real = int(sum(key_valid_lengths(case)))
@@ -122,7 +123,89 @@ def test_bytes_count_real_keys_only_and_a_mask_changes_none():
     plain = Case(impl="numpy", batch=3, heads=2, seq_len=5, seq_len_kv=40, head_dim=4)
     causal = Case(impl="numpy", batch=3, heads=2, seq_len=5, seq_len_kv=40, head_dim=4,
                   causal=True, causal_align=BOTTOM_RIGHT)
-    assert forward_bytes(plain) == forward_bytes(causal)
+    assert forward_bytes(plain) == forward_bytes(causal)  # the last query keeps every key
+    top_left = Case(**{**causal.to_dict(), "causal_align": TOP_LEFT})
+    assert forward_bytes(top_left) == 4 * (2 * 3 * 2 * 5 * 4 + 2 * 3 * 2 * 4 * 5)  # keys 0..4
+
+
+@pytest.mark.parametrize("batch, heads, kv_heads", [(1, 8, 2), (4, 32, 8)])
+def test_a_windowed_decode_step_reads_only_the_windows_keys(batch, heads, kv_heads):
+    def decode(window):
+        return Case(impl="numpy", batch=batch, heads=heads, kv_heads=kv_heads, seq_len=1,
+                    seq_len_kv=4096, head_dim=128, causal=True, causal_align=BOTTOM_RIGHT,
+                    window=window, dtype="bfloat16")
+
+    q = batch * heads * 128
+    assert forward_bytes(decode(128)) == 2 * (2 * q + 2 * batch * kv_heads * 128 * 128)
+    assert forward_bytes(decode(0)) == 2 * (2 * q + 2 * batch * kv_heads * 4096 * 128)
+    q_and_o = 2 * 2 * q
+    assert forward_bytes(decode(0)) - q_and_o == 32 * (forward_bytes(decode(128)) - q_and_o)
+
+
+def test_a_windowed_decode_over_ragged_caches_reads_each_sequences_window():
+    case = Case(impl="numpy", batch=4, heads=2, kv_heads=1, seq_len=1, seq_len_kv=64,
+                head_dim=8, causal=True, causal_align=BOTTOM_RIGHT, window=16,
+                lengths="longtail")
+    caches = [int(n) for n in key_valid_lengths(case)]
+    kept = sum(min(16, n) for n in caches)
+    assert kept < sum(caches)
+    assert forward_bytes(case) == 4 * (2 * 4 * 2 * 8 + 2 * 1 * 8 * kept)
+
+
+def _brute_force_elements(case):
+    """(kept K/V elements, real K/V elements, batch-head bias elements, shared bias elements),
+    counted column by column from the reference's mask over the real query rows."""
+    keep = case_keep(case)
+    keep = np.broadcast_to(True if keep is None else keep,
+                           (case.batch, 1, case.seq_len, case.seq_len_kv))[:, 0]
+    valid = key_valid_lengths(case)
+    real_keys = keep & (np.arange(case.seq_len_kv) < (case.seq_len_kv if valid is None
+                                                      else valid[:, None, None]))
+    rows = real_query_rows(case)
+    if rows is not None:
+        real_keys = real_keys & rows[:, 0]
+    per_key = case.kv_heads * case.head_dim
+    kept = int(real_keys.any(axis=1).sum()) * per_key
+    real = (case.batch * case.seq_len_kv if valid is None else int(valid.sum())) * per_key
+    return kept, real, case.heads * int(real_keys.sum()), case.heads * int(real_keys.any(0).sum())
+
+
+@settings(max_examples=150, deadline=None)
+@given(batch=st.integers(1, 3), seq_len=st.integers(1, 12), seq_len_kv=st.integers(1, 16),
+       causal=st.booleans(), align=st.sampled_from(CAUSAL_ALIGNS), window=st.integers(0, 18),
+       ragged=st.sampled_from(["none", "padding", "uniform", "longtail", "bimodal"]),
+       square=st.booleans(), mode=st.sampled_from(["fwd", "fwd_bwd"]))
+def test_bytes_equal_a_brute_force_count_of_the_kept_key_columns(batch, seq_len, seq_len_kv,
+                                                                  causal, align, window, ragged,
+                                                                  square, mode):
+    nk = seq_len if square else seq_len_kv
+    fields = {"impl": "numpy", "batch": batch, "heads": 4, "kv_heads": 2, "seq_len": seq_len,
+              "seq_len_kv": nk, "head_dim": 2, "causal": causal, "causal_align": align,
+              "window": window if causal else 0, "mode": mode}
+    if ragged == "padding":
+        fields["padding"] = 0.5
+    elif ragged != "none":
+        fields["lengths"] = ragged
+    for bias in ("none", "batch_head", "head"):  # the seed, so the lengths, follow the case
+        case = Case(**fields, bias=bias)
+        kept, real, per_sequence_bias, shared_bias = _brute_force_elements(case)
+        queries = 4 * 2 * sum(query_counts(case))
+        read = {"none": 0, "batch_head": per_sequence_bias, "head": shared_bias}[bias]
+        forward = 4 * (2 * queries + 2 * kept + read)
+        backward = 4 * (4 * queries + 2 * kept + 2 * real + read)
+        assert forward_bytes(case) == forward
+        assert backward_bytes(case) == backward
+        assert case_bytes(case) == forward + (backward if mode == "fwd_bwd" else 0)
+
+
+def test_backward_writes_every_real_keys_gradient_but_reads_only_the_kept_keys():
+    case = Case(impl="numpy", mode="fwd_bwd", batch=1, heads=2, kv_heads=1, seq_len=1,
+                seq_len_kv=64, head_dim=8, causal=True, causal_align=BOTTOM_RIGHT, window=4)
+    q = 2 * 8
+    assert backward_bytes(case) == 4 * (4 * q + 2 * 4 * 8 + 2 * 64 * 8)
+    full = Case(**{**case.to_dict(), "window": 0})
+    assert backward_bytes(full) == 4 * (4 * q + 4 * 64 * 8)
+    assert backward_bytes(full) - backward_bytes(case) == 4 * 2 * (64 - 4) * 8
 
 
 def test_layers_have_no_bytes_and_gbps_needs_both_figures():

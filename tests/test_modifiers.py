@@ -373,6 +373,60 @@ def test_a_cap_hidden_by_bfloat16_round_off_says_so():
     truth.clear_caches()
 
 
+class Untouchable:
+    """An adapter's stand-in that fails the test if the harness asks it to prepare or run."""
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+        self.framework = adapter.framework
+
+    def unsupported(self, case):
+        return self.adapter.unsupported(case)
+
+    def prepare(self, case, inputs):
+        raise AssertionError("an unobservable problem reached the implementation")
+
+
+def test_the_run_path_refuses_an_unobservable_cap_before_preparing_or_timing(monkeypatch):
+    from harness import registry
+    from harness.run import execute
+    from harness.spec import TimingSettings
+
+    truth.clear_caches()
+    case = Case(impl="numpy", batch=2, heads=4, seq_len=64, head_dim=32, softcap=1000.0)
+
+    def far_below_the_cap(asked):
+        inputs, ref = truth.problem(asked)
+        return {**inputs, "q": inputs["q"] / 1000.0}, ref  # scores of O(1) against 1000
+
+    monkeypatch.setattr(execute, "problem", far_below_the_cap)
+    settings = TimingSettings(warmup_s=0.001, min_samples=2, max_samples=3, budget_s=0.01)
+    record = execute.execute(case, Untouchable(registry.get("numpy")), settings)
+    assert record["status"] == "unsupported", record
+    assert record["reason"].startswith("problem refused: softcap 1000 changes this problem's "
+                                       "output by")
+    assert "\n" not in record["reason"] and "median_s" not in record
+    monkeypatch.undo()  # its own inputs reach the cap: the same case is measured and ok
+    assert execute.execute(case, registry.get("numpy"), settings)["status"] == "ok"
+    truth.clear_caches()
+
+
+def test_the_run_path_refuses_a_cap_that_bfloat16_round_off_hides():
+    from harness import registry
+    from harness.run.execute import run_case
+    from harness.spec import TimingSettings
+
+    truth.clear_caches()
+    case = Case(impl="torch.naive", batch=1, heads=2, seq_len=256, head_dim=16, causal=True,
+                softcap=50.0, dtype="bfloat16")
+    settings = TimingSettings(warmup_s=0.001, min_samples=2, max_samples=3, budget_s=0.01)
+    record = run_case(case, Untouchable(registry.get("torch.naive")), settings)
+    assert record["status"] == "unsupported"
+    assert record["reason"].startswith("problem refused: ")
+    assert "bfloat16 round-off" in record["reason"] and "median_s" not in record
+    truth.clear_caches()
+
+
 def test_cases_without_modifiers_are_always_observable():
     assert observable.unobservable(Case(impl="numpy", seq_len=16, lengths="uniform")) is None
     assert observable.unobservable(Case(impl="torch.mha", level="mha", seq_len=16)) is None
@@ -439,5 +493,8 @@ def test_bytes_count_real_queries_of_a_prefill_and_the_bias_once():
                   bias="head", mode="fwd_bwd")
     assert case_bytes(shared) - case_bytes(Case(**{**shared.to_dict(), "bias": "none"})) == \
         2 * 4 * 2 * 4 * 8  # read in the forward and again in the backward
-    for mod in (dict(alibi=True), dict(softcap=30.0), dict(causal=True, window=3)):
+    for mod in ({"alibi": True}, {"softcap": 30.0}):
         assert forward_bytes(Case(**{**plain.to_dict(), **mod})) == forward_bytes(plain)
+    windowed = Case(**{**plain.to_dict(), "causal": True, "window": 3})  # top-left: keys 0..3
+    # float32 K and V, 2 sequences, 2 K/V heads of 8, the 4 keys past the last query
+    assert forward_bytes(plain) - forward_bytes(windowed) == 4 * 2 * 2 * 2 * 8 * (8 - 4)
