@@ -211,3 +211,9 @@ def test_the_records_page_documents_every_field_and_no_other():
     assert not missing, f"docs/records.md's Record fields list lacks {missing}"
     assert not extra, f"docs/records.md's Record fields list names {extra}, which the schema lacks"
     assert documented == list(RECORD_FIELDS), "docs/records.md lists the fields in another order"
+
+
+def test_a_whole_number_written_as_a_float_still_loads_in_an_int_field(tmp_path):
+    run = write_lines(tmp_path / "rewritten", [{**older_record(16), "peak_mem_bytes": 4096.0}])
+    records = load_records(run)
+    assert [r["peak_mem_bytes"] for r in records] == [4096.0]

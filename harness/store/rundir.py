@@ -271,13 +271,14 @@ def _number(value) -> bool:
 
 
 def _of_type(value, kind: type) -> bool:
-    """Whether a JSON value has a field's type: a float takes any number, and JSON's true and
-    false are no number."""
+    """Whether a JSON value has a field's type: a float takes any number, an int a whole one
+    (a tool that rewrote the file may have written 4096 as 4096.0), and JSON's true and false
+    are no number."""
     if kind is float:
         return _number(value)
+    if kind is int and isinstance(value, float):
+        return value.is_integer()
     return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-
-
 
 
 def _cut_partial_last_line(path: Path) -> None:
