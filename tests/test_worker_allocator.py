@@ -73,3 +73,10 @@ def test_what_a_case_freed_is_returned_between_cases():
     start, kept, returned = map(float, done.stdout.split())
     assert kept - start > 150  # kept while the case runs...
     assert returned - start < 50  # ...and given back by the settling between cases
+
+
+def test_a_capped_worker_keeps_glibcs_own_rule(monkeypatch):
+    """--mem-limit counts the heap's growth: memory kept for reuse would escape it."""
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert "GLIBC_TUNABLES" not in worker_env("numpy", 1, capped=True)
+    assert "glibc.malloc.mmap_threshold" in worker_env("numpy", 1)["GLIBC_TUNABLES"]

@@ -90,12 +90,13 @@ class SideWorker(WorkerHandle):
 
     STOP = {"kind": "stop"}
 
-    def __init__(self, spec: SideSpec, family: str, threads: int, log_path: Path):
+    def __init__(self, spec: SideSpec, family: str, threads: int, log_path: Path,
+                 capped: bool = False):
         self.spec, self.family = spec, family
         with open(log_path, "a") as log:  # what the interpreter says before the worker starts
             self.process = subprocess.Popen(
                 [spec.python, "-m", WORKER_MODULE, family, str(threads), str(log_path)],
-                cwd=spec.root, env=spec.environ(worker_env(family, threads)),
+                cwd=spec.root, env=spec.environ(worker_env(family, threads, capped)),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         self._buffer = b""
         self.info = None
@@ -174,7 +175,7 @@ class ABRunner:
             logs = self.dirs[name].logs
             logs.mkdir(parents=True, exist_ok=True)
             worker = SideWorker(self.specs[name], family, self.threads,
-                                logs / f"worker-{family}.log")
+                                logs / f"worker-{family}.log", self.mem_limit is not None)
             self.workers[name] = worker
             self.infos[name][family] = worker.info
         return worker

@@ -124,7 +124,8 @@ class Measurer:
         if self.cache_dir is None:
             self.cache_dir = tempfile.mkdtemp(prefix="attnbench-truth-")
         log = self._logs() / f"worker-{family}{self.log_suffix}.log"
-        worker = Worker(family, self.config.threads, str(log), self.cache_dir, wait=False)
+        worker = Worker(family, self.config.threads, str(log), self.cache_dir, wait=False,
+                        capped=self.config.mem_limit is not None)
         self.workers[family] = worker
         return worker
 

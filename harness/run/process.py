@@ -23,7 +23,8 @@ _JAX_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "JAX_ENABLE_X64": "true"}
 # it between cases). Left dynamic, a worker's history decides whether a case's temporaries are
 # faulted in afresh on every call: measured here, torch.naive at N=1024 (16 MiB blocks) ran 12 ms
 # in one worker and 30 ms (12,000 page faults a call) in another that had run a memory pass
-# first. Blocks that are always mapped afresh are also what `--mem-limit` counts exactly.
+# first. Under `--mem-limit` workers keep the dynamic rule: the cap (RLIMIT_DATA) counts the heap's
+# growth, not its reuse, so memory kept for reuse would escape it (docs/method.md says so).
 MALLOC_TUNABLES = {"glibc.malloc.mmap_threshold": str(32 << 20),
                    "glibc.malloc.trim_threshold": str(1 << 40)}
 # family -> (the library whose thread pool it sizes, the environment it starts with)
@@ -62,8 +63,9 @@ def describe_exit(code: int | None) -> WorkerGone:
     return WorkerGone("error", f"worker exited unexpectedly with code {code}")
 
 
-def worker_env(family: str, threads: int) -> dict[str, str]:
-    """Environment a worker must start with (thread pools are sized at import time)."""
+def worker_env(family: str, threads: int, capped: bool = False) -> dict[str, str]:
+    """Environment a worker must start with (thread pools are sized at import time, malloc's
+    thresholds at start); `capped`: its cases run under `--mem-limit`."""
     env = {var: str(threads) for var in THREAD_ENV_VARS}
     if family != "numpy":
         # The harness's own NumPy (float64 references, checks) must not compete with the timed
@@ -72,17 +74,20 @@ def worker_env(family: str, threads: int) -> dict[str, str]:
         # run-queue wait 0.5-1.0 and medians up to 14x). In NumPy's own worker its spinning is
         # part of what is timed, so it keeps OpenBLAS's default.
         env["OPENBLAS_THREAD_TIMEOUT"] = "4"
-    env["GLIBC_TUNABLES"] = malloc_tunables(os.environ.get("GLIBC_TUNABLES", ""))
+    tunables = malloc_tunables(os.environ.get("GLIBC_TUNABLES", ""),
+                               {} if capped else MALLOC_TUNABLES)
+    if tunables:
+        env["GLIBC_TUNABLES"] = tunables
     family_library(family)
     env.update(FAMILIES[family][1])
     return env
 
 
-def malloc_tunables(given: str) -> str:
-    """$GLIBC_TUNABLES with MALLOC_TUNABLES added; a tunable the user set keeps its value."""
+def malloc_tunables(given: str, ours: dict[str, str] = MALLOC_TUNABLES) -> str:
+    """$GLIBC_TUNABLES with `ours` added; a tunable the user set keeps its value."""
     parts = [part for part in given.split(":") if part]
     named = {part.split("=", 1)[0] for part in parts}
-    parts += [f"{name}={value}" for name, value in MALLOC_TUNABLES.items() if name not in named]
+    parts += [f"{name}={value}" for name, value in ours.items() if name not in named]
     return ":".join(parts)
 
 

@@ -183,8 +183,9 @@ class Worker(PipeWorker):
     with that family's environment (Keras' backend, JAX's settings) in place."""
 
     def __init__(self, family: str, threads: int, log_path: str | None,
-                 cache_dir: str | None = None, wait: bool = True):
-        """Spawn the process; with `wait`, also wait until it is ready (else: `ready()`)."""
+                 cache_dir: str | None = None, wait: bool = True, capped: bool = False):
+        """Spawn the process; with `wait`, also wait until it is ready (else: `ready()`).
+        `capped`: its cases run under `--mem-limit` (harness.run.process.worker_env)."""
         family_library(family)  # an unknown family fails here, not in the child
         ctx = multiprocessing.get_context("spawn")
         self.family = family
@@ -192,7 +193,7 @@ class Worker(PipeWorker):
         self.process = ctx.Process(target=worker_main,
                                    args=(child, family, threads, log_path, cache_dir),
                                    daemon=True, name=f"attnbench-{family}")
-        with _environ(worker_env(family, threads)):
+        with _environ(worker_env(family, threads, capped)):
             self.process.start()
         child.close()
         self.info = None
