@@ -24,7 +24,7 @@ class FakeWorker:
     log: list[tuple] = []
     fail_start: set[str] = set()
 
-    def __init__(self, family, threads, log_path, cache_dir, wait=True):
+    def __init__(self, family, threads, log_path, cache_dir, wait=True, capped=False):
         self.family, self.info, self.running = family, None, True
         self.log.append(("spawn", family))
         if wait:

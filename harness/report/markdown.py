@@ -212,7 +212,7 @@ def render_markdown(run_dir: str | Path | Run, baseline: str | None = None,
         out.append("")
     gone = tables.left_out(run.records)
     if gone:
-        out += ["<details><summary>Left out of the headlines and <i>fastest in</i>: not every "
+        out += ["<details><summary>Left out of the headlines and 'fastest in': not every "
                 "compared implementation has an ok, stable figure there</summary>", ""]
         out += [f"- {escape_md(line)}" for line in gone]
         out += ["", "</details>", ""]
