@@ -210,7 +210,6 @@ def make_plan(request: Request, adapters: dict) -> tuple[Suite, Plan]:
                        created_at=now_iso(), extra={"suite_arg": request.suite or suite.name})
 
 
-
 def plan_of_cases(name: str, cases: list[Case], timing: TimingSettings, **extra) -> Plan:
     """The plan of cases a command builds itself, with no suite file (recommend's one problem
     on each implementation): named `name`, filtered to the cases' implementations, on this

@@ -13,10 +13,10 @@ A run directory's life is kept here, whichever command runs it (run, ab, recomme
 it gets its name (`RunDir.named`), refuses to take a second run (`RunDir.refuse_if_held`),
 `RunDir.start` writes its plan, env.json and the suite's copy, `RunDir.folder` holds a
 command's own files (profile's), `RunDir.note_env` adds what workers, hosts and executors
-report as the run goes, and `RunDir.rewrite` replaces the records when an A/B's second pass supersedes its first. Every
-file is strict JSON (`json_safe`: a non-finite number is null, which `load_dataframe` reads back
-as NaN): results.jsonl one `record_line` at a time, the others by `write_json`, written whole,
-then renamed, so a reader never sees half a file.
+report as the run goes, and `RunDir.rewrite` replaces the records when an A/B's second pass
+supersedes its first. Every file is strict JSON (`json_safe`: a non-finite number is null,
+which `load_dataframe` reads back as NaN): results.jsonl one `record_line` at a time, the
+others by `write_json`, written whole, then renamed, so a reader never sees half a file.
 """
 from __future__ import annotations
 
