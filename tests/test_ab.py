@@ -3,7 +3,9 @@ head slowed by a test plugin (tests/plugins/slow.py, switched on by a variable g
 head side) fails it. Narrowed to numpy and torch.naive at seq_len 64 to stay fast."""
 import json
 import re
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -188,3 +190,33 @@ def test_both_worker_handles_answer_stop_and_die_alike(tmp_path, kind):
         assert exit_code == 0  # it exited when asked, it was not killed
     finally:
         worker.kill()
+
+
+SPIN_THEN_SLEEP = """
+import time
+end = time.perf_counter() + 0.2
+while time.perf_counter() < end:
+    pass
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc schedstat")
+def test_a_side_starts_only_once_the_other_has_stopped_spinning():
+    from harness.measure.contention import process_cpu_ns
+
+    spinning = subprocess.Popen([sys.executable, "-c", SPIN_THEN_SLEEP])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        while (process_cpu_ns(spinning.pid) or 0) < 80e6:  # past Python's start, spinning
+            time.sleep(0.005)
+        waited_busy = ab.wait_until_quiet(spinning.pid)
+        before = process_cpu_ns(spinning.pid)
+        time.sleep(0.05)
+        assert process_cpu_ns(spinning.pid) - before < 5e6  # quiet when the wait ended
+        time.sleep(0.3)  # the idle one is past its start too
+        waited_idle = ab.wait_until_quiet(idle.pid)
+        assert waited_busy > 3 * waited_idle
+    finally:
+        spinning.kill()
+        idle.kill()

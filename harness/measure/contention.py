@@ -76,6 +76,14 @@ def _run_queue_wait_ns() -> int | None:
     return sum(waits) if waits else None
 
 
+def process_cpu_ns(pid: int) -> int | None:
+    """CPU time every thread of process `pid` has run, in ns (schedstat); None where it
+    cannot be read."""
+    times = [_read_int_field(p, 0) for p in glob.glob(f"/proc/{pid}/task/*/schedstat")]
+    times = [t for t in times if t is not None]
+    return sum(times) if times else None
+
+
 def _pressure_us() -> int | None:
     try:
         with open("/proc/pressure/cpu") as fh:

@@ -10,7 +10,9 @@ passes), one request at a time. For each case both prepare and warm up, then the
 `BLOCK` samples from one, `BLOCK` from the other, the order swapped every round (ABBA), until
 the run's stop rule (harness.measure.timer.enough) holds for both, each side's budget counting
 that side's blocks; never fewer than `MIN_SAMPLES` per side. Both sides use the same number of
-calls per sample. Machine drift lands on both sides alike.
+calls per sample. Machine drift lands on both sides alike. A side's block starts only once the
+other side's process has stopped using the CPU (`wait_until_quiet`): OpenBLAS and OpenMP threads
+spin for a while after their last task, and would otherwise share the cores with the block.
 
 The cases the first pass flags (regression, improvement, new failure, memory growth) are measured
 once more, after all others, and that measurement decides: a transient disturbance has to strike
@@ -33,6 +35,7 @@ from pathlib import Path
 from harness import registry
 from harness.analysis import compare
 from harness.constants import TIMED_STATUSES
+from harness.measure.contention import process_cpu_ns
 from harness.measure.timer import Samples, calls_per_sample, enough
 from harness.run.ab_worker import PROTOCOL
 from harness.run.executor import OomHistory, precise_now
@@ -51,6 +54,11 @@ BLOCK = 5
 # +20% on the smoke shapes (20-100 µs) was caught in 3 of 4 cases with 20 samples, 4 of 4 with
 # 50: the smallest detectable slowdown there fell from a median 1.28x to 1.09x
 MIN_SAMPLES = 50
+# A process is quiet once its threads use less than QUIET_SHARE of a core over QUIET_POLL_S
+# (NumPy's OpenBLAS threads spin about 0.1 s after their last task; the kernel adds a running
+# thread's time at its scheduler ticks, so the window spans several); never waited beyond
+# QUIET_MAX_S, for a process that keeps a thread busy
+QUIET_SHARE, QUIET_POLL_S, QUIET_MAX_S = 0.05, 0.02, 0.3
 
 
 class ABError(ValueError):
@@ -140,6 +148,20 @@ class SideWorker(WorkerHandle):
                 pass
 
 
+def wait_until_quiet(pid: int) -> float:
+    """Wait until process `pid` (the side whose block just ended) stops using the CPU, so the
+    other side's block does not share the cores with its spinning threads; the seconds waited."""
+    start = time.perf_counter()
+    last = process_cpu_ns(pid)
+    while last is not None and time.perf_counter() - start < QUIET_MAX_S:
+        time.sleep(QUIET_POLL_S)
+        now = process_cpu_ns(pid)
+        if now is None or now - last < QUIET_SHARE * QUIET_POLL_S * 1e9:
+            break
+        last = now
+    return time.perf_counter() - start
+
+
 def ab_settings(timing: TimingSettings) -> TimingSettings:
     """The suite's timing with at least MIN_SAMPLES per side: with fewer, a one-sided rank test
     cannot reach p < 0.001 however large the difference."""
@@ -197,6 +219,12 @@ class ABRunner:
                                         "settings": dataclasses.asdict(self.settings),
                                         "mem_limit": self.mem_limit}, "preparing the case")
 
+    def _quiet(self, name: str) -> None:
+        """Before the other side works: this side's threads have stopped spinning."""
+        worker = self.workers.get(name)
+        if worker is not None:
+            wait_until_quiet(worker.process.pid)
+
     def _discard(self, name: str) -> None:
         worker = self.workers.pop(name, None)
         if worker is not None:
@@ -211,7 +239,10 @@ class ABRunner:
     def measure(self, case: Case) -> dict[str, dict]:
         """Both sides' results for one case (status, check, timing, kernel, memory)."""
         family = registry.adapters()[case.impl].framework
-        results = {name: self._prepare(name, family, case) for name in self.specs}
+        results = {}
+        for name in self.specs:
+            results[name] = self._prepare(name, family, case)
+            self._quiet(name)
         timing = [n for n in self.specs if results[n]["status"] in TIMED_STATUSES]
         samples: dict[str, list[float]] = {n: [] for n in timing}
         spent = dict.fromkeys(timing, 0.0)  # each side's seconds in its blocks (the budget's)
@@ -234,6 +265,7 @@ class ABRunner:
                     continue
                 samples[name].extend(got["samples_s"])
                 spent[name] += got["spent_s"]
+                self._quiet(name)
             order.reverse()
             if all(enough(samples[n], spent[n], self.settings) for n in timing):
                 break
