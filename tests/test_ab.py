@@ -220,3 +220,14 @@ def test_a_side_starts_only_once_the_other_has_stopped_spinning():
     finally:
         spinning.kill()
         idle.kill()
+
+
+def test_ab_samples_until_the_medians_reach_their_target_not_a_runs_short_budget():
+    from harness.spec import TimingSettings
+
+    suite = TimingSettings(min_samples=5, max_samples=200, budget_s=0.15, target_ci=0.02)
+    settings = ab.ab_settings(suite)
+    assert settings.min_samples == ab.MIN_SAMPLES and settings.budget_s == ab.MIN_BUDGET_S
+    assert settings.target_ci == 0.02 and settings.max_samples == 200
+    longer = ab.ab_settings(TimingSettings(min_samples=80, max_samples=400, budget_s=10.0))
+    assert (longer.min_samples, longer.max_samples, longer.budget_s) == (80, 400, 10.0)

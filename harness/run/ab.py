@@ -54,6 +54,9 @@ BLOCK = 5
 # +20% on the smoke shapes (20-100 µs) was caught in 3 of 4 cases with 20 samples, 4 of 4 with
 # 50: the smallest detectable slowdown there fell from a median 1.28x to 1.09x
 MIN_SAMPLES = 50
+# Per side and case: sampling goes on past MIN_SAMPLES until both medians reach the suite's
+# target interval (`target_ci`), this budget or `max_samples` ends it
+MIN_BUDGET_S = 3.0
 # A process is quiet once its threads use less than QUIET_SHARE of a core over QUIET_POLL_S
 # (NumPy's OpenBLAS threads spin about 0.1 s after their last task; the kernel adds a running
 # thread's time at its scheduler ticks, so the window spans several); never waited beyond
@@ -163,10 +166,14 @@ def wait_until_quiet(pid: int) -> float:
 
 
 def ab_settings(timing: TimingSettings) -> TimingSettings:
-    """The suite's timing with at least MIN_SAMPLES per side: with fewer, a one-sided rank test
-    cannot reach p < 0.001 however large the difference."""
+    """The suite's timing with at least MIN_SAMPLES per side (with fewer, a one-sided rank test
+    cannot reach p < 0.001 however large the difference) and a budget of at least
+    MIN_BUDGET_S per side: a suite's budget is sized for a run's one figure, and spent, it ends
+    the sampling before the medians reach their target interval, which is what lets the
+    ratio's interval clear the threshold."""
     least = max(timing.min_samples, MIN_SAMPLES)
-    return dataclasses.replace(timing, min_samples=least, max_samples=max(timing.max_samples, least))
+    return dataclasses.replace(timing, min_samples=least, max_samples=max(timing.max_samples, least),
+                               budget_s=max(timing.budget_s, MIN_BUDGET_S))
 
 
 class ABRunner:
