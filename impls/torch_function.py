@@ -19,17 +19,9 @@ from __future__ import annotations
 import inspect
 import math
 
-from harness.constants import (
-    FEATURE_ALIBI,
-    FEATURE_BIAS,
-    FEATURE_BOTTOM_RIGHT,
-    FEATURE_KV_HEADS,
-    FEATURE_PACKED,
-    FEATURE_PADDING,
-    FEATURE_SOFTCAP,
-    FEATURE_WINDOW,
-    MODES,
-)
+from harness.constants import (FEATURE_ALIBI, FEATURE_BIAS, FEATURE_BOTTOM_RIGHT, FEATURE_KV_HEADS,
+                               FEATURE_PACKED, FEATURE_PADDING, FEATURE_SOFTCAP, FEATURE_WINDOW,
+                               MODES)
 from harness.spec import function_impl
 from impls._torch import TorchAdapter, prepared, to_device
 

@@ -18,16 +18,8 @@ import warnings
 import numpy as np
 
 from harness.case import BOTTOM_RIGHT, TOP_LEFT
-from harness.constants import (
-    FEATURE_ALIBI,
-    FEATURE_BIAS,
-    FEATURE_BOTTOM_RIGHT,
-    FEATURE_KV_HEADS,
-    FEATURE_PACKED,
-    FEATURE_PADDING,
-    FEATURE_SOFTCAP,
-    FEATURE_WINDOW,
-)
+from harness.constants import (FEATURE_ALIBI, FEATURE_BIAS, FEATURE_BOTTOM_RIGHT, FEATURE_KV_HEADS,
+                               FEATURE_PACKED, FEATURE_PADDING, FEATURE_SOFTCAP, FEATURE_WINDOW)
 from impls._masks import packing
 from impls._torch import TorchAdapter, device_reasons, prepared, tensor
 

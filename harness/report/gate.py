@@ -112,8 +112,9 @@ def console_lines(result: dict) -> list[str]:
     each case that failed or improved."""
     lines = [headline(result) + f" ({result['matched']} cases matched, threshold "
              f"{percent(result['threshold'])})"]
-    if rules_text(result):
-        lines.append(rules_text(result))
+    rules = rules_text(result)
+    if rules:
+        lines.append(rules)
     power = detectable_text(result)
     if power:
         lines.append(power)
@@ -185,8 +186,9 @@ def render_markdown(result: dict, title: str = "attnbench regression gate") -> s
     power = detectable_text(result)
     if power:
         out += [escape_md(power[0].upper() + power[1:]) + ".", ""]
-    if rules_text(result):
-        out += [escape_md(rules_text(result)[0].upper() + rules_text(result)[1:]) + ".", ""]
+    rules = rules_text(result)
+    if rules:
+        out += [escape_md(rules[0].upper() + rules[1:]) + ".", ""]
     if result.get("differences"):
         how = "compared with --force" if result.get("forced") else "sides of the A/B"
         out += [f"> Runs differ ({how}): "

@@ -7,6 +7,7 @@ one case.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import os
@@ -171,10 +172,8 @@ def settle() -> None:
 def return_free_memory() -> None:
     """Give the memory the last case freed back to the system (MALLOC_TUNABLES keep it while a
     case runs), so one case does not hold it for the rest of the worker's life."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: it has its own way
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: its allocator returns memory its own way
-        pass
 
 
 def warm_blas() -> None:
